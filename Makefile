@@ -1,0 +1,24 @@
+# The README's two commands: `make run` (main job on its defaults) and `make test` (the test suite).
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: setup run test lint bench
+setup:
+	@scripts/setup.sh
+
+## main job on its embedded defaults (local files under data/, runs/, reports/)
+run: setup
+	$(BIN)/zoo collect --config configs/collect/darkroom.yaml
+	$(BIN)/zoo data info data/darkroom
+
+## the test suite CI runs (.ci/run)
+test: setup lint
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

@@ -1,0 +1,110 @@
+"""The backbone contract: every sequence model of the zoo behind one interface.
+
+A backbone maps token embeddings `x: [B, T, D]` to features `y: [B, T, D]`, causally, and carries
+a typed `State` so that a sequence can be processed in chunks (`forward` with `state=`) or one token
+at a time (`step`) with the same result as one parallel `forward`. The in-context evaluation runs on
+`step`; training runs on `forward`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+
+class State:
+    """Base of every backbone's state: a dataclass with named slots (KV cache, hidden state, ...).
+
+    Subclasses are `@dataclasses.dataclass` classes whose fields are tensors (or None, or plain
+    Python numbers such as a position counter). `map_tensors` gives them `detach()` and `to()`.
+    """
+
+    def map_tensors(self, fn: Callable[[Tensor], Tensor]) -> State:
+        """A copy of this state with `fn` applied to every tensor field (tuples/lists of tensors too)."""
+
+        def apply(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return fn(value)
+            if isinstance(value, (tuple, list)):
+                return type(value)(apply(v) for v in value)
+            if isinstance(value, State):
+                return value.map_tensors(fn)
+            return value
+
+        assert dataclasses.is_dataclass(self), f"{type(self).__name__} must be a dataclass"
+        return dataclasses.replace(
+            self, **{f.name: apply(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        )
+
+    def detach(self) -> State:
+        return self.map_tensors(Tensor.detach)
+
+
+class Backbone(nn.Module, ABC):
+    """A causal sequence model over `[B, T, d_model]` with an exact incremental path.
+
+    Contract, pinned by the registry-driven tests for every registered backbone:
+    - `forward(x)` equals `forward(x[:, :t])` followed by `forward(x[:, t:], state=...)`;
+    - `forward(x)` equals a loop of `step` over the tokens of `x`, from `init_state`;
+    - constructor arguments are keyword-only and typed, so LightningCLI can show and check them.
+    """
+
+    name: str = ""  # set by @register_backbone
+    d_model: int
+
+    @abstractmethod
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """The state before the first token."""
+
+    @abstractmethod
+    def forward(self, x: Tensor, *, state: State | None = None) -> tuple[Tensor, State]:
+        """Process `x: [B, T, D]` after `state` (None: from scratch). Returns `([B, T, D], state)`."""
+
+    def step(self, x_t: Tensor, *, state: State) -> tuple[Tensor, State]:
+        """Process one token `x_t: [B, D]`. Members override this with a true O(1)-in-T update."""
+        y, state = self.forward(x_t.unsqueeze(1), state=state)
+        return y.squeeze(1), state
+
+
+BackboneT = TypeVar("BackboneT", bound=type[Backbone])
+
+BACKBONES: dict[str, type[Backbone]] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneT], BackboneT]:
+    """Class decorator: make a `Backbone` subclass available as `create_backbone(name, ...)`."""
+
+    def decorator(cls: BackboneT) -> BackboneT:
+        if name in BACKBONES and BACKBONES[name] is not cls:
+            raise ValueError(f"backbone name {name!r} is already registered by {BACKBONES[name]}")
+        if not issubclass(cls, Backbone):
+            raise TypeError(f"{cls.__name__} must subclass backbones.Backbone")
+        cls.name = name
+        BACKBONES[name] = cls
+        return cls
+
+    return decorator
+
+
+def create_backbone(name: str, **kwargs: Any) -> Backbone:
+    """Build a registered backbone by name with its keyword arguments."""
+    if name not in BACKBONES:
+        known = ", ".join(sorted(BACKBONES)) or "none"
+        raise KeyError(f"unknown backbone {name!r}; registered: {known}")
+    return BACKBONES[name](**kwargs)
+
+
+def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of a module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,1 @@
+"""Datasets of learning histories: the on-disk format, its reader, and the Lightning DataModule."""

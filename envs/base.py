@@ -1,0 +1,159 @@
+"""Contracts of the task families, the source learners and the histories they record.
+
+- `EnvFamily`: one per task family (Dark Room, ...). Knows its task distribution and splits, builds a
+  plain registered `gymnasium.Env` for one task and a NumPy-vectorised `gymnasium.vector.VectorEnv`
+  for many tasks (same semantics), and the optimal return of each task.
+- `Learner`: a vectorised source RL algorithm, one independent learner per sub-env.
+- `Histories`: what a collection produces, flat arrays of many learning histories; the dataset
+  format (`datamodules.storage`) stores exactly these arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
+
+import gymnasium as gym
+import numpy as np
+
+Split = Literal["train", "test", "ood"]
+"""`train`: tasks for training data; `test`: held-out tasks of the same distribution (never in
+training data); `ood`: out-of-distribution tasks, for families that define them (bandit)."""
+
+
+class EnvFamily(ABC):
+    """A task family: its parameters are dataclass fields, its tasks are integer arrays `[n, k]`.
+
+    Subclasses are `@dataclasses.dataclass(frozen=True)` with defaults for every field, so
+    `family_from_params(name, params)` rebuilds the family recorded in a dataset's manifest.
+    """
+
+    name: ClassVar[str] = ""  # set by @register_env
+    env_id: ClassVar[str] = ""  # gymnasium id, e.g. "zoo/DarkRoom-v0"
+
+    @property
+    @abstractmethod
+    def num_observations(self) -> int:
+        """Size of the Discrete observation space."""
+
+    @property
+    @abstractmethod
+    def num_actions(self) -> int:
+        """Size of the Discrete action space."""
+
+    @property
+    @abstractmethod
+    def episode_len(self) -> int:
+        """Maximum steps of an episode (time limit)."""
+
+    @abstractmethod
+    def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
+        """`num_tasks` tasks of `split` as an int64 array `[num_tasks, task_dim]`, deterministic in
+        `seed`. The train and test splits are disjoint for every seed."""
+
+    @abstractmethod
+    def make_env(self, task: np.ndarray, **kwargs: Any) -> gym.Env:
+        """The plain gymnasium env of one task (also reachable through `gymnasium.make`)."""
+
+    @abstractmethod
+    def make_vector_env(
+        self, tasks: np.ndarray, *, seed: int | None = None
+    ) -> gym.vector.VectorEnv:
+        """One sub-env per task, stepped together with NumPy (no Python loop over sub-envs)."""
+
+    @abstractmethod
+    def optimal_return(self, tasks: np.ndarray) -> np.ndarray:
+        """Best achievable episode return of each task, `[n]` float64."""
+
+    def params(self) -> dict[str, Any]:
+        """The family's parameters, JSON-serialisable (for a dataset's manifest)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+EnvFamilyT = TypeVar("EnvFamilyT", bound=type[EnvFamily])
+
+ENV_FAMILIES: dict[str, type[EnvFamily]] = {}
+
+
+def register_env(name: str) -> Callable[[EnvFamilyT], EnvFamilyT]:
+    """Class decorator: make an `EnvFamily` available by name."""
+
+    def decorator(cls: EnvFamilyT) -> EnvFamilyT:
+        cls.name = name
+        ENV_FAMILIES[name] = cls
+        return cls
+
+    return decorator
+
+
+def make_family(name: str, **params: Any) -> EnvFamily:
+    """Build a registered family by name, with a clear error for unknown names or parameters."""
+    if name not in ENV_FAMILIES:
+        known = ", ".join(sorted(ENV_FAMILIES))
+        raise ValueError(f"unknown env {name!r}; known envs: {known}")
+    cls = ENV_FAMILIES[name]
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for env {name!r}; it takes: {sorted(fields)}"
+        )
+    return cls(**params)
+
+
+class Learner(ABC):
+    """A vectorised source RL learner: `num_envs` independent learners, one per sub-env.
+
+    The collection loop calls `act` then `update` once per vector step. `update` sees the true last
+    observation of an episode as `next_obs` (not the reset observation of the next episode).
+    """
+
+    name: ClassVar[str] = ""  # set by @register_learner
+
+    @abstractmethod
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions `[num_envs]` for observations `[num_envs]`."""
+
+    @abstractmethod
+    def update(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
+        """Learn from one transition per sub-env."""
+
+
+@dataclasses.dataclass
+class Histories:
+    """Many learning histories as flat arrays of transitions, history after history.
+
+    History `h` is `slice(offsets[h], offsets[h + 1])` of every per-step array. Within a history,
+    steps are in time order across all its (kept) episodes; `episode[i]` numbers the episode of step
+    `i` in the learner's full history (so subsampling shows as gaps), and `done[i]` marks the last
+    step of an episode (terminated or truncated).
+    """
+
+    observations: np.ndarray  # [N] int32: o_t
+    actions: np.ndarray  # [N] int32: a_t
+    rewards: np.ndarray  # [N] float32: r_t, the reward of taking a_t in o_t
+    done: np.ndarray  # [N] bool: a_t ended the episode
+    episode: np.ndarray  # [N] int32: episode index of step i in its history
+    offsets: np.ndarray  # [H + 1] int64
+    task_index: np.ndarray  # [H] int64: row of the dataset's task table
+
+    PER_STEP: ClassVar[tuple[str, ...]] = ("observations", "actions", "rewards", "done", "episode")
+    PER_HISTORY: ClassVar[tuple[str, ...]] = ("offsets", "task_index")
+
+    @property
+    def num_histories(self) -> int:
+        return len(self.task_index)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.observations)

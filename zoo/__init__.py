@@ -1,0 +1,1 @@
+"""The zoo: in-context learner, training CLI, in-context evaluation and reports."""
