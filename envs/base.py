@@ -146,9 +146,12 @@ class Histories:
     episode: np.ndarray  # [N] int32: episode index of step i in its history
     offsets: np.ndarray  # [H + 1] int64
     task_index: np.ndarray  # [H] int64: row of the dataset's task table
+    learning_curve: (
+        np.ndarray
+    )  # [H, E] float32: return of every episode of the learner, kept or not
 
     PER_STEP: ClassVar[tuple[str, ...]] = ("observations", "actions", "rewards", "done", "episode")
-    PER_HISTORY: ClassVar[tuple[str, ...]] = ("offsets", "task_index")
+    PER_HISTORY: ClassVar[tuple[str, ...]] = ("offsets", "task_index", "learning_curve")
 
     @property
     def num_histories(self) -> int:

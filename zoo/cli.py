@@ -1,7 +1,7 @@
-"""`zoo` console script: one entry point, one module per sub-command, imported on demand.
+"""`zoo` console script: one entry point, one function per sub-command, imported on demand.
 
-Each sub-command is a module with `main(argv: list[str]) -> int | None`, so `zoo --help` stays fast
-(no torch import) and adding a command is one line in COMMANDS.
+Sub-commands are imported only when run, so `zoo --help` stays fast (no torch import), and adding
+a command is one line in COMMANDS.
 """
 
 from __future__ import annotations
@@ -9,10 +9,18 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> (module, one-line help). The module's main(argv) parses the rest of the command line.
+# name -> ("module:function", one-line help). The function takes the rest of the command line
+# (`argv` after the command's name) and returns an exit code (None means 0).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("zoo.collect", "record learning histories of a source RL learner into a dataset"),
-    "data": ("zoo.data_cli", "inspect a dataset: `zoo data info PATH`"),
+    "collect": (
+        "zoo.collect:main",
+        "record learning histories of a source RL learner into a dataset",
+    ),
+    "data": ("zoo.data_cli:main", "inspect a dataset: `zoo data info PATH`"),
+    "backbones": ("zoo.backbones_cli:main", "list registered backbones and their presets' sizes"),
+    "fit": ("zoo.train:fit", "train an in-context learner (LightningCLI)"),
+    "validate": ("zoo.train:validate", "validate a checkpoint (LightningCLI)"),
+    "evaluate": ("zoo.evaluate:main", "in-context evaluation of a checkpoint on held-out tasks"),
 }
 
 
@@ -33,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"zoo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, function_name = COMMANDS[name][0].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return int(function(rest) or 0)
 
 
 if __name__ == "__main__":
