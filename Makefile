@@ -14,6 +14,7 @@ run: setup
 
 ## the test suite CI runs (.ci/run)
 test: setup lint
+	@scripts/test-services.sh
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
