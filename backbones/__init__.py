@@ -4,6 +4,10 @@ Adding a backbone: one file in this package decorated with `@register_backbone("
 line below, one preset per size in `configs/backbone/`.
 """
 
+# Members register themselves on import; one line per file.
+from backbones import linear_attention as linear_attention
+from backbones import rnn as rnn
+from backbones import transformer as transformer
 from backbones.base import (
     BACKBONES,
     Backbone,
@@ -12,8 +16,6 @@ from backbones.base import (
     create_backbone,
     register_backbone,
 )
-
-# Members register themselves on import; one line per file.
 
 __all__ = [
     "BACKBONES",

@@ -1,0 +1,130 @@
+"""Recurrent networks from torch: multi-layer GRU and LSTM behind the backbone contract.
+
+The cuDNN / oneDNN kernels of `nn.GRU` and `nn.LSTM` run the whole sequence; the carried hidden
+state makes chunked processing and one-token steps exact. When the hidden width differs from
+`d_model`, a linear layer maps the last layer's hidden state back to `d_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from backbones.base import Backbone, State, register_backbone
+
+
+@dataclasses.dataclass
+class GRUState(State):
+    """The GRU's hidden state."""
+
+    hidden: Tensor
+    """`[num_layers, B, hidden_size]`."""
+
+
+@dataclasses.dataclass
+class LSTMState(State):
+    """The LSTM's hidden and cell states."""
+
+    hidden: Tensor
+    """`[num_layers, B, hidden_size]`."""
+    cell: Tensor
+    """`[num_layers, B, hidden_size]`."""
+
+
+def _check_sizes(name: str, *, d_model: int, hidden_size: int, num_layers: int) -> None:
+    for arg, value in (("d_model", d_model), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if value < 1:
+            raise ValueError(f"{name}: {arg} must be >= 1, got {value}")
+
+
+@register_backbone("gru")
+class GRUBackbone(Backbone):
+    """Multi-layer GRU (`torch.nn.GRU`), batch-first."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            d_model: width of the input and output features.
+            hidden_size: width of every layer's hidden state.
+            num_layers: stacked GRU layers.
+            dropout: dropout between layers (torch applies none after the last).
+        """
+        super().__init__()
+        _check_sizes("gru", d_model=d_model, hidden_size=hidden_size, num_layers=num_layers)
+        self.d_model = d_model
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.rnn = nn.GRU(
+            d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout
+        )
+        self.out = nn.Identity() if hidden_size == d_model else nn.Linear(hidden_size, d_model)
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> GRUState:
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return GRUState(hidden=torch.zeros(shape, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor, *, state: GRUState | None = None) -> tuple[Tensor, GRUState]:
+        hidden = None if state is None else state.hidden
+        y, hidden = self.rnn(x, hidden)
+        return self.out(y), GRUState(hidden=hidden)
+
+
+@register_backbone("lstm")
+class LSTMBackbone(Backbone):
+    """Multi-layer LSTM (`torch.nn.LSTM`), batch-first."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            d_model: width of the input and output features.
+            hidden_size: width of every layer's hidden and cell states.
+            num_layers: stacked LSTM layers.
+            dropout: dropout between layers (torch applies none after the last).
+        """
+        super().__init__()
+        _check_sizes("lstm", d_model=d_model, hidden_size=hidden_size, num_layers=num_layers)
+        self.d_model = d_model
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.rnn = nn.LSTM(
+            d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout
+        )
+        self.out = nn.Identity() if hidden_size == d_model else nn.Linear(hidden_size, d_model)
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> LSTMState:
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        zeros = torch.zeros(shape, device=device, dtype=dtype)
+        return LSTMState(hidden=zeros, cell=zeros.clone())
+
+    def forward(self, x: Tensor, *, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        carried = None if state is None else (state.hidden, state.cell)
+        y, (hidden, cell) = self.rnn(x, carried)
+        return self.out(y), LSTMState(hidden=hidden, cell=cell)

@@ -1,0 +1,128 @@
+"""Causal transformer: an x-transformers `Decoder` with rotary positions and an attention window.
+
+Each token attends to at most the last `context_len` tokens, itself included
+(x-transformers' `attn_max_attend_past = context_len - 1`). The incremental path keeps every
+layer's keys and values for the last `context_len - 1` tokens (x-transformers' KV cache), so a
+stream of any length costs O(context_len) per token and equals the parallel forward with the same
+window exactly. It is *not* a recompute over the last `context_len` tokens: with several layers the
+receptive field of a sliding window reaches further back (see DEPENDENCIES.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+from x_transformers import Decoder
+from x_transformers.attend import Intermediates
+from x_transformers.x_transformers import LayerIntermediates
+
+from backbones.base import Backbone, State, register_backbone
+
+
+@dataclasses.dataclass
+class TransformerState(State):
+    """Per attention layer, the keys and values of the last `context_len - 1` tokens.
+
+    Keys are stored before the rotary rotation (x-transformers rotates after reading the cache),
+    so positions restart at 0 inside the window; attention with rotary depends only on distances.
+    """
+
+    keys: tuple[Tensor, ...]
+    """One `[B, heads, L, d_head]` tensor per layer, L <= context_len - 1."""
+    values: tuple[Tensor, ...]
+    """One `[B, heads, L, d_head]` tensor per layer."""
+
+
+@register_backbone("transformer")
+class TransformerBackbone(Backbone):
+    """Pre-norm causal transformer (x-transformers `Decoder`, SDPA attention, rotary positions)."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        depth: int,
+        heads: int,
+        context_len: int,
+        ff_mult: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            d_model: width of the input and output features.
+            depth: number of attention + feed-forward blocks.
+            heads: attention heads; must divide d_model (head width = d_model // heads).
+            context_len: attention window, in tokens, the current token included.
+            ff_mult: feed-forward hidden width as a multiple of d_model.
+            dropout: dropout on attention weights and in the feed-forward blocks.
+        """
+        super().__init__()
+        if d_model % heads != 0:
+            raise ValueError(f"transformer: heads={heads} must divide d_model={d_model}")
+        if context_len < 1:
+            raise ValueError(f"transformer: context_len must be >= 1, got {context_len}")
+        self.d_model = d_model
+        self.depth = depth
+        self.heads = heads
+        self.d_head = d_model // heads
+        self.context_len = context_len
+        self.decoder = Decoder(
+            dim=d_model,
+            depth=depth,
+            heads=heads,
+            attn_dim_head=self.d_head,
+            ff_mult=ff_mult,
+            attn_dropout=dropout,
+            ff_dropout=dropout,
+            rotary_pos_emb=True,
+            attn_flash=True,
+            attn_max_attend_past=context_len - 1,
+            verbose=False,  # its only message asks for rotary width >= 32, which small heads lack
+        )
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> TransformerState:
+        empty = torch.zeros(batch_size, self.heads, 0, self.d_head, device=device, dtype=dtype)
+        return TransformerState(keys=(empty,) * self.depth, values=(empty,) * self.depth)
+
+    def forward(
+        self, x: Tensor, *, state: TransformerState | None = None
+    ) -> tuple[Tensor, TransformerState]:
+        if state is None:
+            y, intermediates = self.decoder(x, return_hiddens=True)
+        else:
+            y, intermediates = self.decoder(
+                x, cache=self._as_cache(state), cache_age=x.shape[1], return_hiddens=True
+            )
+        return y, self._trimmed_state(intermediates)
+
+    def step(self, x_t: Tensor, *, state: TransformerState) -> tuple[Tensor, TransformerState]:
+        y, state = self.forward(x_t.unsqueeze(1), state=state)
+        return y.squeeze(1), state
+
+    def _as_cache(self, state: TransformerState) -> LayerIntermediates:
+        """The x-transformers cache object for a state (only the fields its decoder reads)."""
+        return LayerIntermediates(
+            attn_intermediates=[
+                Intermediates(cached_kv=(k, v)) for k, v in zip(state.keys, state.values)
+            ],
+            cache_length=state.keys[0].shape[-2],
+        )
+
+    def _trimmed_state(self, intermediates: LayerIntermediates) -> TransformerState:
+        """Keep every layer's last `context_len - 1` keys and values: all a later token can see."""
+        keep = self.context_len - 1
+        keys, values = [], []
+        for inter in intermediates.attn_intermediates:
+            k, v = inter.cached_kv
+            start = max(k.shape[-2] - keep, 0)
+            keys.append(k[..., start:, :])
+            values.append(v[..., start:, :])
+        return TransformerState(keys=tuple(keys), values=tuple(values))
