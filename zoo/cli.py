@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("zoo.train:fit", "train an in-context learner (LightningCLI)"),
     "validate": ("zoo.train:validate", "validate a checkpoint (LightningCLI)"),
     "evaluate": ("zoo.evaluate:main", "in-context evaluation of a checkpoint on held-out tasks"),
+    "sweep": ("zoo.sweep:main", "run an Optuna study (ablation, tuning) or show its progress"),
 }
 
 
