@@ -24,7 +24,8 @@ training data); `ood`: out-of-distribution tasks, for families that define them 
 
 
 class EnvFamily(ABC):
-    """A task family: its parameters are dataclass fields, its tasks are integer arrays `[n, k]`.
+    """A task family: its parameters are dataclass fields, its tasks are arrays `[n, k]` (int64
+    cells for the grid worlds, float64 arm means for bandits).
 
     Subclasses are `@dataclasses.dataclass(frozen=True)` with defaults for every field, so
     `family_from_params(name, params)` rebuilds the family recorded in a dataset's manifest.
@@ -32,6 +33,9 @@ class EnvFamily(ABC):
 
     name: ClassVar[str] = ""  # set by @register_env
     env_id: ClassVar[str] = ""  # gymnasium id, e.g. "zoo/DarkRoom-v0"
+    # True where a reward marks progress the observation does not show (key_to_door: the key is
+    # picked up): a learner may add "rewarded already this episode" to the state it learns on.
+    reward_marks_progress: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -50,7 +54,7 @@ class EnvFamily(ABC):
 
     @abstractmethod
     def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
-        """`num_tasks` tasks of `split` as an int64 array `[num_tasks, task_dim]`, deterministic in
+        """`num_tasks` tasks of `split` as an array `[num_tasks, task_dim]`, deterministic in
         `seed`. The train and test splits are disjoint for every seed."""
 
     @abstractmethod

@@ -1,0 +1,190 @@
+"""What the Dark grid worlds share: cell coding, moves, the expert's step, task splits, and the plain
+and vectorised env bases.
+
+A position is `(row, col)`, its observation the cell `row * size + col`. Actions (as in the
+corl-team `toymeta` package): 0 noop, 1 up (row - 1), 2 right (col + 1), 3 down (row + 1),
+4 left (col - 1); a move into a wall leaves the agent where it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import Split
+from envs.vector import TaskVectorEnv
+
+NOOP, UP, RIGHT, DOWN, LEFT = range(5)
+MOVES = np.array([(0, 0), (-1, 0), (0, 1), (1, 0), (0, -1)])
+
+
+@functools.lru_cache(maxsize=8)
+def move_table(size: int) -> np.ndarray:
+    """`[size**2, 5]` int64: the cell reached from each cell by each action."""
+    rows, cols = np.divmod(np.arange(size * size), size)
+    next_rows = np.clip(rows[:, None] + MOVES[:, 0], 0, size - 1)
+    next_cols = np.clip(cols[:, None] + MOVES[:, 1], 0, size - 1)
+    return next_rows * size + next_cols
+
+
+@functools.lru_cache(maxsize=8)
+def expert_table(size: int) -> np.ndarray:
+    """`[size**2, size**2]` int64: a shortest-path action from each cell to each target cell (rows
+    first, then columns; noop on the target)."""
+    rows, cols = np.divmod(np.arange(size * size), size)
+    dr = np.sign(rows[None, :] - rows[:, None]) + 1  # [cell, target]: 0 go up, 2 go down
+    dc = np.sign(cols[None, :] - cols[:, None]) + 1
+    by_sign = np.array([[UP, UP, UP], [LEFT, NOOP, RIGHT], [DOWN, DOWN, DOWN]])
+    return by_sign[dr, dc]
+
+
+def distance(cells: np.ndarray, targets: np.ndarray, size: int) -> np.ndarray:
+    """Manhattan distance between cells (the number of moves between them)."""
+    (r0, c0), (r1, c1) = np.divmod(cells, size), np.divmod(targets, size)
+    return np.abs(r0 - r1) + np.abs(c0 - c1)
+
+
+def all_cells(size: int) -> np.ndarray:
+    """`[size**2, 2]` int64: every `(row, col)`, in cell order."""
+    return np.stack(np.divmod(np.arange(size * size), size), axis=1)
+
+
+def split_tasks(
+    all_tasks: np.ndarray, split: Split, *, test_fraction: float, split_seed: int, family: str
+) -> np.ndarray:
+    """The tasks of `split`: a `split_seed` permutation of all tasks, its first `test_fraction`
+    held out as `test`; the partition depends on the family's parameters only, never on a sampling
+    seed, so held-out tasks never reach training data."""
+    if split not in ("train", "test"):
+        raise ValueError(f"env {family!r} has no split {split!r}; its splits are: train, test")
+    order = np.random.default_rng(split_seed).permutation(len(all_tasks))
+    num_test = min(max(1, round(test_fraction * len(all_tasks))), len(all_tasks) - 1)
+    chosen = order[:num_test] if split == "test" else order[num_test:]
+    return all_tasks[np.sort(chosen)]
+
+
+def draw_tasks(pool: np.ndarray, num_tasks: int, *, seed: int) -> np.ndarray:
+    """`num_tasks` rows of `pool`: seeded shuffles of the whole pool, one after another, so each task
+    appears equally often (within one) whatever `num_tasks` is."""
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be at least 1, got {num_tasks}")
+    rng = np.random.default_rng(seed)
+    rounds = math.ceil(num_tasks / len(pool))
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(rounds)])[:num_tasks]
+    return pool[order]
+
+
+def check_cell(name: str, value: Any, size: int) -> np.ndarray:
+    """`value` as a `(row, col)` int64 array inside a `size` grid, or a clear error."""
+    cell = np.asarray(value)
+    if cell.shape != (2,) or not np.issubdtype(cell.dtype, np.integer):
+        raise ValueError(f"{name} must be a (row, col) pair of integers, got {value!r}")
+    if not ((cell >= 0) & (cell < size)).all():
+        raise ValueError(f"{name}={tuple(cell.tolist())} is outside the {size}x{size} grid")
+    return cell.astype(np.int64)
+
+
+class GridEnv(gym.Env[int, int]):
+    """A plain Dark grid world: a position, moves clipped at the walls, a time-less state (the time
+    limit is gymnasium's `TimeLimit`, added by `gymnasium.make`).
+
+    `reset(options={"start": (row, col)})` starts an episode at a given position (tests use it to
+    replay a vector env's random starts)."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, *, size: int, random_start: bool, render_mode: str | None = None) -> None:
+        if size < 2:
+            raise ValueError(f"size must be at least 2, got {size}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.size = size
+        self.random_start = random_start
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Discrete(size * size)
+        self.action_space = gym.spaces.Discrete(len(MOVES))
+        self.pos = np.array([size // 2, size // 2])
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        super().reset(seed=seed)
+        if options and "start" in options:
+            self.pos = check_cell("start", options["start"], self.size)
+        elif self.random_start:
+            self.pos = self.np_random.integers(0, self.size, size=2)
+        else:
+            self.pos = np.array([self.size // 2, self.size // 2])
+        return self._obs(), {}
+
+    def _move(self, action: int) -> None:
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r}; actions are 0..{len(MOVES) - 1}")
+        self.pos = np.clip(self.pos + MOVES[action], 0, self.size - 1)
+
+    def _obs(self) -> int:
+        return int(self.pos[0] * self.size + self.pos[1])
+
+    def _grid(self) -> np.ndarray:
+        grid = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+        grid[self.pos[0], self.pos[1]] = (0, 255, 0)
+        return grid
+
+
+class GridVectorEnv(TaskVectorEnv):
+    """The vectorised grid world: cells `[num_envs]` moved by one table lookup per step.
+
+    Subclasses give the reward and termination of arriving in a cell and reset their own state."""
+
+    def __init__(
+        self,
+        *,
+        tasks: np.ndarray,
+        size: int,
+        episode_len: int,
+        random_start: bool,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(tasks=tasks, num_observations=size * size, num_actions=5, seed=seed)
+        self.size, self.episode_len, self.random_start = size, episode_len, random_start
+        self._moves = move_table(size)
+        self._expert = expert_table(size)
+        self._cell = np.zeros(self.num_envs, dtype=np.int64)
+        self._time = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _starts(self, count: int) -> np.ndarray:
+        if self.random_start:
+            return self.np_random.integers(0, self.size * self.size, size=count)
+        return np.full(count, (self.size // 2) * self.size + self.size // 2)
+
+    def _reset_all(self) -> np.ndarray:
+        self._cell = self._starts(self.num_envs)
+        self._time = np.zeros(self.num_envs, dtype=np.int64)
+        self._reset_extra(np.ones(self.num_envs, dtype=bool))
+        return self._cell
+
+    def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        self._cell = cell = self._moves[self._cell, actions]
+        rewards, terminated = self._arrive(cell)
+        self._time += 1
+        return cell, rewards, terminated, self._time >= self.episode_len
+
+    def _autoreset(self, done: np.ndarray, final_obs: np.ndarray) -> np.ndarray:
+        self._cell = cell = final_obs.copy()
+        cell[done] = self._starts(int(done.sum()))
+        self._time[done] = 0
+        self._reset_extra(done)
+        return cell.copy()
+
+    @abstractmethod
+    def _arrive(self, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards (float32) and terminations of arriving in `cell`; updates the subclass's state."""
+
+    @abstractmethod
+    def _reset_extra(self, done: np.ndarray) -> None:
+        """Reset the subclass's own state where `done`."""
