@@ -1,0 +1,338 @@
+"""`zoo collect`: record the learning histories of a source RL learner into a dataset.
+
+Every history h plays task `h % num_tasks` of the task table; shard s holds a contiguous range of
+histories and is a deterministic function of the config, the seed and s alone, so a killed run
+resumes shard by shard (valid shards are skipped) and machines can each write some shards
+(`--only_shards`); the manifest is written once all shards are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from datamodules.storage import (
+    COLLECTION,
+    FORMAT_VERSION,
+    MANIFEST,
+    DatasetError,
+    Manifest,
+    check_shard_files,
+    read_json,
+    read_shard_record,
+    write_json_atomic,
+    write_manifest,
+    write_shard,
+)
+from envs.base import EnvFamily, make_family
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    """What to collect: every field but `output` and `only_shards` makes the dataset's identity."""
+
+    env: str = "darkroom"
+    """Registered env family (envs.ENV_FAMILIES), e.g. darkroom, darkroom_hard, key_to_door, bandit."""
+    env_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Parameters of the env family (its dataclass fields); the rest keep their defaults."""
+    split: Literal["train", "test", "ood"] = "train"
+    """Task split to sample from: train (training data), test (held out) or ood."""
+    num_tasks: int = 100
+    """Number of distinct tasks (rows of the task table, drawn with `seed`)."""
+    histories_per_task: int = 1
+    """Independent learning histories per task (different learner and env seeds)."""
+    learner: str = "q_learning"
+    """Registered source learner (envs.learners), e.g. q_learning, ucb, thompson."""
+    learner_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Hyper-parameters of the learner; the rest keep their defaults."""
+    episodes: int = 200
+    """Episodes each learner runs: the length of its learning history."""
+    keep_every: int = 1
+    """Store every k-th episode of a history (the learning curve keeps all of them)."""
+    expert: bool = False
+    """Record expert episodes (ED data) instead of learning histories (AD data)."""
+    seed: int = 0
+    """Seed of the task table and of every shard's learners and envs."""
+    num_shards: int = 1
+    """Shards to split the histories into: the unit of resuming and of parallel collection."""
+    output: str = "data/darkroom"
+    """Dataset directory to write."""
+    only_shards: list[int] | None = None
+    """Collect only these shard indices (several machines, one dataset); default: all."""
+
+
+RUN_OPTIONS = ("output", "only_shards")
+"""Config fields that say how to run a collection, not what it holds."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, nothing written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """The histories of shard `index` and the seeds that make it reproducible anywhere."""
+
+    index: int
+    histories: np.ndarray  # global history indices
+    task_index: np.ndarray  # their rows of the task table
+    env_seed: int
+    learner_seed: int
+
+
+def plan_shard(config: CollectConfig, index: int) -> ShardPlan:
+    total = config.num_tasks * config.histories_per_task
+    start, stop = index * total // config.num_shards, (index + 1) * total // config.num_shards
+    histories = np.arange(start, stop, dtype=np.int64)
+    env_seed, learner_seed = np.random.SeedSequence(config.seed, spawn_key=(index,)).generate_state(
+        2
+    )
+    return ShardPlan(
+        index, histories, histories % config.num_tasks, int(env_seed), int(learner_seed)
+    )
+
+
+def identity(config: CollectConfig, family: EnvFamily) -> dict[str, Any]:
+    """What the dataset holds, with the env's defaults filled in (same data, same identity)."""
+    ident = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_OPTIONS}
+    return {**ident, "env_params": family.params(), "format_version": FORMAT_VERSION}
+
+
+def fingerprint_of(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFlags:
+    overwrite: bool
+    progress: bool
+
+
+def parse_args(argv: list[str]) -> tuple[CollectConfig, RunFlags]:
+    """Config from `--config FILE.yaml` and/or flags (flags win), type-checked by jsonargparse."""
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(
+        prog="zoo collect", description=__doc__.splitlines()[0], exit_on_error=False
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of the options below")
+    parser.add_class_arguments(CollectConfig)
+    parser.add_argument(
+        "--overwrite",
+        action=ActionYesNo,
+        default=False,
+        help="replace an existing dataset at --output that was made with a different config",
+    )
+    parser.add_argument("--progress", action=ActionYesNo, default=True, help="show a progress bar")
+    try:
+        namespace = parser.parse_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(" ".join(str(e).split())) from None
+    config = CollectConfig(**{f.name: namespace[f.name] for f in dataclasses.fields(CollectConfig)})
+    return config, RunFlags(overwrite=namespace.overwrite, progress=namespace.progress)
+
+
+def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray]:
+    """Validate everything before anything is written; return the family and the task table."""
+    import envs  # noqa: F401  (registers the env families)
+    from envs.learners import make_learner
+
+    for name in ("num_tasks", "histories_per_task", "episodes", "keep_every", "num_shards"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name} must be at least 1, got {getattr(config, name)}")
+    total = config.num_tasks * config.histories_per_task
+    if config.num_shards > total:
+        raise UsageError(f"--num_shards {config.num_shards} exceeds the {total} histories")
+    if config.keep_every > config.episodes:
+        raise UsageError(f"--keep_every {config.keep_every} exceeds --episodes {config.episodes}")
+    bad = sorted(set(config.only_shards or ()) - set(range(config.num_shards)))
+    if bad:
+        raise UsageError(f"--only_shards {bad} not in [0, {config.num_shards})")
+    try:
+        family = make_family(config.env, **config.env_params)
+        tasks = family.sample_tasks(config.split, config.num_tasks, seed=config.seed)
+        make_learner(config.learner, num_envs=1, family=family, seed=0, **config.learner_params)
+    except (ValueError, TypeError) as e:
+        raise UsageError(" ".join(str(e).split())) from None
+    return family, tasks
+
+
+def prepare_output(root: Path, *, ident: dict[str, Any], fingerprint: str, overwrite: bool) -> None:
+    """Refuse an output that holds something else; start it (collection.json) if new."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--output {root} is a file; choose a directory")
+    if root.is_dir() and any(root.iterdir()):
+        if not (root / COLLECTION).exists():
+            raise UsageError(f"--output {root} is not empty and not a zoo dataset; choose another")
+        try:
+            previous = read_json(root / COLLECTION, what="collection record")
+        except DatasetError as e:
+            if not overwrite:
+                raise UsageError(f"{e}; or pass --overwrite to start over") from None
+            previous = {}
+        if previous.get("fingerprint") != fingerprint:
+            if not overwrite:
+                old = previous.get("identity", {})
+                changed = sorted(k for k in ident if old.get(k) != ident[k])
+                raise UsageError(
+                    f"--output {root} holds a different collection (differs in {', '.join(changed)}); "
+                    "choose another --output, or pass --overwrite to replace it"
+                )
+            shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / COLLECTION, {"fingerprint": fingerprint, "identity": ident})
+
+
+def valid_record(root: Path, plan: ShardPlan, fingerprint: str) -> dict[str, Any] | None:
+    """The record of shard `plan.index` if it is complete and intact, else None (recollect it)."""
+    try:
+        record = read_shard_record(root, plan.index)
+        if record is None or record.get("fingerprint") != fingerprint:
+            return None
+        if record.get("histories") != len(plan.histories):
+            return None
+        check_shard_files(root / record["name"], record, verify="checksum")
+    except (DatasetError, KeyError, TypeError):
+        return None
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectResult:
+    root: Path
+    collected: list[int]  # shards written by this run
+    reused: list[int]  # shards already complete
+    transitions: int  # written by this run
+    seconds: float
+    manifest: Manifest | None  # None while some shards are missing (--only_shards)
+
+
+def collect(
+    config: CollectConfig, *, command: str, overwrite: bool = False, progress: bool = True
+) -> CollectResult:
+    """Collect the missing shards of `config`'s dataset; write the manifest once all are there."""
+    from envs.collection import collect_histories
+    from envs.learners import make_learner
+
+    family, tasks = check_config(config)
+    ident = identity(config, family)
+    fingerprint = fingerprint_of(ident)
+    root = Path(config.output)
+    prepare_output(root, ident=ident, fingerprint=fingerprint, overwrite=overwrite)
+
+    plans = [plan_shard(config, s) for s in range(config.num_shards)]
+    records = {p.index: r for p in plans if (r := valid_record(root, p, fingerprint)) is not None}
+    wanted = set(config.only_shards) if config.only_shards is not None else set(range(len(plans)))
+    todo = [p for p in plans if p.index in wanted and p.index not in records]
+    reused = sorted(wanted & set(records))
+    if todo:
+        (root / MANIFEST).unlink(missing_ok=True)  # not complete until every shard is valid again
+    start, written = time.perf_counter(), 0
+    with tqdm(
+        unit=" transitions", unit_scale=True, disable=not progress, dynamic_ncols=True
+    ) as bar:
+        for plan in todo:
+            bar.set_description_str(f"shard {plan.index + 1}/{config.num_shards}")
+            learner = make_learner(
+                config.learner,
+                num_envs=len(plan.histories),
+                family=family,
+                seed=plan.learner_seed,
+                **config.learner_params,
+            )
+            histories = collect_histories(
+                family,
+                tasks[plan.task_index],
+                learner,
+                episodes=config.episodes,
+                keep_every=config.keep_every,
+                expert=config.expert,
+                seed=plan.env_seed,
+                task_index=plan.task_index,
+                progress=bar.update,
+            )
+            records[plan.index] = write_shard(
+                root, index=plan.index, histories=histories, fingerprint=fingerprint
+            )
+            written += histories.num_steps
+    seconds = time.perf_counter() - start
+
+    manifest = None
+    if len(records) == len(plans):
+        ordered = [records[p.index] for p in plans]
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            fingerprint=fingerprint,
+            env=config.env,
+            env_id=family.env_id,
+            env_params=family.params(),
+            split=config.split,
+            mode="expert" if config.expert else "ad",
+            tasks=tasks.tolist(),
+            learner=config.learner,
+            learner_params=config.learner_params,
+            seed=config.seed,
+            num_histories=sum(r["histories"] for r in ordered),
+            num_transitions=sum(r["transitions"] for r in ordered),
+            episodes_per_history=config.episodes,
+            keep_every=config.keep_every,
+            num_shards=config.num_shards,
+            shards=ordered,
+            command=command,
+            config=dataclasses.asdict(config),
+        )
+        write_manifest(root, manifest)
+    return CollectResult(root, [p.index for p in todo], reused, written, seconds, manifest)
+
+
+def summary(result: CollectResult, config: CollectConfig) -> str:
+    rate = result.transitions / result.seconds if result.seconds > 0 else 0.0
+    lines = [
+        f"collected {len(result.collected)} shard(s), reused {len(result.reused)} already complete: "
+        f"{result.transitions:,} transitions in {result.seconds:.1f} s ({rate:,.0f}/s)"
+    ]
+    manifest = result.manifest
+    if manifest is None:
+        lines.append(
+            f"{result.root}: not complete yet (the other shards of {config.num_shards} are missing); "
+            "the manifest is written by the run that completes the last shard"
+        )
+    else:
+        size = sum(f["bytes"] for r in manifest.shards for f in r["files"].values())
+        lines += [
+            f"{result.root}: {manifest.env} ({manifest.split}, {len(manifest.tasks)} tasks), "
+            f"learner {manifest.learner}, mode {manifest.mode}",
+            f"  {manifest.num_histories:,} histories x {manifest.episodes_per_history} episodes "
+            f"(every {manifest.keep_every} kept), {manifest.num_transitions:,} transitions, "
+            f"{manifest.num_shards} shard(s), {size / 2**20:.1f} MiB",
+            f"inspect it with: zoo data info {result.root}",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        config, flags = parse_args(argv)
+        result = collect(
+            config,
+            command=shlex.join(["zoo", "collect", *argv]),
+            overwrite=flags.overwrite,
+            progress=flags.progress,
+        )
+    except UsageError as e:
+        print(f"zoo collect: error: {e}", file=sys.stderr)
+        return 2
+    print(summary(result, config))
+    return 0
