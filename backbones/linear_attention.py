@@ -10,7 +10,8 @@ ops (`naive_chunk_simple_gla`, `naive_recurrent_simple_gla`), because fla's laye
   normaliser rides along as one extra value channel of ones, so the same operator carries it.
 - `simple_gla`: gated linear attention with a data-dependent decay per head
   (a_t = exp(logsigmoid(w . x_t) / 16), as fla's `SimpleGatedLinearAttention`), per-head RMSNorm
-  and a swish output gate.
+  and a swish output gate; keys half as wide as values (GLA's `expand_k = 0.5`), which also keeps
+  its parameter count level with the other members'.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LinearAttentionState(State):
     """Per layer, the matrix memory of every head (float32, the precision fla accumulates in)."""
 
     memory: tuple[Tensor, ...]
-    """One `[B, heads, d_head, d_value]` tensor per layer (`d_value = d_head + 1` for the
+    """One `[B, heads, d_key, d_value]` tensor per layer (`d_value = d_head + 1` for the
     normalised `linear_attention`: the last column accumulates the keys for the denominator)."""
 
 
@@ -73,12 +74,13 @@ def simple_gla(
 class LinearAttentionMixer(nn.Module):
     """Multi-head linear attention token mixer: plain (normalised, elu + 1) or gated (decay)."""
 
-    def __init__(self, *, d_model: int, heads: int, gated: bool) -> None:
+    def __init__(self, *, d_model: int, heads: int, d_key: int, gated: bool) -> None:
         super().__init__()
         self.heads = heads
+        self.d_key = d_key
         self.d_head = d_model // heads
         self.gated = gated
-        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.qkv_proj = nn.Linear(d_model, 2 * heads * d_key + d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
         if gated:
             self.decay_proj = nn.Linear(d_model, heads)
@@ -87,7 +89,9 @@ class LinearAttentionMixer(nn.Module):
 
     def forward(self, x: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
         batch, length, _ = x.shape
-        q, k, v = self.qkv_proj(x).view(batch, length, 3, self.heads, self.d_head).unbind(2)
+        qk, v = self.qkv_proj(x).split([2 * self.heads * self.d_key, self.d_head * self.heads], -1)
+        q, k = qk.view(batch, length, 2, self.heads, self.d_key).unbind(2)
+        v = v.view(batch, length, self.heads, self.d_head)
         if self.gated:
             g = F.logsigmoid(self.decay_proj(x).float()) / GATE_LOGIT_NORMALIZER
             o, memory = simple_gla(q, k, v, g, memory)
@@ -103,10 +107,12 @@ class LinearAttentionMixer(nn.Module):
 class LinearAttentionBlock(nn.Module):
     """Pre-norm residual block: token mixer, then a GELU MLP."""
 
-    def __init__(self, *, d_model: int, heads: int, ff_mult: int, dropout: float, gated: bool):
+    def __init__(
+        self, *, d_model: int, heads: int, d_key: int, ff_mult: int, dropout: float, gated: bool
+    ):
         super().__init__()
         self.mixer_norm = nn.RMSNorm(d_model)
-        self.mixer = LinearAttentionMixer(d_model=d_model, heads=heads, gated=gated)
+        self.mixer = LinearAttentionMixer(d_model=d_model, heads=heads, d_key=d_key, gated=gated)
         self.mlp_norm = nn.RMSNorm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, ff_mult * d_model),
@@ -127,6 +133,7 @@ class LinearAttentionBackbone(Backbone):
     """Causal linear attention (Katharopoulos et al. 2020): elu + 1 features, normalised, no decay."""
 
     gated = False
+    key_ratio = 1.0  # key width per head / value width per head
 
     def __init__(
         self,
@@ -151,9 +158,15 @@ class LinearAttentionBackbone(Backbone):
         self.d_model = d_model
         self.heads = heads
         self.d_head = d_model // heads
+        self.d_key = max(int(self.d_head * self.key_ratio), 1)
         self.blocks = nn.ModuleList(
             LinearAttentionBlock(
-                d_model=d_model, heads=heads, ff_mult=ff_mult, dropout=dropout, gated=self.gated
+                d_model=d_model,
+                heads=heads,
+                d_key=self.d_key,
+                ff_mult=ff_mult,
+                dropout=dropout,
+                gated=self.gated,
             )
             for _ in range(depth)
         )
@@ -167,7 +180,7 @@ class LinearAttentionBackbone(Backbone):
         dtype: torch.dtype | None = None,
     ) -> LinearAttentionState:
         d_value = self.d_head + (0 if self.gated else 1)
-        shape = (batch_size, self.heads, self.d_head, d_value)
+        shape = (batch_size, self.heads, self.d_key, d_value)
         zeros = torch.zeros(shape, device=device, dtype=torch.float32)
         return LinearAttentionState(memory=tuple(zeros.clone() for _ in self.blocks))
 
@@ -187,3 +200,4 @@ class SimpleGLABackbone(LinearAttentionBackbone):
     """Gated linear attention with a data-dependent decay per head (fla's simple GLA)."""
 
     gated = True
+    key_ratio = 0.5
