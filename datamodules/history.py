@@ -1,0 +1,315 @@
+"""Windows of consecutive steps of learning histories, the training data of AD and ED.
+
+A window is `context_len` consecutive steps of one history: it crosses episode boundaries (that is
+how the model sees improvement) but never crosses histories, so never tasks. The datamodule splits
+train / validation by task, can restrict windows to expert episodes (ED), and can permute the
+episodes of every history (a control that destroys the learning signal on purpose).
+
+Episodes in sampling order form a "virtual" sequence per history; a window is a run of virtual
+positions, mapped back to stored steps through an episode table. Whole batches are gathered with
+one vectorised index per shard straight from the memory maps, so sampling stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from datamodules.storage import HistoryDataset, open_dataset
+
+Mode = Literal["ad", "ed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeTable:
+    """The episodes one split samples from, in sampling order, laid end to end per history."""
+
+    shard: np.ndarray  # [M] int64: shard of each episode
+    start: np.ndarray  # [M] int64: its first step, index within the shard's arrays
+    virtual_start: np.ndarray  # [M] int64: its first position in the split's virtual sequence
+    history: np.ndarray  # [H] int64: global index of each history of the split
+    history_start: np.ndarray  # [H] int64: virtual position of the history's first step
+    history_len: np.ndarray  # [H] int64: steps of the history in the table
+
+
+def episode_table(
+    dataset: HistoryDataset,
+    histories: np.ndarray,
+    *,
+    last_episodes: int | None = None,
+    shuffle_episodes: bool = False,
+    seed: int = 0,
+) -> EpisodeTable:
+    """The episodes of `histories` (global indices): all of them, or each history's last
+    `last_episodes`; in stored order, or permuted within each history (seeded)."""
+    wanted = np.zeros(dataset.num_histories, dtype=bool)
+    wanted[histories] = True
+    parts = []
+    first = 0  # global index of the shard's first history
+    for shard_id, shard in enumerate(dataset.shards):
+        offsets = np.asarray(shard.offsets)
+        is_end = np.array(shard.done, dtype=bool)
+        nonempty = offsets[1:] > offsets[:-1]
+        is_end[offsets[1:][nonempty] - 1] = True  # a history's last step ends its last episode
+        ends = np.flatnonzero(is_end)
+        starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+        history = np.searchsorted(offsets, starts, side="right") - 1 + first
+        keep = wanted[history]
+        lengths = ends + 1 - starts
+        parts.append((np.full(keep.sum(), shard_id), starts[keep], lengths[keep], history[keep]))
+        first += shard.num_histories
+    shard_of, start, length, history = (np.concatenate(p).astype(np.int64) for p in zip(*parts))
+
+    if last_episodes is not None:
+        count = np.bincount(history, minlength=dataset.num_histories)
+        first_of = np.concatenate([[0], np.cumsum(count)[:-1]])
+        rank_from_end = count[history] - 1 - (np.arange(len(history)) - first_of[history])
+        keep = rank_from_end < last_episodes
+        shard_of, start, length, history = shard_of[keep], start[keep], length[keep], history[keep]
+    if shuffle_episodes:
+        order = np.lexsort((np.random.default_rng(seed).random(len(history)), history))
+        shard_of, start, length, history = (
+            shard_of[order],
+            start[order],
+            length[order],
+            history[order],
+        )
+
+    virtual_start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    split_histories, first_episode = np.unique(history, return_index=True)
+    history_len = np.bincount(history, weights=length, minlength=dataset.num_histories)
+    return EpisodeTable(
+        shard=shard_of,
+        start=start,
+        virtual_start=virtual_start,
+        history=split_histories,
+        history_start=virtual_start[first_episode],
+        history_len=history_len[split_histories].astype(np.int64),
+    )
+
+
+class WindowDataset(Dataset):
+    """Every window of `context_len` steps inside one history of an `EpisodeTable`.
+
+    Item `i` is one window; `__getitems__` gathers a whole batch at once (the DataLoader uses it).
+    The memory maps are opened lazily in each process, so DataLoader workers are safe.
+    """
+
+    def __init__(self, data: HistoryDataset, table: EpisodeTable, *, context_len: int) -> None:
+        self.path = str(data.path)
+        self.table = table
+        self.context_len = context_len
+        windows = np.maximum(table.history_len - context_len + 1, 0)
+        self._cumulative = np.cumsum(windows)
+        self._data: HistoryDataset | None = data
+
+    def __len__(self) -> int:
+        return int(self._cumulative[-1]) if len(self._cumulative) else 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_data": None}
+
+    @property
+    def data(self) -> HistoryDataset:
+        if self._data is None:  # in a DataLoader worker: map the files in this process
+            self._data = open_dataset(self.path)
+        return self._data
+
+    def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(global history `[B]`, shard `[B]`, step index within the shard `[B, context_len]`)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"window index out of range [0, {len(self)})")
+        table = self.table
+        row = np.searchsorted(self._cumulative, indices, side="right")
+        before = np.where(row > 0, self._cumulative[row - 1], 0)
+        first = table.history_start[row] + indices - before
+        positions = first[:, None] + np.arange(self.context_len)
+        episode = np.searchsorted(table.virtual_start, positions, side="right") - 1
+        steps = table.start[episode] + positions - table.virtual_start[episode]
+        return table.history[row], table.shard[episode[:, 0]], steps
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        _, shards, steps = self.locate(np.asarray(indices))
+        out = {
+            "observations": np.empty(steps.shape, dtype=np.int64),
+            "actions": np.empty(steps.shape, dtype=np.int64),
+            "rewards": np.empty(steps.shape, dtype=np.float32),
+        }
+        for shard_id in np.unique(shards):
+            rows = shards == shard_id
+            arrays = self.data.shards[shard_id]
+            for key, array in out.items():
+                array[rows] = getattr(arrays, key)[steps[rows]]
+        return {key: torch.from_numpy(array) for key, array in out.items()}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
+
+
+def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Collate function: `WindowDataset.__getitems__` already returns a collated batch."""
+    return batch
+
+
+def split_tasks(task_index: np.ndarray, *, val_fraction: float, seed: int) -> np.ndarray:
+    """Validation tasks: a seeded `val_fraction` of the distinct tasks (at least one if > 0)."""
+    tasks = np.unique(task_index)
+    if val_fraction <= 0:
+        return tasks[:0]
+    if len(tasks) < 2:
+        raise ValueError(
+            f"the dataset has {len(tasks)} task(s): a split by task needs at least 2 "
+            "(or set data.val_fraction: 0)"
+        )
+    count = min(max(round(val_fraction * len(tasks)), 1), len(tasks) - 1)
+    return np.sort(np.random.default_rng(seed).permutation(tasks)[:count])
+
+
+class HistoryDataModule(pl.LightningDataModule):
+    """Windows of learning histories from a dataset written by `zoo collect`."""
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        context_len: int | None = None,
+        context_episodes: int | None = None,
+        mode: Mode = "ad",
+        expert_episodes: int | None = None,
+        shuffle_episodes: bool = False,
+        val_fraction: float = 0.1,
+        val_windows: int = 2048,
+        train_windows_per_epoch: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            path: dataset directory (`zoo collect` output).
+            context_len: steps per window. Give this or `context_episodes`.
+            context_episodes: steps per window as a number of episodes (x the env's episode_len).
+            mode: `ad`, windows anywhere in the learning histories; `ed`, windows of expert
+                episodes only (an expert dataset, or each history's last `expert_episodes`).
+            expert_episodes: in `ed` mode on learning histories, how many last episodes of each
+                history count as converged.
+            shuffle_episodes: permute the episodes within every history (seeded): same steps,
+                no order; a control that removes the improvement AD learns from.
+            val_fraction: fraction of the tasks whose histories are held out for validation.
+            val_windows: validation windows (a fixed seeded subset of the held-out windows).
+            train_windows_per_epoch: windows drawn (with replacement) per epoch; None: every
+                training window once, shuffled.
+            batch_size: windows per batch.
+            num_workers: DataLoader worker processes (each opens its own memory maps).
+            seed: seed of the task split, the episode permutation and the sampling order.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.path = str(path)
+        self.dataset = open_dataset(self.path)
+        manifest = self.dataset.manifest
+        family = self.dataset.family
+        if (context_len is None) == (context_episodes is None):
+            raise ValueError("give exactly one of data.context_len and data.context_episodes")
+        if context_episodes is not None:
+            context_len = context_episodes * family.episode_len
+        if context_len < 1:
+            raise ValueError(f"data.context_len must be >= 1, got {context_len}")
+        if mode not in ("ad", "ed"):
+            raise ValueError(f"data.mode must be 'ad' or 'ed', got {mode!r}")
+        if mode == "ad" and manifest.mode == "expert":
+            raise ValueError(
+                f"{self.path} holds expert episodes, not learning histories: use data.mode: ed"
+            )
+        if mode == "ed" and manifest.mode != "expert" and expert_episodes is None:
+            raise ValueError(
+                f"{self.path} holds learning histories: data.mode ed needs data.expert_episodes "
+                "(how many last episodes of each history count as converged), or an expert dataset"
+            )
+        if expert_episodes is not None and expert_episodes < 1:
+            raise ValueError(f"data.expert_episodes must be >= 1, got {expert_episodes}")
+        self.context_len = int(context_len)
+        self.mode = mode
+        self.num_observations = family.num_observations
+        self.num_actions = family.num_actions
+        self.episode_len = family.episode_len
+        self.env = {
+            "name": manifest.env,
+            "params": dict(manifest.env_params),
+            "episode_len": family.episode_len,
+            "dataset": str(Path(self.path).resolve()),
+        }
+        self.val_tasks = split_tasks(self.dataset.task_index, val_fraction=val_fraction, seed=seed)
+        self.train_windows: WindowDataset | None = None
+        self.val_windows: WindowDataset | None = None
+
+    def split_histories(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global indices of the (train, validation) histories: split by task."""
+        is_val = np.isin(self.dataset.task_index, self.val_tasks)
+        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+    def _windows(self, histories: np.ndarray, split: str) -> WindowDataset:
+        hp = self.hparams
+        table = episode_table(
+            self.dataset,
+            histories,
+            last_episodes=hp.expert_episodes if self.mode == "ed" else None,
+            shuffle_episodes=hp.shuffle_episodes,
+            seed=hp.seed,
+        )
+        windows = WindowDataset(self.dataset, table, context_len=self.context_len)
+        if len(histories) and len(windows) == 0:
+            longest = int(table.history_len.max(initial=0))
+            raise ValueError(
+                f"no {split} history has {self.context_len} steps to sample a window from "
+                f"(the longest usable one has {longest}): lower data.context_len"
+            )
+        return windows
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_windows is not None:
+            return
+        train, val = self.split_histories()
+        self.train_windows = self._windows(train, "training")
+        self.val_windows = self._windows(val, "validation") if len(val) else None
+
+    def _loader(self, dataset: Dataset, sampler: Any) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            collate_fn=_batch_as_is,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        per_epoch = self.hparams.train_windows_per_epoch
+        sampler = RandomSampler(
+            self.train_windows,
+            replacement=per_epoch is not None,
+            num_samples=per_epoch,
+            generator=generator,
+        )
+        return self._loader(self.train_windows, sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if self.val_windows is None:
+            return []
+        count = min(self.hparams.val_windows, len(self.val_windows))
+        rng = np.random.default_rng(self.hparams.seed)
+        chosen = np.sort(rng.choice(len(self.val_windows), size=count, replace=False))
+        subset = torch.utils.data.Subset(self.val_windows, chosen.tolist())
+        return self._loader(subset, SequentialSampler(subset))
