@@ -235,7 +235,7 @@ class Manifest:
     env_params: dict[str, Any]  # the family's full parameters (EnvFamily.params())
     split: str
     mode: str  # "ad" (learning histories) or "expert" (converged / optimal episodes)
-    tasks: list[list[int]]  # the task table: row i is task index i
+    tasks: list[list[Any]]  # the task table: row i is task index i (ints, or floats for bandits)
     learner: str
     learner_params: dict[str, Any]
     seed: int
@@ -306,7 +306,7 @@ class HistoryDataset:
         self.path = path
         self.manifest = manifest
         self.shards = shards
-        self.tasks = np.asarray(manifest.tasks, dtype=np.int64)
+        self.tasks = np.asarray(manifest.tasks)  # int64 (grid cells) or float64 (arm means)
         counts = [s.num_histories for s in shards]
         self._shard_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.task_index = np.concatenate([np.asarray(s.task_index) for s in shards])
@@ -335,8 +335,6 @@ class HistoryDataset:
     @cached_property
     def family(self) -> EnvFamily:
         """The env family that produced the data, rebuilt from the manifest."""
-        import envs  # noqa: F401  (registers the families)
-
         try:
             return make_family(self.manifest.env, **self.manifest.env_params)
         except (ValueError, TypeError) as e:

@@ -146,7 +146,6 @@ def parse_args(argv: list[str]) -> tuple[CollectConfig, RunFlags]:
 
 def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray]:
     """Validate everything before anything is written; return the family and the task table."""
-    import envs  # noqa: F401  (registers the env families)
     from envs.learners import make_learner
 
     for name in ("num_tasks", "histories_per_task", "episodes", "keep_every", "num_shards"):

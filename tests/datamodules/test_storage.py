@@ -53,7 +53,9 @@ def synthetic_histories(*, num_histories: int, num_tasks: int, seed: int) -> His
     )
 
 
-def write_dataset(root: Path, shards: list[Histories], *, num_tasks: int = 3) -> None:
+def write_dataset(
+    root: Path, shards: list[Histories], *, tasks: list[list[float]] | None = None
+) -> None:
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / COLLECTION, {"fingerprint": "f" * 64})
     records = [
@@ -67,7 +69,7 @@ def write_dataset(root: Path, shards: list[Histories], *, num_tasks: int = 3) ->
         env_params={},
         split="train",
         mode="ad",
-        tasks=[[t, t + 1] for t in range(num_tasks)],
+        tasks=[[t, t + 1] for t in range(3)] if tasks is None else tasks,
         learner="q_learning",
         learner_params={},
         seed=0,
@@ -97,12 +99,22 @@ def dataset_dir(tmp_path: Path, shards: list[Histories]) -> Path:
 def test_round_trip_is_exact(dataset_dir: Path, shards: list[Histories]) -> None:
     dataset = open_dataset(dataset_dir, verify="checksum")
     assert dataset.num_histories == 8
+    assert dataset.tasks.dtype == np.int64
     assert dataset.num_steps == sum(h.num_steps for h in shards)
     for stored, written in zip(dataset.shards, shards):
         assert isinstance(stored.observations, np.memmap)
         for key in Histories.PER_STEP + Histories.PER_HISTORY:
             np.testing.assert_array_equal(getattr(stored, key), getattr(written, key))
             assert getattr(stored, key).dtype == getattr(written, key).dtype
+
+
+def test_float_task_table_round_trips(tmp_path: Path, shards: list[Histories]) -> None:
+    tasks = np.random.default_rng(0).random((3, 10))  # bandit arm means
+    write_dataset(tmp_path, shards, tasks=tasks.tolist())
+    stored = open_dataset(tmp_path).tasks
+    assert stored.dtype == np.float64
+    np.testing.assert_array_equal(stored, tasks)
+    assert open_dataset(tmp_path).history(0).task.shape == (10,)
 
 
 def test_global_history_index_reaches_each_history(
