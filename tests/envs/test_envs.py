@@ -1,0 +1,150 @@
+"""Every registered family: gymnasium's checker, vector env == plain envs, splits, optimal return."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs import ENV_FAMILIES, EnvFamily, make_family
+
+FAMILIES = sorted(ENV_FAMILIES)
+
+
+def _tasks(family: EnvFamily, num: int, seed: int = 0) -> np.ndarray:
+    tasks = family.sample_tasks("train", num, seed=seed)
+    if family.name == "bandit":  # deterministic arms, so the two implementations' draws agree
+        tasks = (tasks > 0.5).astype(np.float64)
+    return tasks
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_plain_env_passes_gymnasium_checker(name: str) -> None:
+    family = make_family(name)
+    env = family.make_env(family.sample_tasks("train", 1, seed=0)[0])
+    assert env.spec is not None and env.spec.id == family.env_id
+    check_env(env.unwrapped)
+    assert env.observation_space.n == family.num_observations
+    assert env.action_space.n == family.num_actions
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_vector_env_steps_like_plain_envs(name: str) -> None:
+    """Same random actions, over many tasks: identical observations, rewards and episode ends."""
+    family = make_family(name)
+    tasks = _tasks(family, 24)
+    vector = family.make_vector_env(tasks, seed=1)
+    assert vector.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    plain = [family.make_env(task) for task in tasks]
+    grid_size = getattr(family, "size", None)
+
+    def start(env: gym.Env, obs: int, seed: int | None = None) -> int:
+        # Replay the vector env's (random) start in the plain env.
+        options = None if grid_size is None else {"start": divmod(int(obs), grid_size)}
+        return env.reset(seed=seed, options=options)[0]
+
+    obs, _ = vector.reset()
+    assert [start(env, o, seed=i) for i, (env, o) in enumerate(zip(plain, obs))] == obs.tolist()
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(3 * family.episode_len):
+        actions = rng.integers(0, family.num_actions, size=len(tasks))
+        obs, rewards, terminated, truncated, info = vector.step(actions)
+        for i, env in enumerate(plain):
+            o, r, te, tr, _ = env.step(int(actions[i]))
+            assert (o, r, te, tr) == (
+                info["final_obs"][i],
+                rewards[i],
+                terminated[i],
+                truncated[i],
+            ), f"sub-env {i} (task {tasks[i]}) differs"
+            if te or tr:
+                assert start(env, obs[i]) == obs[i]
+        done = terminated | truncated
+        np.testing.assert_array_equal(info["_final_obs"], done)
+        np.testing.assert_array_equal(obs[~done], info["final_obs"][~done])
+        ends += int(done.sum())
+    assert ends >= 2 * len(tasks)  # the comparison crossed episode boundaries
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_splits_are_deterministic_and_disjoint(name: str) -> None:
+    family = make_family(name)
+    train = family.sample_tasks("train", 300, seed=3)
+    test = family.sample_tasks("test", 300, seed=4)
+    np.testing.assert_array_equal(train, family.sample_tasks("train", 300, seed=3))
+    assert not np.array_equal(train, family.sample_tasks("train", 300, seed=5))
+    assert not {tuple(t) for t in train} & {tuple(t) for t in test}
+    assert not {tuple(t) for t in train} & {
+        tuple(t) for t in family.sample_tasks("test", 50, seed=3)
+    }
+    with pytest.raises(ValueError, match="no split"):
+        family.sample_tasks("validation", 3, seed=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["darkroom", "darkroom_hard", "key_to_door"])
+def test_grid_splits_cover_every_task_evenly(name: str) -> None:
+    family = make_family(name, size=5)
+    train = family.sample_tasks("train", 1000, seed=0)
+    test = family.sample_tasks("test", 1000, seed=0)
+    distinct_train, counts = np.unique(train, axis=0, return_counts=True)
+    distinct_test = np.unique(test, axis=0)
+    num_all = 25 if name.startswith("darkroom") else 25 * 24
+    assert len(distinct_train) + len(distinct_test) == num_all
+    assert len(distinct_test) == round(0.2 * num_all)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_bandit_ood_favours_even_arms() -> None:
+    family = make_family("bandit")
+    for split, favoured in [("train", 1), ("test", 1), ("ood", 0)]:
+        best = family.sample_tasks(split, 2000, seed=0).argmax(axis=1)
+        assert np.mean(best % 2 == favoured) > 0.8, split
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_expert_achieves_optimal_return(name: str) -> None:
+    family = make_family(name)
+    tasks = family.sample_tasks("train", 200, seed=0)
+    vector = family.make_vector_env(tasks, seed=0)
+    vector.reset()
+    episodes = 200 if name == "bandit" else 3
+    returns, done_episodes = np.zeros(len(tasks)), np.zeros(len(tasks), dtype=np.int64)
+    episode_returns = np.zeros(
+        (len(tasks), episodes + 1)
+    )  # the last column collects extra episodes
+    while done_episodes.min() < episodes:
+        _, rewards, terminated, truncated, _ = vector.step(vector.expert_actions())
+        returns += rewards
+        done = terminated | truncated
+        episode_returns[done, done_episodes[done]] = returns[done]
+        returns[done] = 0
+        done_episodes = np.minimum(done_episodes + done, episodes)
+    optimal = family.optimal_return(tasks)
+    if name == "bandit":  # the mean of Bernoulli pulls of the best arm
+        np.testing.assert_allclose(episode_returns[:, :-1].mean(), optimal.mean(), atol=0.01)
+    else:
+        np.testing.assert_array_equal(episode_returns[:, :-1], optimal[:, None].repeat(episodes, 1))
+
+
+def test_optimal_return_of_dark_room() -> None:
+    family = make_family("darkroom")
+    goals = np.array([[4, 4], [4, 5], [0, 0], [8, 8]])
+    np.testing.assert_array_equal(family.optimal_return(goals), [20, 20, 13, 13])
+    np.testing.assert_array_equal(make_family("darkroom_hard").optimal_return(goals), [1, 1, 1, 1])
+
+
+def test_bad_names_params_and_tasks_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="unknown env 'nope'"):
+        make_family("nope")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        make_family("darkroom", goals=3)
+    with pytest.raises(ValueError, match="test_fraction"):
+        make_family("darkroom", test_fraction=1.0)
+    with pytest.raises(ValueError, match="outside"):
+        make_family("darkroom").make_vector_env(np.array([[9, 0]]))
+    with pytest.raises(ValueError, match="goal=\\(row, col\\)"):
+        gym.make("zoo/DarkRoom-v0")
+    with pytest.raises(ValueError, match="key=\\(row, col\\)"):
+        gym.make("zoo/DarkKeyToDoor-v0", key=(1, 1))
