@@ -1,0 +1,292 @@
+"""In-context evaluation: a frozen learner plays held-out tasks for K episodes, learning only from
+its context.
+
+One sub-env per task in one vectorised env; one token per step. The context is never cut at an
+episode boundary: it belongs to the task, so it starts with the task's first step and carries on.
+Two context modes:
+- `stream`: `step()` with the backbone state carried through the whole history (recurrent models
+  carry their state; the transformer keeps a KV cache of its attention window);
+- `window`: at each step a fresh forward over exactly the last `context_len` steps, as in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from envs.base import EnvFamily, Split, make_family
+from zoo.model import InContextLearner
+
+ContextMode = Literal["stream", "window"]
+CONTEXT_MODES: tuple[str, ...] = ("stream", "window")
+
+
+class EnvMismatchError(ValueError):
+    """The env asked for is not the one the checkpoint was trained on."""
+
+
+@dataclasses.dataclass
+class Rollout:
+    """What a frozen learner did, per task (rows) and step (columns), and its episode returns."""
+
+    observations: np.ndarray  # [N, T] int64: o_t
+    actions: np.ndarray  # [N, T] int64: a_t
+    rewards: np.ndarray  # [N, T] float32: r_t
+    done: np.ndarray  # [N, T] bool: a_t ended an episode
+    returns: np.ndarray  # [N, K] float64: return of each of the first K episodes of each task
+    logits: np.ndarray | None = None  # [N, T, A] float32: the policy's logits, if recorded
+
+
+def family_of(model: InContextLearner, *, env: str | None = None) -> EnvFamily:
+    """The env family a learner was trained on (from its hyper-parameters), checked against `env`."""
+    info = model.env
+    if not info.get("name"):
+        raise ValueError(
+            "the model records no env (it was not trained through HistoryDataModule); "
+            "pass the env family explicitly"
+        )
+    if env is not None and env != info["name"]:
+        raise EnvMismatchError(
+            f"the checkpoint was trained on env {info['name']!r}, not {env!r}: evaluate it on "
+            f"{info['name']!r} (or drop --env)"
+        )
+    family = make_family(info["name"], **info.get("params", {}))
+    check_compatible(model, family)
+    return family
+
+
+def check_compatible(model: InContextLearner, family: EnvFamily) -> None:
+    """Refuse an env whose observation or action space differs from the model's."""
+    mine = (model.num_observations, model.num_actions)
+    theirs = (family.num_observations, family.num_actions)
+    if mine != theirs:
+        raise EnvMismatchError(
+            f"the model takes {mine[0]} observations and {mine[1]} actions, env {family.name!r} "
+            f"has {theirs[0]} and {theirs[1]}: it was trained on another env"
+        )
+
+
+@torch.no_grad()
+def run_in_context(
+    model: InContextLearner,
+    family: EnvFamily,
+    tasks: np.ndarray,
+    *,
+    episodes: int,
+    mode: ContextMode = "stream",
+    seed: int = 0,
+    greedy: bool = False,
+    record_logits: bool = False,
+) -> Rollout:
+    """Play `episodes` episodes of every task with frozen weights; one sub-env per task.
+
+    The model's state starts once per task, at its first step, and is never reset in between.
+    Actions are sampled from the policy (seeded), or its argmax with `greedy`.
+    """
+    if mode not in CONTEXT_MODES:
+        raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_compatible(model, family)
+    was_training = model.training
+    model.eval()
+    n, device = len(tasks), model.device
+    env = family.make_vector_env(tasks, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    state = model.initial_state(n) if mode == "stream" else None
+    prev_action = torch.full((n,), model.no_action, dtype=torch.long, device=device)
+    prev_reward = torch.zeros(n, device=device)
+    context = model.context_len
+    # window mode: the last `context` steps of every task, oldest first; the newest step's action
+    # and reward are filled in once taken (`previous` never reads them for the newest token)
+    window_obs = torch.zeros(n, 0, dtype=torch.long, device=device)
+    window_actions = torch.zeros(n, 0, dtype=torch.long, device=device)
+    window_rewards = torch.zeros(n, 0, device=device)
+    returns = np.zeros((n, episodes))
+    finished = np.zeros(n, dtype=np.int64)
+    running = np.zeros(n)
+    trace: dict[str, list[np.ndarray]] = {
+        "observations": [],
+        "actions": [],
+        "rewards": [],
+        "done": [],
+    }
+    logits_trace: list[np.ndarray] = []
+    rows = np.arange(n)
+    while finished.min() < episodes:
+        observation = torch.as_tensor(obs, dtype=torch.long, device=device)
+        if mode == "stream":
+            logits, state = model.step(observation, prev_action, prev_reward, state=state)
+        else:
+            window_obs = torch.cat([window_obs, observation[:, None]], 1)[:, -context:]
+            window_actions = torch.cat([window_actions, prev_action[:, None]], 1)[:, -context:]
+            window_rewards = torch.cat([window_rewards, prev_reward[:, None]], 1)[:, -context:]
+            all_logits, _ = model(window_obs, *model.previous(window_actions, window_rewards))
+            logits = all_logits[:, -1]
+        if greedy:
+            action = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits.float().cpu(), -1)
+            action = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)
+        obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
+        done = np.logical_or(terminated, truncated)
+        running += reward
+        ended = done & (finished < episodes)
+        returns[rows[ended], finished[ended]] = running[ended]
+        finished += done
+        running[done] = 0.0
+        prev_action = action
+        prev_reward = torch.as_tensor(reward, dtype=prev_reward.dtype, device=device)
+        if mode == "window":
+            window_actions[:, -1] = prev_action
+            window_rewards[:, -1] = prev_reward
+        trace["observations"].append(observation.cpu().numpy())
+        trace["actions"].append(action.cpu().numpy())
+        trace["rewards"].append(np.asarray(reward, dtype=np.float32))
+        trace["done"].append(done)
+        if record_logits:
+            logits_trace.append(logits.float().cpu().numpy())
+    env.close()
+    model.train(was_training)
+    return Rollout(
+        **{key: np.stack(values, 1) for key, values in trace.items()},
+        returns=returns,
+        logits=np.stack(logits_trace, 1) if record_logits else None,
+    )
+
+
+def summarise(
+    returns: np.ndarray, optimal: np.ndarray, *, final_episodes: int = 5
+) -> dict[str, float]:
+    """Scalar summaries of per-task, per-episode returns `[N, K]` (means over tasks).
+
+    `return_final`: mean of the last `final_episodes` episodes; `auc`: mean return over all K
+    episodes (the area under the curve, per episode); `fraction_optimal`: final over optimal return.
+    """
+    k = returns.shape[1]
+    curve = returns.mean(0)
+    final = returns[:, -min(final_episodes, k) :].mean()
+    summary = {
+        "return_first": float(curve[0]),
+        "return_final": float(final),
+        "auc": float(curve.mean()),
+        "fraction_optimal": float(final / optimal.mean()) if optimal.mean() > 0 else float("nan"),
+        "optimal": float(optimal.mean()),
+    }
+    for episode in sorted({1, max(k // 4, 1), max(k // 2, 1), k}):
+        summary[f"return_at_{episode}"] = float(curve[episode - 1])
+    return summary
+
+
+def source_learning_curves(
+    model: InContextLearner,
+    family: EnvFamily,
+    tasks: np.ndarray,
+    *,
+    episodes: int,
+    seed: int = 0,
+) -> tuple[str, np.ndarray]:
+    """(learner name, returns `[N, episodes]`) of the source learner that made the training data,
+    run afresh on `tasks`: the baseline an in-context learner is compared with."""
+    from datamodules.storage import open_dataset
+    from envs.collection import collect_histories
+    from envs.learners import make_learner
+
+    dataset = model.env.get("dataset")
+    if not dataset:
+        raise ValueError("the model records no dataset, so no source learner to compare with")
+    manifest = open_dataset(dataset).manifest
+    learner = make_learner(
+        manifest.learner, num_envs=len(tasks), family=family, seed=seed, **manifest.learner_params
+    )
+    histories = collect_histories(
+        family,
+        tasks,
+        learner,
+        episodes=episodes,
+        keep_every=episodes,  # only the learning curve is needed, which covers every episode
+        expert=False,
+        seed=seed,
+        task_index=np.arange(len(tasks)),
+    )
+    return manifest.learner, np.asarray(histories.learning_curve, dtype=np.float64)
+
+
+class InContextEvaluation(pl.Callback):
+    """Every `every_n_steps` training steps, a small in-context evaluation on held-out tasks,
+    logged as `eval/return_final`, `eval/auc`, `eval/fraction_optimal`, ..."""
+
+    def __init__(
+        self,
+        *,
+        every_n_steps: int = 1000,
+        episodes: int = 20,
+        tasks: int = 16,
+        mode: ContextMode = "stream",
+        split: Split = "test",
+        final_episodes: int = 5,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            every_n_steps: evaluate after every this many optimizer steps.
+            episodes: episodes per task.
+            tasks: held-out tasks, one sub-env each.
+            mode: context mode, `stream` or `window`.
+            split: task split to draw from (`test`: held out; `ood` where the env defines it).
+            final_episodes: episodes averaged into `eval/return_final`.
+            seed: seed of the tasks, the env and the action sampling (the same at every eval).
+        """
+        super().__init__()
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if mode not in CONTEXT_MODES:
+            raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
+        self.every_n_steps = every_n_steps
+        self.episodes = episodes
+        self.tasks = tasks
+        self.mode: ContextMode = mode
+        self.split: Split = split
+        self.final_episodes = final_episodes
+        self.seed = seed
+        self._last_step = -1
+
+    def evaluate(self, model: InContextLearner) -> dict[str, float]:
+        """The summaries of one evaluation of `model`."""
+        family = family_of(model)
+        tasks = family.sample_tasks(self.split, self.tasks, seed=self.seed)
+        rollout = run_in_context(
+            model, family, tasks, episodes=self.episodes, mode=self.mode, seed=self.seed
+        )
+        optimal = family.optimal_return(tasks)
+        return summarise(rollout.returns, optimal, final_episodes=self.final_episodes)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        if step == self._last_step or step % self.every_n_steps != 0:
+            return
+        self._last_step = step
+        self._log(pl_module, self._evaluate_on_rank_zero(pl_module))
+
+    @rank_zero_only
+    def _evaluate_on_rank_zero(self, pl_module: pl.LightningModule) -> dict[str, float]:
+        return self.evaluate(pl_module)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _log(pl_module: pl.LightningModule, summary: dict[str, float] | None) -> None:
+        if summary:
+            metrics = {f"eval/{key}": value for key, value in summary.items()}
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)

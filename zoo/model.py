@@ -1,0 +1,206 @@
+"""The in-context learner: one token per step, an injected backbone, an action head.
+
+Step `t` of a history is one token embedding `(o_t, a_{t-1}, r_{t-1})`; the model predicts `a_t`.
+Training is behaviour cloning (cross-entropy on `a_t`) over windows of consecutive steps that cross
+episode boundaries (Algorithm Distillation). The first token of a window, or of a stream, has no
+previous step: it gets the "no previous action" index and reward 0. Evaluation uses `step`, one
+token at a time with the backbone's carried state.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from backbones.base import Backbone, State
+
+
+class InContextLearner(pl.LightningModule):
+    """Behaviour cloning of learning histories through any `Backbone` (AD / ED)."""
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        num_observations: int,
+        num_actions: int,
+        context_len: int,
+        env: dict[str, Any] | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.99),
+        warmup_steps: int = 500,
+        min_lr_ratio: float = 0.1,
+        embedding_dropout: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            backbone: the sequence model (a `backbones.Backbone`); chosen by `class_path` in YAML.
+            num_observations: size of the Discrete observation space (linked from the data).
+            num_actions: size of the Discrete action space (linked from the data).
+            context_len: steps per training window (linked from the data); `window` evaluation
+                feeds exactly this many steps.
+            env: what the model was trained on: env `name`, its `params`, `episode_len` and the
+                `dataset` path (linked from the data); evaluation rebuilds the env from it.
+            lr: peak learning rate of AdamW.
+            weight_decay: AdamW weight decay, applied to matrices only (not biases or norms).
+            betas: AdamW betas.
+            warmup_steps: linear warm-up from 0 to `lr`, then cosine decay to `lr * min_lr_ratio`
+                at the last step of the run.
+            min_lr_ratio: final learning rate as a fraction of `lr`.
+            embedding_dropout: dropout on the token embeddings.
+        """
+        super().__init__()
+        if not isinstance(backbone, Backbone):
+            raise TypeError(
+                f"backbone must be a backbones.Backbone, got {type(backbone).__name__}; "
+                "pick one with `--model.backbone configs/backbone/<name>-<size>.yaml`"
+            )
+        for name, value in (
+            ("num_observations", num_observations),
+            ("num_actions", num_actions),
+            ("context_len", context_len),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        # Under LightningCLI the backbone arrives as its config (class_path + init_args) and is
+        # kept, so `load_from_checkpoint` rebuilds it; a module built in Python is not a config.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Attribute 'backbone' is an instance")
+            self.save_hyperparameters()
+        if isinstance(self.hparams.get("backbone"), nn.Module):
+            del self.hparams["backbone"]
+
+        self.backbone = backbone
+        self.num_observations = num_observations
+        self.num_actions = num_actions
+        self.no_action = num_actions  # index of "no previous action"
+        self.context_len = context_len
+        self.env = dict(env or {})
+        d_model = backbone.d_model
+        self.observation_embedding = nn.Embedding(num_observations, d_model)
+        self.action_embedding = nn.Embedding(num_actions + 1, d_model)
+        self.reward_projection = nn.Linear(1, d_model)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, num_actions))
+
+    # ----------------------------------------------------------------- model
+    def previous(self, actions: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor]:
+        """`(a_{t-1}, r_{t-1})` for every step of windows `[B, T]`; the first step has none."""
+        prev_actions = torch.full_like(actions, self.no_action)
+        prev_actions[:, 1:] = actions[:, :-1]
+        prev_rewards = torch.zeros_like(rewards)
+        prev_rewards[:, 1:] = rewards[:, :-1]
+        return prev_actions, prev_rewards
+
+    def embed(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor) -> Tensor:
+        """Tokens `[..., d_model]` for `(o_t, a_{t-1}, r_{t-1})` of any leading shape."""
+        tokens = (
+            self.observation_embedding(observations.long())
+            + self.action_embedding(prev_actions.long())
+            + self.reward_projection(
+                prev_rewards.to(self.reward_projection.weight.dtype)[..., None]
+            )
+        )
+        return self.embedding_dropout(tokens)
+
+    def forward(
+        self,
+        observations: Tensor,
+        prev_actions: Tensor,
+        prev_rewards: Tensor,
+        *,
+        state: State | None = None,
+    ) -> tuple[Tensor, State]:
+        """Action logits `[B, T, num_actions]` for tokens `[B, T]`, after `state` (None: fresh)."""
+        features, state = self.backbone(
+            self.embed(observations, prev_actions, prev_rewards), state=state
+        )
+        return self.head(features), state
+
+    def initial_state(self, batch_size: int) -> State:
+        """The backbone's state before the first token, on the model's device and dtype."""
+        return self.backbone.init_state(batch_size, device=self.device, dtype=self.dtype)
+
+    def step(
+        self, observation: Tensor, prev_action: Tensor, prev_reward: Tensor, *, state: State
+    ) -> tuple[Tensor, State]:
+        """One token per sequence, `[B]` each: action logits `[B, num_actions]` and the new state."""
+        features, state = self.backbone.step(
+            self.embed(observation, prev_action, prev_reward), state=state
+        )
+        return self.head(features), state
+
+    # -------------------------------------------------------------- training
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        actions = batch["actions"].long()
+        prev_actions, prev_rewards = self.previous(actions, batch["rewards"])
+        logits, _ = self(batch["observations"], prev_actions, prev_rewards)
+        loss = F.cross_entropy(logits.reshape(-1, self.num_actions), actions.reshape(-1))
+        accuracy = (logits.argmax(-1) == actions).float().mean()
+        return loss, accuracy
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, accuracy = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/action_acc", accuracy)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, accuracy = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/action_acc", accuracy)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        matrices = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        others = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": matrices, "weight_decay": hp.weight_decay},
+                {"params": others, "weight_decay": 0.0},
+            ],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+        )
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                "set trainer.max_steps (or max_epochs): the cosine schedule needs an end"
+            )
+        schedule = warmup_cosine(
+            warmup_steps=hp.warmup_steps, total_steps=int(total), min_ratio=hp.min_lr_ratio
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def warmup_cosine(*, warmup_steps: int, total_steps: int, min_ratio: float):
+    """Learning-rate factor per step: linear warm-up to 1, cosine decay to `min_ratio`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def load_learner(
+    path: str, *, map_location: str | torch.device = "cpu", backbone: nn.Module | None = None
+) -> InContextLearner:
+    """A trained learner from a checkpoint, in eval mode. `backbone` is needed only for models
+    built in Python rather than from a config (their checkpoint holds no backbone config)."""
+    extra = {} if backbone is None else {"backbone": backbone}
+    model = InContextLearner.load_from_checkpoint(path, map_location=map_location, **extra)
+    return model.eval()
