@@ -1,0 +1,121 @@
+"""Tabular Q-learning, one Q-table per sub-env, all tables in one `[num_envs, states, actions]` array.
+
+Exploration is epsilon-greedy with a linearly decaying epsilon, greedy ties broken at random, and
+optimistic initial values by default: measured here, zero-initialised values with ties broken by
+index and a fixed epsilon of 0.1 never find the Dark Room goal (the agent keeps choosing noop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+
+from envs.base import EnvFamily, Learner
+from envs.learners.registry import register_learner
+from envs.learners.schedules import check_epsilon, linear_epsilon
+
+
+@dataclasses.dataclass(frozen=True)
+class QLearningParams:
+    """Hyper-parameters of tabular Q-learning."""
+
+    lr: float = 0.3
+    """Step size of the update toward the one-step target."""
+    gamma: float = 0.9
+    """Discount; the target bootstraps through truncations (time limits), not terminations."""
+    eps_start: float = 1.0
+    """Epsilon of the first episode (1: uniformly random actions)."""
+    eps_end: float = 0.01
+    """Epsilon once decayed."""
+    eps_decay_episodes: int = 60
+    """Episodes over which epsilon decays linearly from `eps_start` to `eps_end`."""
+    init_value: float = 1.0
+    """Initial Q-value of every state and action (> 0 is optimistic: untried actions look good)."""
+    progress_state: bool | None = None
+    """Add "rewarded already this episode" (key picked) to the state; None: where the family's
+    rewards mark progress (`EnvFamily.reward_marks_progress`)."""
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.lr <= 1.0 and 0.0 <= self.gamma < 1.0):
+            raise ValueError(f"q_learning: need 0 < lr <= 1 and 0 <= gamma < 1, got {self}")
+        check_epsilon(
+            "q_learning",
+            start=self.eps_start,
+            end=self.eps_end,
+            decay_episodes=self.eps_decay_episodes,
+        )
+
+
+@register_learner("q_learning")
+class QLearning(Learner):
+    """Epsilon-greedy tabular Q-learning on (observation, progress) states, vectorised over sub-envs.
+
+    Epsilon decays per finished episode of each sub-env; the state adds a progress bit that turns on
+    with the first positive reward of an episode when `progress_state` is on.
+    """
+
+    Params: ClassVar[type[QLearningParams]] = QLearningParams
+
+    def __init__(
+        self, *, num_envs: int, family: EnvFamily, seed: int, params: QLearningParams
+    ) -> None:
+        self.params = params
+        self.num_envs = num_envs
+        self.num_obs, self.num_actions = family.num_observations, family.num_actions
+        self.track_progress = (
+            family.reward_marks_progress if params.progress_state is None else params.progress_state
+        )
+        num_states = self.num_obs * (2 if self.track_progress else 1)
+        self.q = np.full((num_envs, num_states, self.num_actions), params.init_value, np.float32)
+        self._q_flat = self.q.reshape(-1)
+        self._rows = np.arange(num_envs)
+        self._row_base = self._rows * num_states
+        self.progress = np.zeros(num_envs, dtype=bool)
+        self.episodes = np.zeros(num_envs, dtype=np.int64)
+        self.epsilon = self._epsilon()
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        q = self.q[self._rows, self._state(obs, self.progress)]
+        # Adding a uniform in [0, 0.5) to the is-greedy indicator picks a random greedy action.
+        greedy = np.argmax(
+            (q == q.max(axis=1, keepdims=True)) + self.rng.random(q.shape, dtype=np.float32) * 0.5,
+            axis=1,
+        )
+        explore = self.rng.random(self.num_envs, dtype=np.float32) < self.epsilon
+        return np.where(explore, self.rng.integers(0, self.num_actions, self.num_envs), greedy)
+
+    def update(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
+        state = self._state(obs, self.progress)
+        progress = self.progress | (rewards > 0) if self.track_progress else self.progress
+        next_value = self.q[self._rows, self._state(next_obs, progress)].max(axis=1)
+        target = rewards + np.float32(self.params.gamma) * np.where(terminated, 0, next_value)
+        index = (self._row_base + state) * self.num_actions + actions
+        self._q_flat[index] += np.float32(self.params.lr) * (target - self._q_flat[index])
+        done = terminated | truncated
+        if done.any():
+            self.episodes += done
+            self.epsilon = self._epsilon()
+            progress = progress & ~done
+        self.progress = progress
+
+    def _state(self, obs: np.ndarray, progress: np.ndarray) -> np.ndarray:
+        return obs + progress * self.num_obs if self.track_progress else obs
+
+    def _epsilon(self) -> np.ndarray:
+        return linear_epsilon(
+            self.episodes,
+            start=self.params.eps_start,
+            end=self.params.eps_end,
+            decay_episodes=self.params.eps_decay_episodes,
+        )
