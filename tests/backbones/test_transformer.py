@@ -1,0 +1,71 @@
+"""The transformer's attention window: exact semantics, bounded cache, streaming beyond the window."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backbones.transformer import TransformerBackbone
+
+
+def model(*, depth: int, context_len: int) -> TransformerBackbone:
+    torch.manual_seed(0)
+    return TransformerBackbone(d_model=16, depth=depth, heads=2, context_len=context_len).eval()
+
+
+def test_one_layer_attends_to_exactly_the_last_context_len_tokens() -> None:
+    backbone = model(depth=1, context_len=4)
+    x = torch.randn(1, 12, 16)
+    t = 9
+    with torch.no_grad():
+        y = backbone(x)[0][:, t]
+        inside, outside = x.clone(), x.clone()
+        # not a constant shift, which the layer norms would remove
+        inside[:, t - 3] = torch.randn(16)  # 4th token back, counting the current one: inside
+        outside[:, t - 4] = torch.randn(16)  # 5th token back: outside the window
+        assert not torch.allclose(backbone(inside)[0][:, t], y)
+        torch.testing.assert_close(backbone(outside)[0][:, t], y, atol=0, rtol=0)
+
+
+def test_stream_keeps_context_len_minus_one_cached_tokens_per_layer() -> None:
+    backbone = model(depth=3, context_len=5)
+    state = backbone.init_state(2)
+    for _ in range(12):
+        _, state = backbone.step(torch.randn(2, 16), state=state)
+    assert len(state.keys) == len(state.values) == 3
+    assert all(k.shape == (2, 2, 4, 8) for k in (*state.keys, *state.values))
+
+
+def test_context_len_one_attends_only_to_itself() -> None:
+    backbone = model(depth=2, context_len=1)
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        alone = torch.cat([backbone(x[:, t : t + 1])[0] for t in range(6)], 1)
+        state = backbone.init_state(2)
+        steps = []
+        for t in range(6):
+            y_t, state = backbone.step(x[:, t], state=state)
+            steps.append(y_t)
+    torch.testing.assert_close(backbone(x)[0], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack(steps, 1), alone, atol=1e-5, rtol=0)
+
+
+def test_long_stream_equals_sliding_window_forward() -> None:
+    """Rotary positions restart inside the trimmed cache; only distances matter."""
+    backbone = model(depth=2, context_len=8)
+    x = torch.randn(1, 200, 16)
+    with torch.no_grad():
+        y, _ = backbone(x)
+        state = backbone.init_state(1)
+        chunks = []
+        for start in range(0, 200, 7):
+            y_chunk, state = backbone(x[:, start : start + 7], state=state)
+            chunks.append(y_chunk)
+    torch.testing.assert_close(torch.cat(chunks, 1), y, atol=1e-5, rtol=0)
+
+
+def test_heads_must_divide_d_model() -> None:
+    with pytest.raises(ValueError, match="heads=3 must divide d_model=16"):
+        TransformerBackbone(d_model=16, depth=1, heads=3, context_len=4)
+    with pytest.raises(ValueError, match="context_len must be >= 1"):
+        TransformerBackbone(d_model=16, depth=1, heads=2, context_len=0)
