@@ -1,0 +1,65 @@
+"""The source learners really learn (at small sizes), and the registry fails clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs import make_family
+from envs.collection import collect_histories
+from envs.learners import LEARNERS, make_learner
+
+
+def _fraction_of_optimal(name: str, learner: str, *, tasks: int, episodes: int) -> np.ndarray:
+    family = make_family(name)
+    table = family.sample_tasks("train", tasks, seed=0)
+    agent = make_learner(learner, num_envs=tasks, family=family, seed=0)
+    histories = collect_histories(family, table, agent, episodes=episodes, seed=0)
+    return histories.learning_curve / family.optimal_return(table)[:, None]
+
+
+def test_q_learning_solves_dark_room() -> None:
+    fraction = _fraction_of_optimal("darkroom", "q_learning", tasks=32, episodes=200)
+    assert fraction[:, :20].mean() < 0.3  # it starts out random
+    assert fraction[:, -20:].mean() >= 0.9
+
+
+def test_q_learning_improves_on_key_to_door() -> None:
+    fraction = _fraction_of_optimal("key_to_door", "q_learning", tasks=32, episodes=200)
+    assert fraction[:, -20:].mean() >= 0.8
+    assert fraction[:, -20:].mean() > fraction[:, :20].mean() + 0.4
+
+
+def test_q_learning_adds_the_key_to_its_state_only_where_rewards_mark_progress() -> None:
+    for name, states in [("darkroom", 81), ("key_to_door", 162)]:
+        agent = make_learner("q_learning", num_envs=2, family=make_family(name), seed=0)
+        assert agent.q.shape == (2, states, 5)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("learner", ["ucb1", "thompson", "epsilon_greedy"])
+def test_bandit_regret_grows_sublinearly(learner: str) -> None:
+    family = make_family("bandit")
+    tasks = family.sample_tasks("train", 128, seed=0)
+    agent = make_learner(learner, num_envs=len(tasks), family=family, seed=0)
+    histories = collect_histories(family, tasks, agent, episodes=400, seed=0)
+    pulled = tasks[np.arange(len(tasks)).repeat(400), histories.actions].reshape(-1, 400)
+    regret = (family.optimal_return(tasks)[:, None] - pulled).sum(axis=0)  # expected, per pull
+    first, second = regret[:200].sum(), regret[200:].sum()
+    assert second < 0.7 * first, (first, second)
+
+
+def test_registry_names_every_learner_and_rejects_bad_input() -> None:
+    assert {"q_learning", "ucb1", "thompson", "epsilon_greedy"} <= set(LEARNERS)
+    darkroom = make_family("darkroom")
+    with pytest.raises(ValueError, match="unknown learner 'dqn'"):
+        make_learner("dqn", num_envs=1, family=darkroom, seed=0)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['alpha'\]"):
+        make_learner("q_learning", num_envs=1, family=darkroom, seed=0, alpha=0.1)
+    with pytest.raises(ValueError, match="lr='fast' should be of type"):
+        make_learner("q_learning", num_envs=1, family=darkroom, seed=0, lr="fast")
+    with pytest.raises(ValueError, match="gamma"):
+        make_learner("q_learning", num_envs=1, family=darkroom, seed=0, gamma=1.5)
+    with pytest.raises(ValueError, match="is a bandit learner"):
+        make_learner("ucb1", num_envs=1, family=darkroom, seed=0)
+    agent = make_learner("q_learning", num_envs=1, family=darkroom, seed=0, lr=1, eps_end=0)
+    assert agent.params.lr == 1  # type: ignore[attr-defined]
