@@ -120,15 +120,16 @@ def _flatten(
 ) -> Histories:
     """The recorded prefix of each history's buffer row, history after history."""
     recorded = np.arange(capacity) < length[:, None]
-    done = buffers["done"][:, :capacity]
-    # A step's kept-episode rank is the number of episode ends before it in its history.
-    rank = np.cumsum(done, axis=1) - done
+    done = buffers["done"][:, :capacity][recorded]
+    # Every history records exactly the kept episodes, each ending at a done step.
+    episode_lengths = np.diff(np.flatnonzero(done), prepend=-1)
+    episode = np.repeat(np.tile(kept.astype(np.int32), len(length)), episode_lengths)
     return Histories(
         observations=buffers["observations"][:, :capacity][recorded].astype(np.int32),
         actions=buffers["actions"][:, :capacity][recorded].astype(np.int32),
         rewards=buffers["rewards"][:, :capacity][recorded],
-        done=done[recorded],
-        episode=kept[rank[recorded]].astype(np.int32),
+        done=done,
+        episode=episode,
         offsets=np.concatenate([[0], np.cumsum(length)]).astype(np.int64),
         task_index=task_index,
         learning_curve=learning_curve,
