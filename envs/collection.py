@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from envs.base import EnvFamily, Histories, Learner
+from envs.vector import TaskVectorEnv
 
 PROGRESS_EVERY = 256  # vector steps between two `progress` calls
 
@@ -51,18 +52,22 @@ def collect_histories(
     task_index = np.arange(num) if task_index is None else np.asarray(task_index, dtype=np.int64)
     if task_index.shape != (num,):
         raise ValueError(f"task_index must have one entry per task ({num}), got {task_index.shape}")
-    if not expert and learner is None:
-        raise ValueError("collect_histories needs a learner, or expert=True")
     kept = kept_episodes(episodes, keep_every)
-    keep = np.zeros(
-        episodes + 1, dtype=bool
-    )  # index `episodes`: a finished history records nothing
+    keep = np.zeros(episodes + 1, dtype=bool)  # keep[episodes]: finished histories record nothing
     keep[kept] = True
 
     env = family.make_vector_env(tasks, seed=seed)
-    expert_actions = getattr(env, "expert_actions", None) if expert else None
-    if expert and expert_actions is None:
-        raise ValueError(f"the {family.name} vector env has no expert_actions(); cannot record one")
+    if expert:
+        if not isinstance(env, TaskVectorEnv):
+            raise ValueError(f"the {family.name} vector env has no expert_actions()")
+        act: Callable[[np.ndarray], np.ndarray] = lambda _obs: env.expert_actions()  # noqa: E731
+        learn = None
+    elif learner is None:
+        raise ValueError("collect_histories needs a learner, or expert=True")
+    elif getattr(learner, "num_envs", num) != num:
+        raise ValueError(f"the learner runs {learner.num_envs} sub-envs, not one per task ({num})")  # type: ignore[attr-defined]
+    else:
+        act, learn = learner.act, learner.update
     obs, _ = env.reset(seed=seed)
 
     # One spare column per history: where a sub-env that is not recording writes (and forgets).
@@ -82,10 +87,10 @@ def collect_histories(
     unfinished, played, steps = num, 0, 0
 
     while unfinished:
-        actions = expert_actions() if expert_actions is not None else learner.act(obs)  # type: ignore[union-attr]
+        actions = act(obs)
         next_obs, rewards, terminated, truncated, info = env.step(actions)
-        if expert_actions is None:
-            learner.update(obs, actions, rewards, info["final_obs"], terminated, truncated)  # type: ignore[union-attr]
+        if learn is not None:
+            learn(obs, actions, rewards, info["final_obs"], terminated, truncated)
         at = row_start + length
         flat["observations"][at] = obs
         flat["actions"][at] = actions
