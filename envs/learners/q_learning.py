@@ -33,6 +33,8 @@ class QLearningParams:
     """Episodes over which epsilon decays linearly from `eps_start` to `eps_end`."""
     init_value: float = 1.0
     """Initial Q-value of every state and action (> 0 is optimistic: untried actions look good)."""
+    random_ties: bool = True
+    """Break ties between greedy actions at random (False: the lowest index, i.e. noop first)."""
     progress_state: bool | None = None
     """Add "rewarded already this episode" (key picked) to the state; None: where the family's
     rewards mark progress (`EnvFamily.reward_marks_progress`)."""
@@ -79,9 +81,13 @@ class QLearning(Learner):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         q = np.take(self._q_rows, self._row_base + self._state(obs, self.progress), axis=0)
-        # Adding a uniform in [0, 0.5) to the is-greedy indicator picks a random greedy action.
-        is_greedy = q == row_max(q)[:, None]
-        greedy = np.argmax(is_greedy + self.rng.random(q.shape, dtype=np.float32) * 0.5, axis=1)
+        if self.params.random_ties:
+            # A uniform in [0, 0.5) added to the is-greedy indicator picks a random greedy action.
+            is_greedy = q == row_max(q)[:, None]
+            noise = self.rng.random(q.shape, dtype=np.float32) * 0.5
+            greedy = np.argmax(is_greedy + noise, axis=1)
+        else:
+            greedy = np.argmax(q, axis=1)
         explore = self.rng.random(self.num_envs, dtype=np.float32) < self.epsilon
         return np.where(explore, self.rng.integers(0, self.num_actions, self.num_envs), greedy)
 

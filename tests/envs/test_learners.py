@@ -10,10 +10,12 @@ from envs.collection import collect_histories
 from envs.learners import LEARNERS, make_learner
 
 
-def _fraction_of_optimal(name: str, learner: str, *, tasks: int, episodes: int) -> np.ndarray:
+def _fraction_of_optimal(
+    name: str, learner: str, *, tasks: int, episodes: int, **params: object
+) -> np.ndarray:
     family = make_family(name)
     table = family.sample_tasks("train", tasks, seed=0)
-    agent = make_learner(learner, num_envs=tasks, family=family, seed=0)
+    agent = make_learner(learner, num_envs=tasks, family=family, seed=0, **params)
     histories = collect_histories(family, table, agent, episodes=episodes, seed=0)
     return histories.learning_curve / family.optimal_return(table)[:, None]
 
@@ -22,6 +24,14 @@ def test_q_learning_solves_dark_room() -> None:
     fraction = _fraction_of_optimal("darkroom", "q_learning", tasks=32, episodes=200)
     assert fraction[:, :20].mean() < 0.3  # it starts out random
     assert fraction[:, -20:].mean() >= 0.9
+
+
+def test_q_learning_without_optimism_random_ties_or_decay_stays_put() -> None:
+    """DESIGN.md's finding: zero values, ties broken by index and a fixed epsilon of 0.1 keep
+    choosing noop at the centre; only goals a few random steps away are ever found."""
+    naive = {"init_value": 0.0, "random_ties": False, "eps_start": 0.1, "eps_end": 0.1}
+    fraction = _fraction_of_optimal("darkroom", "q_learning", tasks=32, episodes=200, **naive)
+    assert fraction[:, -20:].mean() < 0.3
 
 
 def test_q_learning_improves_on_key_to_door() -> None:
