@@ -31,6 +31,7 @@ from datamodules.storage import (
     check_shard_files,
     read_json,
     read_shard_record,
+    shard_name,
     write_json_atomic,
     write_manifest,
     write_shard,
@@ -103,10 +104,17 @@ def plan_shard(config: CollectConfig, index: int) -> ShardPlan:
     )
 
 
-def identity(config: CollectConfig, family: EnvFamily) -> dict[str, Any]:
-    """What the dataset holds, with the env's defaults filled in (same data, same identity)."""
+def identity(
+    config: CollectConfig, family: EnvFamily, learner_params: dict[str, Any]
+) -> dict[str, Any]:
+    """What the dataset holds, with env and learner defaults filled in (same data, same identity)."""
     ident = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_OPTIONS}
-    return {**ident, "env_params": family.params(), "format_version": FORMAT_VERSION}
+    return {
+        **ident,
+        "env_params": family.params(),
+        "learner_params": learner_params,
+        "format_version": FORMAT_VERSION,
+    }
 
 
 def fingerprint_of(ident: dict[str, Any]) -> str:
@@ -144,8 +152,9 @@ def parse_args(argv: list[str]) -> tuple[CollectConfig, RunFlags]:
     return config, RunFlags(overwrite=namespace.overwrite, progress=namespace.progress)
 
 
-def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray]:
-    """Validate everything before anything is written; return the family and the task table."""
+def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray, dict[str, Any]]:
+    """Validate everything before anything is written; return the family, the task table and the
+    learner's full parameters (defaults filled in)."""
     from envs.learners import make_learner
 
     for name in ("num_tasks", "histories_per_task", "episodes", "keep_every", "num_shards"):
@@ -162,10 +171,14 @@ def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray]:
     try:
         family = make_family(config.env, **config.env_params)
         tasks = family.sample_tasks(config.split, config.num_tasks, seed=config.seed)
-        make_learner(config.learner, num_envs=1, family=family, seed=0, **config.learner_params)
+        learner = make_learner(
+            config.learner, num_envs=1, family=family, seed=0, **config.learner_params
+        )
     except (ValueError, TypeError) as e:
         raise UsageError(" ".join(str(e).split())) from None
-    return family, tasks
+    params = getattr(learner, "params", None)
+    full = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else {}
+    return family, tasks, {**full, **config.learner_params}
 
 
 def prepare_output(root: Path, *, ident: dict[str, Any], fingerprint: str, overwrite: bool) -> None:
@@ -225,8 +238,8 @@ def collect(
     from envs.collection import collect_histories
     from envs.learners import make_learner
 
-    family, tasks = check_config(config)
-    ident = identity(config, family)
+    family, tasks, learner_params = check_config(config)
+    ident = identity(config, family, learner_params)
     fingerprint = fingerprint_of(ident)
     root = Path(config.output)
     prepare_output(root, ident=ident, fingerprint=fingerprint, overwrite=overwrite)
@@ -238,6 +251,9 @@ def collect(
     reused = sorted(wanted & set(records))
     if todo:
         (root / MANIFEST).unlink(missing_ok=True)  # not complete until every shard is valid again
+    for plan in todo:  # leftovers of a killed writer of the same shards
+        for stale in root.glob(f".{shard_name(plan.index)}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
     start, written = time.perf_counter(), 0
     with tqdm(
         unit=" transitions", unit_scale=True, disable=not progress, dynamic_ncols=True
@@ -281,7 +297,7 @@ def collect(
             mode="expert" if config.expert else "ad",
             tasks=tasks.tolist(),
             learner=config.learner,
-            learner_params=config.learner_params,
+            learner_params=learner_params,
             seed=config.seed,
             num_histories=sum(r["histories"] for r in ordered),
             num_transitions=sum(r["transitions"] for r in ordered),

@@ -1,0 +1,170 @@
+"""`zoo collect` and `zoo data info` end to end at tiny sizes: resume, shard-parallel determinism,
+interruption, and one-line errors (exit 2) that leave an existing dataset untouched."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datamodules.storage import MANIFEST, DatasetError, open_dataset
+from envs.collection import kept_episodes
+from envs.learners import LEARNERS
+from zoo import collect as collect_cmd
+from zoo.cli import main as zoo
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "collect").glob("*.yaml"))
+TINY = ["--env", "darkroom", "--num_tasks", "3", "--histories_per_task", "2", "--episodes", "6"]
+TINY += ["--keep_every", "2", "--num_shards", "3", "--no_progress"]
+
+
+def run(*argv: str) -> int:
+    return zoo(["collect", *TINY, *argv])
+
+
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every data file, by path relative to the dataset."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.npy"))
+    }
+
+
+def test_collect_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    assert run("--output", str(out)) == 0
+    dataset = open_dataset(out, verify="checksum")
+    assert dataset.num_histories == 6 and dataset.num_tasks == 3
+    assert dataset.learning_curves.shape == (6, 6)
+    np.testing.assert_array_equal(np.bincount(dataset.task_index), [2, 2, 2])
+    for history in dataset:
+        np.testing.assert_array_equal(np.unique(history.episode), kept_episodes(6, 2))
+        assert history.done[-1]
+        np.testing.assert_array_equal(history.task, dataset.tasks[history.task_index])
+    assert dataset.manifest.mode == "ad" and "--num_tasks 3" in dataset.manifest.command
+    defaults = dataclasses.asdict(LEARNERS["q_learning"].Params())
+    assert dataset.manifest.learner_params == defaults  # the learner's defaults, spelled out
+    capsys.readouterr()
+    assert zoo(["data", "info", str(out), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "histories   6" in text and "of optimal" in text and "checksums" in text
+
+
+def test_resume_recollects_only_missing_or_damaged_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ds"
+    assert run("--output", str(out)) == 0
+    before = digests(out)
+    shutil.rmtree(out / "shard-00001")
+    (out / "shard-00002" / "rewards.npy").write_bytes(b"damaged")
+    with pytest.raises(DatasetError):
+        open_dataset(out)
+    capsys.readouterr()
+    assert run("--output", str(out)) == 0
+    assert "collected 2 shard(s), reused 1" in capsys.readouterr().out
+    assert digests(out) == before  # shard s depends on config, seed and s only
+    assert run("--output", str(out)) == 0
+    assert "collected 0 shard(s), reused 3" in capsys.readouterr().out
+
+
+def test_shards_written_separately_equal_one_run(tmp_path: Path) -> None:
+    assert run("--output", str(tmp_path / "one")) == 0
+    assert run("--output", str(tmp_path / "split"), "--only_shards", "[2]") == 0
+    assert not (tmp_path / "split" / MANIFEST).exists()
+    assert run("--output", str(tmp_path / "split"), "--only_shards", "[0, 1]") == 0
+    assert digests(tmp_path / "split") == digests(tmp_path / "one")
+    assert open_dataset(tmp_path / "split").num_histories == 6
+
+
+def test_interrupted_collection_is_unfinished_then_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "ds"
+    real_write = collect_cmd.write_shard
+    calls = []
+
+    def write_then_die(root: Path, *, index: int, **kwargs: object) -> dict:
+        calls.append(index)
+        if len(calls) == 2:
+            (root / f".shard-{index:05d}.tmp-dead").mkdir()  # what a killed writer leaves
+            raise KeyboardInterrupt
+        return real_write(root, index=index, **kwargs)
+
+    monkeypatch.setattr(collect_cmd, "write_shard", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run("--output", str(out))
+    with pytest.raises(DatasetError, match="unfinished"):
+        open_dataset(out)
+    monkeypatch.setattr(collect_cmd, "write_shard", real_write)
+    assert run("--output", str(out)) == 0
+    assert open_dataset(out, verify="checksum").num_histories == 6
+    assert not list(out.glob(".*"))
+
+
+def test_expert_mode_is_recorded(tmp_path: Path) -> None:
+    assert run("--output", str(tmp_path / "ed"), "--expert", "true") == 0
+    assert open_dataset(tmp_path / "ed").manifest.mode == "expert"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "nowhere"], "unknown env 'nowhere'"),
+        (["--learner_params", "{no_such_param: 1}"], "no_such_param"),
+        (["--num_taks", "3"], "num_taks"),
+        (["--num_tasks", "three"], "num_tasks"),
+        (["--seed", "1"], "different collection (differs in seed)"),
+        (["--num_shards", "100"], "exceeds"),
+        (["--config", "typo.yaml"], "histories_per_tsk"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_keeps_the_dataset(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("typo.yaml").write_text("histories_per_tsk: 2\n")
+    out = tmp_path / "ds"
+    assert run("--output", str(out)) == 0
+    before = {**digests(out), MANIFEST: (out / MANIFEST).read_text()}
+    capsys.readouterr()
+    assert run("--output", str(out), *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo collect: error:") and "\n" not in err and message in err
+    assert {**digests(out), MANIFEST: (out / MANIFEST).read_text()} == before
+
+
+def test_overwrite_replaces_a_different_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    assert run("--output", str(out)) == 0
+    assert run("--output", str(out), "--seed", "1", "--overwrite") == 0
+    assert open_dataset(out).manifest.seed == 1
+
+
+def test_output_that_is_not_a_dataset_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert run("--output", str(tmp_path), "--overwrite") == 2
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_shipped_configs_are_valid(config: Path) -> None:
+    parsed, _ = collect_cmd.parse_args(["--config", str(config)])
+    collect_cmd.check_config(parsed)
+    assert parsed.output.startswith("data/")
+
+
+def test_data_info_on_a_missing_dataset_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert zoo(["data", "info", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo data: error:") and "\n" not in err
