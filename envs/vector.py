@@ -57,8 +57,15 @@ class TaskVectorEnv(gym.vector.VectorEnv, ABC):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"expected actions of shape ({self.num_envs},), got {actions.shape}")
+        num_actions = self.single_action_space.n
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(
+                f"expected {self.num_envs} integer actions, got {actions.dtype}{actions.shape}"
+            )
+        if actions.min() < 0 or actions.max() >= num_actions:
+            raise ValueError(
+                f"actions must be in [0, {num_actions}), got {actions.min()}..{actions.max()}"
+            )
         final_obs, rewards, terminated, truncated = self._step(actions)
         done = terminated | truncated
         obs = self._autoreset(done, final_obs) if done.any() else final_obs.copy()

@@ -144,6 +144,12 @@ def test_bad_names_params_and_tasks_fail_clearly() -> None:
         make_family("darkroom", test_fraction=1.0)
     with pytest.raises(ValueError, match="outside"):
         make_family("darkroom").make_vector_env(np.array([[9, 0]]))
+    vector = make_family("darkroom").make_vector_env(np.array([[0, 0], [1, 1]]))
+    vector.reset()
+    with pytest.raises(ValueError, match="actions must be in"):
+        vector.step(np.array([0, 5]))
+    with pytest.raises(ValueError, match="expected 2 integer actions"):
+        vector.step(np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="goal=\\(row, col\\)"):
         gym.make("zoo/DarkRoom-v0")
     with pytest.raises(ValueError, match="key=\\(row, col\\)"):
