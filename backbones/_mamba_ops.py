@@ -1,0 +1,434 @@
+"""mamba-ssm on every device: its modules and CUDA/Triton kernels on a GPU, exact PyTorch scans on CPU.
+
+`import mamba_ssm` fails when the package was built without its compiled `selective_scan_cuda`
+extension (every CPU install). We register a placeholder for that one extension before importing,
+so that mamba-ssm's own `Mamba` and `Mamba2` modules (their parameters, names and initialisation)
+load everywhere; anything that would call the missing extension is routed to the CPU scans below.
+
+Both scans take an initial state and return the final one, so a sequence can be processed in
+chunks with a carried state; the GPU kernels are used where they exist (`x.is_cuda`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import types
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor
+
+
+class _MissingExtension(types.ModuleType):
+    """Stands in for a compiled extension that this install lacks; any use says so."""
+
+    def __getattr__(self, attr: str) -> object:
+        raise AttributeError(
+            f"{self.__name__}.{attr}: mamba-ssm was installed without its CUDA kernels; "
+            "reinstall it on a GPU machine (pip install icrl-zoo[gpu]) to use them"
+        )
+
+
+HAS_SELECTIVE_SCAN_CUDA = importlib.util.find_spec("selective_scan_cuda") is not None
+if not HAS_SELECTIVE_SCAN_CUDA and "selective_scan_cuda" not in sys.modules:
+    sys.modules["selective_scan_cuda"] = _MissingExtension("selective_scan_cuda")
+
+from mamba_ssm.modules.mamba2 import Mamba2  # noqa: E402
+from mamba_ssm.modules.mamba_simple import Mamba  # noqa: E402
+from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete  # noqa: E402
+from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: E402
+from mamba_ssm.ops.triton.layernorm_gated import rms_norm_ref  # noqa: E402
+from mamba_ssm.ops.triton.selective_state_update import selective_state_update  # noqa: E402
+from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: E402
+
+try:  # optional even on a GPU
+    from causal_conv1d import causal_conv1d_fn
+except ImportError:
+    causal_conv1d_fn = None
+
+__all__ = [
+    "Mamba",
+    "Mamba2",
+    "causal_conv",
+    "gated_rms_norm",
+    "selective_scan",
+    "selective_scan_cpu",
+    "selective_state_step",
+    "ssd_scan",
+    "ssd_scan_cpu",
+    "ssd_state_step",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Short causal convolution with a carried input history
+# ---------------------------------------------------------------------------------------------
+
+
+def causal_conv(x: Tensor, history: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """SiLU(depthwise causal conv) of `x: [B, C, L]` preceded by `history: [B, C, W-1]`.
+
+    Returns `[B, C, L]`; the new history is the last `W-1` columns of `cat(history, x)`.
+    """
+    x_cat = torch.cat([history.to(x.dtype), x], dim=-1)
+    if x.is_cuda and causal_conv1d_fn is not None:
+        y = causal_conv1d_fn(x_cat, rearrange(weight, "c 1 w -> c w"), bias, activation="silu")
+    else:
+        y = F.silu(F.conv1d(x_cat, weight, bias, groups=weight.shape[0]))
+    return y[..., -x.shape[-1] :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Mamba (v1): selective scan
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_chunks(t: Tensor, q: int) -> Tensor:
+    """`[b, k, l]` -> `[q, nc, b, k]`, zero-padded to whole chunks."""
+    return rearrange(F.pad(t, (0, -t.shape[-1] % q)), "b k (c q) -> q c b k", q=q).contiguous()
+
+
+def _from_chunks(t: Tensor, length: int) -> Tensor:
+    """`[q, nc, b, k]` -> `[b, k, l]`."""
+    return rearrange(t, "q c b k -> b k (c q)")[..., :length]
+
+
+class _ChunkParallelScan(torch.autograd.Function):
+    """`h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t`, `y_t = C_t . h_t`, with a hand-written backward.
+
+    The sequence is cut into `nc` chunks of `q` steps, and every loop runs over all chunks at once:
+    (1) each chunk's end state from zero, (2) the recurrence over chunk boundaries (nc steps),
+    (3) the states and outputs inside all chunks from their true start states. Every factor is a
+    decay in [0, 1] (no `exp(-cumsum)`), so the result is exact and stable for any `A` and `delta`.
+    Nothing of size `[b, d, n, l]` is kept for backward: it recomputes the states (as the CUDA
+    kernel does) and runs the adjoint recurrence `g_t = C_t dy_t + a_{t+1} g_{t+1}` the same way.
+    Padded steps have `delta = 0` (decay 1, no input), so they leave the state unchanged.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor, q: int
+    ) -> tuple[Tensor, Tensor]:
+        length = u.shape[-1]
+        uq, dq, Bq, Cq = (_to_chunks(t, q) for t in (u, delta, B, C))
+        starts = _chunk_starts(uq, dq, Bq, A, h0)
+        h = starts[:-1]
+        y = uq.new_empty(uq.shape)
+        for i in range(q):
+            h = torch.addcmul(_inputs(uq, dq, Bq, i), _decay(dq, A, i), h)
+            y[i] = torch.einsum("cbdn,cbn->cbd", h, Cq[i])
+        ctx.save_for_backward(uq, dq, Bq, Cq, A, starts)
+        ctx.length = length
+        return _from_chunks(y, length), starts[-1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor, dlast: Tensor | None) -> tuple[Tensor | None, ...]:
+        uq, dq, Bq, Cq, A, starts = ctx.saved_tensors
+        q, nc = uq.shape[:2]
+        dyq = _to_chunks(dy, q)
+        # states inside every chunk, and dC
+        H = starts.new_empty((q + 1, nc, *starts.shape[1:]))
+        H[0] = starts[:-1]
+        dC = torch.empty_like(Cq)
+        for i in range(q):
+            torch.addcmul(_inputs(uq, dq, Bq, i), _decay(dq, A, i), H[i], out=H[i + 1])
+            dC[i] = torch.einsum("cbd,cbdn->cbn", dyq[i], H[i + 1])
+        # adjoint leaving each chunk backwards from a zero future, then the true chunk-end adjoints
+        carry = torch.zeros_like(H[0])
+        for i in reversed(range(q)):
+            carry = _decay(dq, A, i) * torch.addcmul(carry, dyq[i][..., None], Cq[i][:, :, None])
+        chunk_decay = torch.exp(dq.sum(0)[..., None] * A)
+        ends = [torch.zeros_like(H[0, 0]) if dlast is None else dlast]
+        for c in reversed(range(nc - 1)):
+            ends.append(chunk_decay[c + 1] * ends[-1] + carry[c + 1])
+        carry = torch.stack(ends[::-1])
+        # adjoint inside every chunk and the gradients of the inputs
+        du, ddelta, dB = torch.empty_like(uq), torch.empty_like(dq), torch.empty_like(Bq)
+        dA = torch.zeros_like(H[0])
+        for i in reversed(range(q)):
+            decay = _decay(dq, A, i)
+            g = torch.addcmul(carry, dyq[i][..., None], Cq[i][:, :, None])
+            gB = torch.einsum("cbdn,cbn->cbd", g, Bq[i])
+            dlog_decay = g * H[i] * decay
+            du[i] = gB * dq[i]
+            ddelta[i] = gB * uq[i] + torch.einsum("cbdn,dn->cbd", dlog_decay, A)
+            dB[i] = torch.einsum("cbdn,cbd->cbn", g, dq[i] * uq[i])
+            dA.addcmul_(dlog_decay, dq[i][..., None])
+            carry = decay * g
+        length = ctx.length
+        return (
+            _from_chunks(du, length),
+            _from_chunks(ddelta, length),
+            dA.sum((0, 1)),
+            _from_chunks(dB, length),
+            _from_chunks(dC, length),
+            carry[0],
+            None,
+        )
+
+
+def _decay(dq: Tensor, A: Tensor, i: int) -> Tensor:
+    """`exp(delta A)` at chunk position `i`: `[nc, b, d, n]`."""
+    return torch.exp(dq[i][..., None] * A)
+
+
+def _inputs(uq: Tensor, dq: Tensor, Bq: Tensor, i: int) -> Tensor:
+    """`delta u B` at chunk position `i`: `[nc, b, d, n]`."""
+    return (dq[i] * uq[i])[..., None] * Bq[i][:, :, None]
+
+
+def _chunk_starts(uq: Tensor, dq: Tensor, Bq: Tensor, A: Tensor, h0: Tensor) -> Tensor:
+    """States entering every chunk and the final state: `[nc + 1, b, d, n]`."""
+    q, nc = uq.shape[:2]
+    local_end = torch.zeros((nc, *h0.shape), dtype=h0.dtype, device=h0.device)
+    for i in range(q):
+        local_end = torch.addcmul(_inputs(uq, dq, Bq, i), _decay(dq, A, i), local_end)
+    chunk_decay = torch.exp(dq.sum(0)[..., None] * A)
+    starts = [h0]
+    for c in range(nc):
+        starts.append(torch.addcmul(local_end[c], chunk_decay[c], starts[-1]))
+    return torch.stack(starts)
+
+
+def selective_scan_cpu(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`selective_scan_ref` (real `A`, input-dependent `B`, `C`) as a chunk-parallel scan, plus states.
+
+    Shapes as mamba-ssm: `u, delta, z: [b, d, l]`, `A: [d, n]`, `B, C: [b, n, l]`, `D: [d]`,
+    `initial_state: [b, d, n]`. Returns `(out [b, d, l], last_state [b, d, n])`; gradients flow
+    into `initial_state` and from `last_state`. `chunk_size` changes speed, not the result.
+    """
+    dtype_in = u.dtype
+    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    b, d, length = u.shape
+    if initial_state is None:
+        initial_state = u.new_zeros(b, d, A.shape[1])
+    q = chunk_size or _default_chunk(length)
+    y, last_state = _ChunkParallelScan.apply(u, delta, A.float(), B, C, initial_state.float(), q)
+    out = y if D is None else y + u * D.float()[:, None]
+    if z is not None:
+        out = out * F.silu(z.float())
+    return out.to(dtype_in), last_state
+
+
+def _default_chunk(length: int) -> int:
+    """At least 64 steps a chunk (measured fastest on CPU), about sqrt(length) for long sequences."""
+    return max(1, min(length, max(64, math.isqrt(max(length, 1) - 1) + 1)))
+
+
+def _selective_scan_cuda(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    initial_state: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """mamba-ssm's CUDA selective scan; it has no initial state, so that term is added here.
+
+    The kernel passes no gradient into its returned last state (its documented limitation).
+    """
+    if initial_state is None:
+        return selective_scan_fn(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True
+        )
+    y, last = selective_scan_fn(
+        u, delta, A, B, C, D, None, delta_bias, delta_softplus, return_last_state=True
+    )
+    dt = delta.float() + (0.0 if delta_bias is None else delta_bias.float()[:, None])
+    dt = F.softplus(dt) if delta_softplus else dt
+    decay = torch.exp(dt.cumsum(-1)[:, :, None, :] * A.float()[..., None])  # [b, d, n, l]
+    h0 = initial_state.float()
+    y = y + torch.einsum("bdnl,bdn,bnl->bdl", decay, h0, C.float()).to(y.dtype)
+    last = last + decay[..., -1] * h0
+    if z is not None:
+        y = y * F.silu(z)
+    return y, last
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Selective scan with a carried state: the CUDA kernel on a GPU, `selective_scan_cpu` otherwise."""
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    if u.is_cuda and HAS_SELECTIVE_SCAN_CUDA:
+        return _selective_scan_cuda(*args)
+    return selective_scan_cpu(*args)
+
+
+def selective_state_step(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor,
+    dt_bias: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One token of the selective scan (softplus on `dt + dt_bias`). Returns `(y, new_state)`.
+
+    `state: [b, d, n]`, `x, dt, z: [b, d]`, `B, C: [b, n]`; `state` is not modified.
+    """
+    if x.is_cuda:
+        new_state = state.clone()  # the Triton kernel updates in place
+        y = selective_state_update(
+            new_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True
+        )
+        return y, new_state
+    dt = F.softplus(dt + dt_bias)
+    new_state = torch.exp(dt[..., None] * A) * state + (dt * x)[..., None] * B[:, None, :]
+    y = torch.einsum("bdn,bn->bd", new_state, C) + D * x
+    return y * F.silu(z), new_state
+
+
+# ---------------------------------------------------------------------------------------------
+# Mamba2: state-space duality (SSD)
+# ---------------------------------------------------------------------------------------------
+
+
+def ssd_scan_cpu(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    *,
+    chunk_size: int,
+    D: Tensor,
+    dt_bias: Tensor,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`mamba_chunk_scan_combined` (softplus dt, no z, no dt limit) via mamba-ssm's `ssd_minimal`.
+
+    `x: [b, l, h, p]`, `dt: [b, l, h]`, `A, D, dt_bias: [h]`, `B, C: [b, l, g, n]`,
+    `initial_state: [b, h, p, n]`. Returns `(y [b, l, h, p], final_state [b, h, p, n])`.
+    """
+    length, heads = x.shape[1], x.shape[2]
+    x, B, C = x.float(), B.float(), C.float()
+    dt = F.softplus(dt.float() + dt_bias.float())
+    B, C = (repeat(t, "b l g n -> b l (g k) n", k=heads // t.shape[2]) for t in (B, C))
+    pad = -length % chunk_size  # padded steps: dt = 0 (decay 1, no input) keep the state
+    X, dA, B_, C_ = (
+        F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x * dt[..., None], A * dt, B, C)
+    )
+    init = None if initial_state is None else initial_state[:, None]
+    y, final_state = ssd_minimal_discrete(X, dA, B_, C_, chunk_size, initial_states=init)
+    return y[:, :length] + x * D.float()[:, None], final_state
+
+
+def ssd_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    *,
+    chunk_size: int,
+    D: Tensor,
+    dt_bias: Tensor,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """SSD with a carried state: mamba-ssm's Triton kernel on a GPU, `ssd_scan_cpu` otherwise."""
+    if x.is_cuda:
+        return mamba_chunk_scan_combined(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            chunk_size,
+            D=D,
+            dt_bias=dt_bias,
+            initial_states=initial_state,
+            dt_softplus=True,
+            return_final_states=True,
+        )
+    return ssd_scan_cpu(
+        x, dt, A, B, C, chunk_size=chunk_size, D=D, dt_bias=dt_bias, initial_state=initial_state
+    )
+
+
+def ssd_state_step(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    dt_bias: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One token of SSD. `state: [b, h, p, n]`, `x: [b, h, p]`, `dt: [b, h]`, `B, C: [b, g, n]`.
+
+    Returns `(y [b, h, p], new_state)`; `state` is not modified.
+    """
+    heads, headdim, d_state = state.shape[1:]
+    if x.is_cuda:
+        new_state = state.clone()  # the Triton kernel updates in place
+        y = selective_state_update(
+            new_state,
+            x,
+            repeat(dt, "b h -> b h p", p=headdim),
+            repeat(A, "h -> h p n", p=headdim, n=d_state),
+            B,
+            C,
+            repeat(D, "h -> h p", p=headdim),
+            dt_bias=repeat(dt_bias, "h -> h p", p=headdim),
+            dt_softplus=True,
+        )
+        return y, new_state
+    B, C = (repeat(t, "b g n -> b (g k) n", k=heads // t.shape[1]) for t in (B, C))
+    dt = F.softplus(dt + dt_bias)
+    decay = torch.exp(dt * A)[..., None, None]
+    new_state = decay * state + torch.einsum("bh,bhn,bhp->bhpn", dt, B, x)
+    y = torch.einsum("bhpn,bhn->bhp", new_state, C) + D[:, None] * x
+    return y, new_state
+
+
+def gated_rms_norm(norm: torch.nn.Module, y: Tensor, z: Tensor) -> Tensor:
+    """Mamba2's gated RMSNorm (`mamba_ssm.ops.triton.layernorm_gated.RMSNorm`) on any device."""
+    if y.is_cuda:
+        return norm(y, z)
+    return rms_norm_ref(
+        y,
+        norm.weight,
+        norm.bias,
+        z=z,
+        eps=norm.eps,
+        group_size=norm.group_size,
+        norm_before_gate=norm.norm_before_gate,
+    )
