@@ -236,6 +236,8 @@ class HistoryDataModule(pl.LightningDataModule):
         if expert_episodes is not None and expert_episodes < 1:
             raise ValueError(f"data.expert_episodes must be >= 1, got {expert_episodes}")
         self.context_len = int(context_len)
+        # the resolved length: Lightning refuses hparams that differ from the model's
+        self.save_hyperparameters({"context_len": self.context_len})
         self.mode = mode
         self.num_observations = family.num_observations
         self.num_actions = family.num_actions

@@ -1,0 +1,96 @@
+"""InContextLearner: tokens, the step API, the loss falling, the learning-rate schedule."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from backbones.presets import load_preset, preset_path
+from zoo.model import InContextLearner, warmup_cosine
+
+ENV = {"name": "darkroom", "params": {}, "episode_len": 20, "dataset": "data/darkroom"}
+
+
+def tiny_learner(name: str = "gru", **kwargs) -> InContextLearner:
+    torch.manual_seed(0)
+    return InContextLearner(
+        backbone=load_preset(preset_path(name, "tiny")),
+        num_observations=81,
+        num_actions=5,
+        context_len=8,
+        env=ENV,
+        **kwargs,
+    )
+
+
+def test_previous_action_and_reward_start_with_none() -> None:
+    model = tiny_learner()
+    actions = torch.tensor([[3, 1, 4], [0, 2, 2]])
+    rewards = torch.tensor([[1.0, 0.0, 1.0], [0.5, 0.0, 0.0]])
+    prev_actions, prev_rewards = model.previous(actions, rewards)
+    assert prev_actions.tolist() == [[5, 3, 1], [5, 0, 2]]  # 5 = "no previous action"
+    assert prev_rewards.tolist() == [[0.0, 1.0, 0.0], [0.0, 0.5, 0.0]]
+
+
+def test_step_equals_forward() -> None:
+    model = tiny_learner("gru").eval()
+    observations = torch.randint(0, 81, (2, 6))
+    prev_actions, prev_rewards = model.previous(torch.randint(0, 5, (2, 6)), torch.rand(2, 6))
+    with torch.no_grad():
+        logits, _ = model(observations, prev_actions, prev_rewards)
+        state = model.initial_state(2)
+        for t in range(6):
+            step_logits, state = model.step(
+                observations[:, t], prev_actions[:, t], prev_rewards[:, t], state=state
+            )
+            torch.testing.assert_close(step_logits, logits[:, t], atol=1e-5, rtol=1e-4)
+
+
+def test_loss_falls_on_a_tiny_dataset() -> None:
+    """A few dozen AdamW steps on windows whose action is a function of the observation."""
+    model = tiny_learner("gru")
+    generator = torch.Generator().manual_seed(0)
+    observations = torch.randint(0, 81, (64, 8), generator=generator)
+    batch = {
+        "observations": observations,
+        "actions": observations % 5,
+        "rewards": torch.rand(64, 8, generator=generator),
+    }
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss, _ = model._loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 1.4  # about log(5) at the start
+    assert losses[-1] < 0.5 * losses[0]
+    _, accuracy = model._loss(batch)
+    assert accuracy > 0.6
+
+
+def test_warmup_then_cosine_decay() -> None:
+    factor = warmup_cosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factor(110) == pytest.approx(0.1) and factor(500) == pytest.approx(0.1)
+    values = [factor(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_hyperparameters_record_the_env_not_a_live_module() -> None:
+    model = tiny_learner(lr=1e-3)
+    assert model.hparams["env"] == ENV and model.hparams["lr"] == 1e-3
+    assert model.hparams["context_len"] == 8
+    assert "backbone" not in model.hparams  # a module built in Python is no config
+
+
+def test_the_backbone_must_be_a_backbone() -> None:
+    with pytest.raises(TypeError, match="configs/backbone"):
+        InContextLearner(backbone=nn.Linear(4, 4), num_observations=3, num_actions=2, context_len=4)
