@@ -226,7 +226,8 @@ class CollectResult:
     root: Path
     collected: list[int]  # shards written by this run
     reused: list[int]  # shards already complete
-    transitions: int  # written by this run
+    transitions: int  # stored by this run
+    played: int  # transitions the learners played this run (more than stored when keep_every > 1)
     seconds: float
     manifest: Manifest | None  # None while some shards are missing (--only_shards)
 
@@ -254,7 +255,13 @@ def collect(
     for plan in todo:  # leftovers of a killed writer of the same shards
         for stale in root.glob(f".{shard_name(plan.index)}.*"):
             shutil.rmtree(stale, ignore_errors=True)
-    start, written = time.perf_counter(), 0
+    start, written, played = time.perf_counter(), 0, 0
+
+    def advance(n: int) -> None:
+        nonlocal played
+        played += n
+        bar.update(n)
+
     with tqdm(
         unit=" transitions", unit_scale=True, disable=not progress, dynamic_ncols=True
     ) as bar:
@@ -276,7 +283,7 @@ def collect(
                 expert=config.expert,
                 seed=plan.env_seed,
                 task_index=plan.task_index,
-                progress=bar.update,
+                progress=advance,
             )
             records[plan.index] = write_shard(
                 root, index=plan.index, histories=histories, fingerprint=fingerprint
@@ -309,14 +316,15 @@ def collect(
             config=dataclasses.asdict(config),
         )
         write_manifest(root, manifest)
-    return CollectResult(root, [p.index for p in todo], reused, written, seconds, manifest)
+    return CollectResult(root, [p.index for p in todo], reused, written, played, seconds, manifest)
 
 
 def summary(result: CollectResult, config: CollectConfig) -> str:
-    rate = result.transitions / result.seconds if result.seconds > 0 else 0.0
+    rate = result.played / result.seconds if result.seconds > 0 else 0.0
     lines = [
         f"collected {len(result.collected)} shard(s), reused {len(result.reused)} already complete: "
-        f"{result.transitions:,} transitions in {result.seconds:.1f} s ({rate:,.0f}/s)"
+        f"played {result.played:,} transitions ({rate:,.0f}/s, {result.seconds:.1f} s), "
+        f"stored {result.transitions:,}"
     ]
     manifest = result.manifest
     if manifest is None:

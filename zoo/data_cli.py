@@ -18,6 +18,11 @@ def sparkline(values: np.ndarray, *, low: float, high: float) -> str:
     return "".join(SPARKS[int(i)] for i in np.clip(np.round(scale * 7), 0, 7))
 
 
+def binned(values: np.ndarray, *, bins: int = 40) -> np.ndarray:
+    """Means of at most `bins` consecutive chunks of `values` (a sparkline's columns)."""
+    return np.array([chunk.mean() for chunk in np.array_split(values, min(bins, len(values)))])
+
+
 def curve_points(num_episodes: int, *, points: int = 10) -> np.ndarray:
     """About `points` episode indices spread over the history, first and last included."""
     return np.unique(
@@ -57,7 +62,7 @@ def info(dataset: HistoryDataset) -> str:
         lines += [
             "",
             "source learner's learning curve (mean return per episode across histories):",
-            f"  {sparkline(mean, low=float(mean.min()), high=float(mean.max()))}  "
+            f"  {sparkline(binned(mean), low=float(mean.min()), high=float(mean.max()))}  "
             f"{mean[0]:.3g} -> {mean[-1]:.3g}",
             f"  {'episode':>8} {'return':>9} {'of optimal':>11}",
         ]
