@@ -37,7 +37,10 @@ class TransformerState(State):
 
 @register_backbone("transformer")
 class TransformerBackbone(Backbone):
-    """Pre-norm causal transformer (x-transformers `Decoder`, SDPA attention, rotary positions)."""
+    """Pre-norm causal transformer (x-transformers `Decoder`, SDPA attention, rotary positions).
+
+    `step` is the base class's one-token `forward`: it reads the cache and trims it again.
+    """
 
     def __init__(
         self,
@@ -102,10 +105,6 @@ class TransformerBackbone(Backbone):
                 x, cache=self._as_cache(state), cache_age=x.shape[1], return_hiddens=True
             )
         return y, self._trimmed_state(intermediates)
-
-    def step(self, x_t: Tensor, *, state: TransformerState) -> tuple[Tensor, TransformerState]:
-        y, state = self.forward(x_t.unsqueeze(1), state=state)
-        return y.squeeze(1), state
 
     def _as_cache(self, state: TransformerState) -> LayerIntermediates:
         """The x-transformers cache object for a state (only the fields its decoder reads)."""
