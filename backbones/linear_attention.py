@@ -17,14 +17,18 @@ ops (`naive_chunk_simple_gla`, `naive_recurrent_simple_gla`), because fla's laye
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 import torch.nn.functional as F
-from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
-from fla.ops.simple_gla.naive import naive_chunk_simple_gla, naive_recurrent_simple_gla
 from torch import Tensor, nn
 
 from backbones.base import Backbone, State, register_backbone
+
+with warnings.catch_warnings():  # fla warns on import on every machine without a GPU
+    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
+    from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+    from fla.ops.simple_gla.naive import naive_chunk_simple_gla, naive_recurrent_simple_gla
 
 CHUNK_SIZE = 64
 GATE_LOGIT_NORMALIZER = 16.0  # fla's default: keeps initial decays close to 1 (long memory)
