@@ -262,18 +262,34 @@ class Manifest:
             raise DatasetError(
                 f"{path}: manifest lacks {missing}; it is damaged, rerun `zoo collect` to rewrite it"
             )
+        damaged = "it is damaged, rerun `zoo collect` to rewrite it"
+        for field in dataclasses.fields(cls):
+            kind = _JSON_TYPES[str(field.type).split("[")[0]]
+            value = obj[field.name]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise DatasetError(
+                    f"{path}: manifest's {field.name!r} is not of type {kind.__name__}; {damaged}"
+                )
         manifest = cls(**{name: obj[name] for name in names})
         shard_keys = {"name", "histories", "transitions", "files"}
+        try:
+            tasks = np.asarray(manifest.tasks)
+        except ValueError:
+            tasks = np.zeros(0)
         if (
             len(manifest.shards) != manifest.num_shards
-            or not manifest.tasks
+            or tasks.ndim != 2
+            or len(tasks) == 0
+            or tasks.dtype.kind not in "iuf"
             or not all(isinstance(r, dict) and shard_keys <= set(r) for r in manifest.shards)
         ):
             raise DatasetError(
-                f"{path}: manifest's shard list or task table is inconsistent; it is damaged, "
-                "rerun `zoo collect` to rewrite it"
+                f"{path}: manifest's shard list or task table is inconsistent; {damaged}"
             )
         return manifest
+
+
+_JSON_TYPES: dict[str, type] = {"int": int, "str": str, "dict": dict, "list": list}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,6 +199,19 @@ def test_missing_manifest_key(dataset_dir: Path) -> None:
     assert "lacks ['tasks']" in _error(dataset_dir)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_histories": "8"}, "'num_histories' is not of type int"),
+        ({"tasks": [[0, 1], [2]]}, "task table"),
+        ({"num_shards": 2}, "shard list"),
+    ],
+)
+def test_damaged_manifest_values(dataset_dir: Path, change: dict, message: str) -> None:
+    _edit_manifest(dataset_dir, **change)
+    assert message in _error(dataset_dir)
+
+
 def test_missing_shard_file(dataset_dir: Path) -> None:
     (dataset_dir / "shard-00001" / "actions.npy").unlink()
     message = _error(dataset_dir)
