@@ -180,7 +180,7 @@ class HistoryDataModule(pl.LightningDataModule):
         *,
         path: str,
         context_len: int | None = None,
-        context_episodes: int | None = None,
+        context_episodes: float | None = None,
         mode: Mode = "ad",
         expert_episodes: int | None = None,
         shuffle_episodes: bool = False,
@@ -195,7 +195,8 @@ class HistoryDataModule(pl.LightningDataModule):
         Args:
             path: dataset directory (`zoo collect` output).
             context_len: steps per window. Give this or `context_episodes`.
-            context_episodes: steps per window as a number of episodes (x the env's episode_len).
+            context_episodes: steps per window as a number of episodes (x the env's episode_len,
+                rounded; 0.5 is half an episode).
             mode: `ad`, windows anywhere in the learning histories; `ed`, windows of expert
                 episodes only (an expert dataset, or each history's last `expert_episodes`).
             expert_episodes: in `ed` mode on learning histories, how many last episodes of each
@@ -219,7 +220,7 @@ class HistoryDataModule(pl.LightningDataModule):
         if (context_len is None) == (context_episodes is None):
             raise ValueError("give exactly one of data.context_len and data.context_episodes")
         if context_episodes is not None:
-            context_len = context_episodes * family.episode_len
+            context_len = round(context_episodes * family.episode_len)
         if context_len < 1:
             raise ValueError(f"data.context_len must be >= 1, got {context_len}")
         if mode not in ("ad", "ed"):
