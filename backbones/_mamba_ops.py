@@ -39,7 +39,10 @@ if not HAS_SELECTIVE_SCAN_CUDA and "selective_scan_cuda" not in sys.modules:
 from mamba_ssm.modules.mamba2 import Mamba2  # noqa: E402
 from mamba_ssm.modules.mamba_simple import Mamba  # noqa: E402
 from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete  # noqa: E402
-from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: E402
+from mamba_ssm.ops.selective_scan_interface import (  # noqa: E402
+    selective_scan_fn,
+    selective_scan_ref,
+)
 from mamba_ssm.ops.triton.layernorm_gated import rms_norm_ref  # noqa: E402
 from mamba_ssm.ops.triton.selective_state_update import selective_state_update  # noqa: E402
 from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: E402
@@ -54,8 +57,10 @@ __all__ = [
     "Mamba2",
     "causal_conv",
     "gated_rms_norm",
+    "rms_norm_ref",
     "selective_scan",
     "selective_scan_cpu",
+    "selective_scan_ref",
     "selective_state_step",
     "ssd_scan",
     "ssd_scan_cpu",
