@@ -125,12 +125,16 @@ def check_histories(histories: Histories) -> None:
 
 
 def write_shard(
-    root: Path, *, index: int, histories: Histories, fingerprint: str
+    root: Path,
+    *,
+    index: int,
+    histories: Histories,
+    fingerprint: str,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write one shard atomically (temp directory, fsync, rename); return its manifest record.
-
-    A shard already at the final name (an invalid one being repaired) is replaced.
-    """
+    """Write one shard atomically (temp directory, fsync, rename); return its manifest record
+    (`meta`, e.g. the shard's seeds, is stored in it). A shard already at the final name (an
+    invalid one being repaired) is replaced."""
     check_histories(histories)
     name = shard_name(index)
     tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -155,6 +159,7 @@ def write_shard(
         "fingerprint": fingerprint,
         "histories": histories.num_histories,
         "transitions": histories.num_steps,
+        **(meta or {}),
         "files": files,
     }
     write_json_atomic(tmp / SHARD_META, record)

@@ -286,7 +286,15 @@ def collect(
                 progress=advance,
             )
             records[plan.index] = write_shard(
-                root, index=plan.index, histories=histories, fingerprint=fingerprint
+                root,
+                index=plan.index,
+                histories=histories,
+                fingerprint=fingerprint,
+                meta={
+                    "first_history": int(plan.histories[0]),
+                    "env_seed": plan.env_seed,
+                    "learner_seed": plan.learner_seed,
+                },
             )
             written += histories.num_steps
     seconds = time.perf_counter() - start

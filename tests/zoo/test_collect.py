@@ -46,6 +46,9 @@ def test_collect_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert history.done[-1]
         np.testing.assert_array_equal(history.task, dataset.tasks[history.task_index])
     assert dataset.manifest.mode == "ad" and "--num_tasks 3" in dataset.manifest.command
+    shards = dataset.manifest.shards
+    assert [r["first_history"] for r in shards] == [0, 2, 4]
+    assert len({(r["env_seed"], r["learner_seed"]) for r in shards}) == 3
     defaults = dataclasses.asdict(LEARNERS["q_learning"].Params())
     assert dataset.manifest.learner_params == defaults  # the learner's defaults, spelled out
     capsys.readouterr()
