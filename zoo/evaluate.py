@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     model = load_learner(args.checkpoint, map_location=args.device)
     family = family_of(model, env=args.env)
     tasks = family.sample_tasks(args.split, args.tasks, seed=args.seed)
+    started = time.perf_counter()
     rollout = run_in_context(
         model,
         family,
@@ -82,6 +84,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         greedy=args.greedy,
     )
+    seconds = time.perf_counter() - started
     optimal = family.optimal_return(tasks)
     result: dict[str, Any] = {
         "checkpoint": str(Path(args.checkpoint).resolve()),
@@ -95,6 +98,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         "optimal": optimal.tolist(),
         "returns": rollout.returns.tolist(),
         "summary": summarise(rollout.returns, optimal, final_episodes=args.final_episodes),
+        "env_steps": int(rollout.observations.size),  # all tasks' steps, played in lock-step
+        "seconds": round(seconds, 3),
         "source": None,
     }
     source_episodes = args.source_episodes
