@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, set_parsing_settings
 from tqdm import tqdm
 
 from datamodules.storage import (
@@ -37,6 +38,8 @@ from datamodules.storage import (
     write_shard,
 )
 from envs.base import EnvFamily, make_family
+from envs.collection import collect_histories
+from envs.learners import make_learner
 
 
 @dataclasses.dataclass
@@ -54,7 +57,7 @@ class CollectConfig:
     histories_per_task: int = 1
     """Independent learning histories per task (different learner and env seeds)."""
     learner: str = "q_learning"
-    """Registered source learner (envs.learners), e.g. q_learning, ucb, thompson."""
+    """Registered source learner (envs.learners), e.g. q_learning (grids), ucb1, thompson, epsilon_greedy (bandits)."""
     learner_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Hyper-parameters of the learner; the rest keep their defaults."""
     episodes: int = 200
@@ -93,14 +96,17 @@ class ShardPlan:
 
 
 def plan_shard(config: CollectConfig, index: int) -> ShardPlan:
+    """Shard `index`: a contiguous range of histories, seeds spawned from (`seed`, `index`)."""
     total = config.num_tasks * config.histories_per_task
     start, stop = index * total // config.num_shards, (index + 1) * total // config.num_shards
     histories = np.arange(start, stop, dtype=np.int64)
-    env_seed, learner_seed = np.random.SeedSequence(config.seed, spawn_key=(index,)).generate_state(
-        2
-    )
+    seeds = np.random.SeedSequence(config.seed, spawn_key=(index,)).generate_state(2)
     return ShardPlan(
-        index, histories, histories % config.num_tasks, int(env_seed), int(learner_seed)
+        index=index,
+        histories=histories,
+        task_index=histories % config.num_tasks,
+        env_seed=int(seeds[0]),
+        learner_seed=int(seeds[1]),
     )
 
 
@@ -129,8 +135,6 @@ class RunFlags:
 
 def parse_args(argv: list[str]) -> tuple[CollectConfig, RunFlags]:
     """Config from `--config FILE.yaml` and/or flags (flags win), type-checked by jsonargparse."""
-    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, set_parsing_settings
-
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(
         prog="zoo collect", description=__doc__.splitlines()[0], exit_on_error=False
@@ -155,16 +159,12 @@ def parse_args(argv: list[str]) -> tuple[CollectConfig, RunFlags]:
 def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray, dict[str, Any]]:
     """Validate everything before anything is written; return the family, the task table and the
     learner's full parameters (defaults filled in)."""
-    from envs.learners import make_learner
-
     for name in ("num_tasks", "histories_per_task", "episodes", "keep_every", "num_shards"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(config, name)}")
     total = config.num_tasks * config.histories_per_task
     if config.num_shards > total:
         raise UsageError(f"--num_shards {config.num_shards} exceeds the {total} histories")
-    if config.keep_every > config.episodes:
-        raise UsageError(f"--keep_every {config.keep_every} exceeds --episodes {config.episodes}")
     bad = sorted(set(config.only_shards or ()) - set(range(config.num_shards)))
     if bad:
         raise UsageError(f"--only_shards {bad} not in [0, {config.num_shards})")
@@ -190,10 +190,8 @@ def prepare_output(root: Path, *, ident: dict[str, Any], fingerprint: str, overw
             raise UsageError(f"--output {root} is not empty and not a zoo dataset; choose another")
         try:
             previous = read_json(root / COLLECTION, what="collection record")
-        except DatasetError as e:
-            if not overwrite:
-                raise UsageError(f"{e}; or pass --overwrite to start over") from None
-            previous = {}
+        except DatasetError:
+            previous = {}  # unreadable: treated as a different collection
         if previous.get("fingerprint") != fingerprint:
             if not overwrite:
                 old = previous.get("identity", {})
@@ -236,9 +234,6 @@ def collect(
     config: CollectConfig, *, command: str, overwrite: bool = False, progress: bool = True
 ) -> CollectResult:
     """Collect the missing shards of `config`'s dataset; write the manifest once all are there."""
-    from envs.collection import collect_histories
-    from envs.learners import make_learner
-
     family, tasks, learner_params = check_config(config)
     ident = identity(config, family, learner_params)
     fingerprint = fingerprint_of(ident)
