@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
             )
 
     print("\n## Targets\n")
+    if max(args.contexts) < 2048 or max(args.lengths) < 2048:
+        print(
+            "(the targets are set for T and contexts up to 2048: these lines check smaller ones)\n"
+        )
     for line in check_targets(train, steps):
         print(f"- {line}")
 
