@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("zoo.train:validate", "validate a checkpoint (LightningCLI)"),
     "evaluate": ("zoo.evaluate:main", "in-context evaluation of a checkpoint on held-out tasks"),
     "sweep": ("zoo.sweep:main", "run an Optuna study (ablation, tuning) or show its progress"),
+    "report": ("zoo.report:main", "the ablation report (HTML, Markdown, figures, CSV tables)"),
 }
 
 

@@ -1,0 +1,343 @@
+"""`zoo report`: builds from Optuna studies (with failed, pruned and duplicate trials) and from a tree
+of `zoo evaluate` outputs; every linked figure and table exists; the page loads in a real browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from zoo.cli import main as zoo
+from zoo.evaluate import write_outputs
+
+EPISODES = 6
+BACKBONES = ("gru", "transformer")
+CONTEXTS = (1.0, 4.0)
+
+
+def _curve(rng: np.random.Generator, level: float) -> list[float]:
+    return list(np.clip(np.linspace(0.2, level, EPISODES) + rng.normal(0, 0.3, EPISODES), 0, None))
+
+
+def _attrs(rng: np.random.Generator, *, backbone: str, context: float, seed: int) -> dict:
+    curve = _curve(rng, 2.0 + 3.0 * np.log2(context + 1) * (backbone == "transformer" or 0.7))
+    final = float(np.mean(curve[-2:]))
+    return {
+        "return_final": final,
+        "return_first": curve[0],
+        "auc": float(np.mean(curve)),
+        "fraction_optimal": final / 15.0,
+        "optimal": 15.0,
+        "curve": curve,
+        "source_learner": "q_learning",
+        "source_curve": _curve(rng, 12.0),
+        "source_return_final": 11.5,
+        "parameters": 1000 if backbone == "gru" else 1200,
+        "parameters_total": 1500,
+        "train_tokens_per_s": 5e4 * (1 + seed),
+        "eval_steps_per_s": 2e3,
+        "peak_rss_mb": 500.0 + 10 * seed,
+        "wall_seconds": 12.0,
+        "global_step": 100,
+        "checkpoint": f"runs/t/{backbone}/last.ckpt",
+        "eval_dir": "runs/t/eval",
+        "run_dir": "runs/t",
+        "fit_command": f"zoo fit --config configs/experiments/darkroom_ad.yaml --seed_everything={seed}",
+        "evaluate_command": "zoo evaluate runs/t/last.ckpt --episodes 6",
+    }
+
+
+def _ablation(storage: str, name: str, experiment: str, backbones, seeds) -> None:
+    rng = np.random.default_rng(len(name))
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("kind", "ablation")
+    study.set_user_attr("config", {"experiment": experiment, "backbones": list(backbones)})
+    space = {
+        "backbone": optuna.distributions.CategoricalDistribution(list(backbones)),
+        "context_episodes": optuna.distributions.CategoricalDistribution(list(CONTEXTS)),
+        "seed": optuna.distributions.CategoricalDistribution(list(seeds)),
+    }
+    for backbone in backbones:
+        for context in CONTEXTS:
+            for seed in seeds:
+                params = {"backbone": backbone, "context_episodes": context, "seed": seed}
+                attrs = _attrs(rng, backbone=backbone, context=context, seed=seed)
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params=params,
+                        distributions=space,
+                        value=attrs["return_final"],
+                        user_attrs=attrs,
+                    )
+                )
+    params = {"backbone": backbones[0], "context_episodes": CONTEXTS[0], "seed": seeds[0]}
+    failed = {"fit_command": "zoo fit --config x.yaml", "peak_rss_mb": 321.0}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=space,
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs=failed,
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=space,
+            state=optuna.trial.TrialState.PRUNED,
+            user_attrs={"duplicate_of": 0},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=space,
+            state=optuna.trial.TrialState.PRUNED,
+            intermediate_values={10: 0.5},
+        )
+    )
+
+
+def _tune(storage: str, name: str, complete: int) -> None:
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("kind", "tune")
+    study.set_user_attr("config", {"backbone": "gru", "context_episodes": 4.0, "seed": 0})
+    space = {
+        "lr": optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True),
+        "warmup_steps": optuna.distributions.CategoricalDistribution([0, 100, 500]),
+        "depth": optuna.distributions.CategoricalDistribution([1, 2, 3, 4]),
+        "dropout": optuna.distributions.FloatDistribution(0.0, 0.2),
+    }
+    rng = np.random.default_rng(1)
+    for number in range(complete):
+        params = {
+            "lr": float(10 ** rng.uniform(-4, -2.6)),
+            "warmup_steps": [0, 100, 500][number % 3],
+            "depth": 1 + number % 4,
+            "dropout": float(rng.uniform(0, 0.2)),
+        }
+        value = 5.0 + 1e3 * params["lr"] + rng.normal(0, 0.1)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=space, value=value, user_attrs={"return_final": value}
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("studies")
+    url = f"sqlite:///{root / 'sweeps.db'}"
+    _ablation(
+        url, "darkroom_ablation", "configs/experiments/darkroom_ad.yaml", BACKBONES, (0, 1, 2)
+    )
+    _ablation(url, "darkroom_ed", "configs/experiments/darkroom_ed.yaml", ("gru",), (0, 1))
+    _tune(url, "tune_gru", complete=8)
+    _tune(url, "tune_lstm", complete=1)
+    return url
+
+
+def _linked(page: str, pattern: str) -> list[str]:
+    return re.findall(pattern, page)
+
+
+def _check_links(out: Path) -> tuple[str, str]:
+    index, markdown = (out / "index.html").read_text(), (out / "report.md").read_text()
+    html_links = _linked(index, r"(?:src|href)='([^']+)'")
+    md_links = _linked(markdown, r"\]\(([^)]+)\)")
+    assert html_links and sorted(set(html_links)) == sorted(set(md_links))
+    for link in html_links:
+        assert (out / link).is_file() and (out / link).stat().st_size > 0, link
+    assert {Path(p).name for p in (out / "figures").iterdir()} <= {Path(p).name for p in html_links}
+    return index, markdown
+
+
+def test_report_from_studies(storage: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    studies = ["--study", "darkroom_ablation", "--study", "darkroom_ed"]
+    studies += ["--study", "tune_gru", "--study", "tune_lstm"]
+    assert zoo(["report", "--storage", storage, *studies, "--out", str(out), "--reps", "200"]) == 0
+    assert str((out / "index.html").resolve()) in capsys.readouterr().out
+    index, markdown = _check_links(out)
+    for figure in (
+        "curves",
+        "context",
+        "cost",
+        "history_tune_gru",
+        "importances_tune_gru",
+        "history_tune_lstm",
+    ):
+        assert (out / "figures" / f"{figure}.png").is_file()
+    assert not (out / "figures" / "importances_tune_lstm.png").exists()
+    assert "tune_lstm: parameter importances need at least 2 complete trials (1 so far)" in markdown
+
+    summary = pd.read_csv(out / "tables" / "summary.csv")
+    assert len(summary) == 2 * 2 + 2  # AD: 2 backbones x 2 contexts; ED: gru x 2 contexts
+    assert set(summary["seeds"]) == {3, 2}  # failed, pruned and duplicate trials do not count
+    ed = summary[summary["data_mode"] == "ed"]
+    assert list(ed["label"]) == ["gru (ED)", "gru (ED)"]
+    assert (summary["ci_low"] <= summary["iqm_return_final"]).all()
+    assert (summary["iqm_return_final"] <= summary["ci_high"]).all()
+    assert "gru (ED)" in markdown or "| gru | ED |" in markdown
+
+    trials = pd.read_csv(out / "tables" / "trials.csv")
+    assert len(trials) == 12 + 3 + 4 + 3 + 8 + 1  # every trial of every study, listed
+    states = trials.groupby("study")["state"].apply(set)
+    assert {"FAIL", "PRUNED", "DUPLICATE of 0", "COMPLETE"} == states["darkroom_ablation"]
+    assert trials["fit_command"].str.startswith("zoo fit").sum() == 12 + 4 + 2
+    curves = pd.read_csv(out / "tables" / "curves.csv")
+    assert "source: q_learning" in set(curves["label"])
+    assert (out / "tables" / "importances_tune_gru.csv").is_file()
+    assert markdown.index("## Summary") < markdown.index("## Every trial")
+    assert "DUPLICATE of 0" in index and "FAIL" in index and "PRUNED" in index
+
+
+def _evaluation(run: Path, *, backbone: str, context_episodes: float, seed: int) -> Path:
+    """A run directory as `zoo fit` leaves it (config.yaml beside checkpoints/) and its evaluation
+    written by `zoo evaluate`'s own writer; no checkpoint file, as on a machine without the runs."""
+    class_path = {"gru": "backbones.rnn.GRUBackbone", "lstm": "backbones.rnn.LSTMBackbone"}[
+        backbone
+    ]
+    run.mkdir(parents=True)
+    config = {
+        "seed_everything": seed,
+        "model": {"backbone": {"class_path": class_path}},
+        "data": {"context_len": int(context_episodes * 20), "context_episodes": None, "mode": "ad"},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(seed)
+    returns = rng.uniform(0, 10 + context_episodes, size=(4, EPISODES))
+    optimal = np.full(4, 18.0)
+    result = {
+        "checkpoint": str(run / "checkpoints" / "last.ckpt"),
+        "env": {"name": "darkroom", "params": {}, "episode_len": 20},
+        "mode": "stream",
+        "split": "test",
+        "seed": 0,
+        "greedy": False,
+        "episodes": EPISODES,
+        "tasks": [3, 7, 11, 40],
+        "optimal": optimal.tolist(),
+        "returns": returns.tolist(),
+        "summary": {
+            "return_final": float(returns[:, -2:].mean()),
+            "return_first": 1.0,
+            "auc": 2.0,
+            "fraction_optimal": float(returns[:, -2:].mean() / 18.0),
+            "optimal": 18.0,
+        },
+        "source": {
+            "learner": "q_learning",
+            "episodes": EPISODES,
+            "returns": rng.uniform(0, 18, size=(4, EPISODES)).tolist(),
+            "summary": {"return_final": 15.0},
+        },
+    }
+    write_outputs(result, run / "eval-stream")
+    return run
+
+
+def test_report_from_results(tmp_path: Path) -> None:
+    for backbone in ("gru", "lstm"):
+        for context in (1.0, 2.0):
+            for seed in (0, 1):
+                _evaluation(
+                    tmp_path
+                    / "runs"
+                    / f"{backbone}-{context}-{seed}"
+                    / "lightning_logs"
+                    / "version_0",
+                    backbone=backbone,
+                    context_episodes=context,
+                    seed=seed,
+                )
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "returns.json").write_text("{not json")
+    out = tmp_path / "report"
+    assert (
+        zoo(["report", "--results", str(tmp_path / "runs"), "--out", str(out), "--reps", "200"])
+        == 0
+    )
+    _, markdown = _check_links(out)
+    summary = pd.read_csv(out / "tables" / "summary.csv")
+    assert sorted(zip(summary["backbone"], summary["context_episodes"])) == [
+        ("gru", 1.0),
+        ("gru", 2.0),
+        ("lstm", 1.0),
+        ("lstm", 2.0),
+    ]
+    assert set(summary["seeds"]) == {2}
+    assert "skipped" in markdown and "broken" in markdown
+    trials = pd.read_csv(out / "tables" / "trials.csv")
+    assert trials["fit_command"].str.contains("config.yaml").all()
+    assert trials["evaluate_command"].str.startswith("zoo evaluate").all()
+
+
+def test_single_seed_says_no_interval(tmp_path: Path) -> None:
+    _evaluation(tmp_path / "runs" / "a" / "v", backbone="gru", context_episodes=1.0, seed=0)
+    out = tmp_path / "report"
+    assert zoo(["report", "--results", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "1 seed: no interval" in markdown
+    assert "every configuration has 1 seed: no interval can be given" in markdown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--study", "x"], "--study needs --storage"),
+        ([], "give --storage URL --study NAME"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        zoo(["report", *argv, "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_study_and_empty_results_are_one_line_errors(
+    storage: str, tmp_path: Path, capsys
+) -> None:
+    assert (
+        zoo(["report", "--storage", storage, "--study", "nope", "--out", str(tmp_path / "r")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no study 'nope'" in err and "darkroom_ablation" in err
+    assert zoo(["report", "--results", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "no returns.json under" in capsys.readouterr().err
+
+
+def test_page_loads_every_image_in_a_headless_browser(storage: str, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (Debian package `chromium`; make test installs it)")
+    out = tmp_path / "report"
+    argv = ["--storage", storage, "--study", "darkroom_ablation", "--study", "tune_gru"]
+    assert zoo(["report", *argv, "--out", str(out), "--reps", "200"]) == 0
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1280,2000",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        (out / "index.html").resolve().as_uri(),
+    ]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    images = re.findall(r"<img [^>]*>", dom)
+    assert len(images) == 5  # curves, context, cost, history and importances of tune_gru
+    assert all('data-loaded="1"' in image for image in images), images

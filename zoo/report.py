@@ -1,0 +1,249 @@
+"""`zoo report`: the architecture-ablation report, from Optuna studies or from `zoo evaluate` outputs.
+
+    zoo report --storage sqlite:///runs/sweeps.db --study darkroom_ablation --study darkroom_ed \
+        --out reports/darkroom
+    zoo report --results runs/ --out reports/darkroom
+
+Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tables/*.csv`. Every
+interval is a 95% stratified-bootstrap interval from rliable over seeds (runs), with the number of
+seeds stated; a single seed gets its mean and no interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zoo.report_data import RUN_COLUMNS, ReportError, load_results, load_studies
+
+
+# -------------------------------------------------------------------------------- statistics
+def completed(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that count: complete, not grid duplicates, with a final return and a curve."""
+    keep = (runs["state"] == "COMPLETE") & runs["return_final"].notna() & runs["curve"].notna()
+    return runs[keep & (runs["kind"] != "tune")].copy()
+
+
+def interval(scores: np.ndarray, *, reps: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """(point, low, high) of rliable's IQM over runs (axis 0) with its 95% stratified-bootstrap
+    interval; for `[runs, K]` the mean per column instead (curves). No interval for one run."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim == 1:
+        data, statistic = scores[:, None], lambda s: np.array([metrics.aggregate_iqm(s)])
+    else:  # [runs, 1 task, K]: the mean over runs of every episode, in one call per resample
+        data, statistic = scores[:, None, :], lambda s: s.mean(axis=(0, 1))
+    point = statistic(data)
+    if len(scores) < 2:
+        nan = np.full_like(point, np.nan)
+        return _squeeze(point), _squeeze(nan), _squeeze(nan)
+    # rliable's StratifiedBootstrap draws its resamples from NumPy's global generator
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        _, ci = rly.get_interval_estimates({"x": data}, statistic, reps=reps)
+    finally:
+        np.random.set_state(state)
+    return _squeeze(point), _squeeze(ci["x"][0]), _squeeze(ci["x"][1])
+
+
+def _squeeze(a: np.ndarray) -> Any:
+    return float(a[0]) if a.size == 1 else a
+
+
+def label(mode: str, backbone: str) -> str:
+    return backbone if mode == "ad" else f"{backbone} ({mode.upper()})"
+
+
+def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
+    """Backbone x context length: IQM final return [95% CI], seeds, fraction of optimal, cost."""
+    rows = []
+    keys = ["data_mode", "backbone", "context_episodes"]
+    for (mode, backbone, context), group in runs.groupby(keys, dropna=False, sort=True):
+        iqm, low, high = interval(group["return_final"].to_numpy(float), reps=reps)
+        row = {"label": label(mode, backbone), "data_mode": mode, "backbone": backbone}
+        row.update(context_episodes=context, seeds=len(group), iqm_return_final=iqm)
+        row.update(ci_low=low, ci_high=high, mean_return_final=group["return_final"].mean())
+        for column in (
+            "fraction_optimal",
+            "source_return_final",
+            "parameters",
+            "train_tokens_per_s",
+            "eval_steps_per_s",
+            "peak_rss_mb",
+        ):
+            values = pd.to_numeric(group[column], errors="coerce")
+            row[column] = values.mean() if values.notna().any() else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curve_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
+    """Long table of the in-context curves: mean return per episode and its 95% interval, per
+    data mode, backbone and context; the source learner's curve as its own rows."""
+    frames = []
+    keys = ["data_mode", "backbone", "context_episodes"]
+    for (mode, backbone, context), group in runs.groupby(keys, dropna=False, sort=True):
+        frames.append(
+            _curve_rows(group["curve"], label(mode, backbone), mode, backbone, context, reps)
+        )
+    sources = runs[runs["source_curve"].notna()]
+    for learner, group in sources.groupby("source_learner", dropna=False):
+        frames.append(
+            _curve_rows(
+                group["source_curve"], f"source: {learner}", "source", learner, np.nan, reps
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _curve_rows(curves: pd.Series, name: str, mode: str, backbone: Any, context: Any, reps: int):
+    length = min(len(c) for c in curves)  # runs evaluated for different K: the common prefix
+    stacked = np.stack([np.asarray(c[:length], dtype=float) for c in curves])
+    mean, low, high = (np.atleast_1d(a) for a in interval(stacked, reps=reps))
+    return pd.DataFrame(
+        {
+            "label": name,
+            "data_mode": mode,
+            "backbone": backbone,
+            "context_episodes": context,
+            "episode": np.arange(1, length + 1),
+            "mean": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "runs": len(stacked),
+        }
+    )
+
+
+def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every trial, with its config and the commands that rerun it; duplicates and failures named."""
+    table = runs[
+        [
+            "study",
+            "kind",
+            "trial",
+            "state",
+            "data_mode",
+            "backbone",
+            "context_episodes",
+            "seed",
+            "value",
+            "return_final",
+            "fraction_optimal",
+            "parameters",
+            "train_tokens_per_s",
+            "eval_steps_per_s",
+            "peak_rss_mb",
+            "wall_seconds",
+            "fit_command",
+            "evaluate_command",
+        ]
+    ].copy()
+    table.insert(
+        4, "params", runs["params"].map(lambda p: json.dumps(p, sort_keys=True) if p else "")
+    )
+    return table.sort_values(["study", "trial"], kind="stable")
+
+
+# ------------------------------------------------------------------------------------- entry
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="zoo report", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--storage", help="Optuna storage URL of the studies (sqlite:///runs/sweeps.db)"
+    )
+    parser.add_argument("--study", action="append", default=[], help="study name (repeatable)")
+    parser.add_argument("--results", type=Path, help="directory tree of `zoo evaluate` outputs")
+    parser.add_argument("--out", type=Path, required=True, help="report directory (reports/<name>)")
+    parser.add_argument("--title", default=None, help="title of the report (default: its name)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval")
+    args = parser.parse_args(argv)
+    if not args.study and args.results is None:
+        parser.error("give --storage URL --study NAME [--study NAME ...], or --results DIR")
+    if args.study and not args.storage:
+        parser.error("--study needs --storage URL (e.g. sqlite:///runs/sweeps.db)")
+    if args.reps < 100:
+        parser.error("--reps must be >= 100")
+    return args
+
+
+def build_report(args: argparse.Namespace) -> Path:
+    """Load the runs, compute the tables, draw the figures, write the pages; the index.html path."""
+    from zoo import report_figures, report_html
+
+    frames, notes = [], []
+    if args.study:
+        frames.append(load_studies(args.storage, args.study))
+    if args.results is not None:
+        results, skipped = load_results(args.results)
+        frames.append(results)
+        notes += skipped
+    runs = pd.concat(frames, ignore_index=True).reindex(
+        columns=list(dict.fromkeys([*frames[0].columns, *RUN_COLUMNS]))
+    )
+    out: Path = args.out
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    done = completed(runs)
+    summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
+    curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
+    trials = trial_table(runs)
+    tables = {"summary": summary, "curves": curves, "trials": trials}
+    figures = report_figures.ablation_figures(done, summary, curves, out / "figures")
+    if args.study:
+        tune = report_figures.tuning_figures(args.storage, runs, out / "figures")
+        figures += tune.figures
+        notes += tune.notes
+        tables.update(tune.tables)
+    for name, table in tables.items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    seeds = sorted({int(n) for n in summary["seeds"]}) if len(summary) else []
+    if seeds and max(seeds) < 2:
+        notes.append("every configuration has 1 seed: no interval can be given (means are shown)")
+    elif 1 in seeds:
+        notes.append("configurations with 1 seed have no interval (their means are shown)")
+    page = report_html.Page(
+        title=args.title or out.resolve().name,
+        sources=_sources(args),
+        runs=runs,
+        summary=summary,
+        trials=trials,
+        figures=figures,
+        tables=sorted(f"tables/{name}.csv" for name in tables),
+        notes=notes,
+        reps=args.reps,
+    )
+    (out / "report.md").write_text(report_html.markdown(page))
+    index = out / "index.html"
+    index.write_text(report_html.html(page))
+    return index
+
+
+def _sources(args: argparse.Namespace) -> list[str]:
+    sources = [f"study `{name}` in `{args.storage}`" for name in args.study]
+    return sources + ([f"`zoo evaluate` outputs under `{args.results}`"] if args.results else [])
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        index = build_report(args)
+    except ReportError as error:
+        print(f"zoo report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"zoo report: wrote {index.resolve()}")
+    return 0
+
+
+def finite(value: Any) -> bool:
+    """True for a number that is neither None nor NaN."""
+    return isinstance(value, (int, float, np.number)) and math.isfinite(float(value))

@@ -1,0 +1,223 @@
+"""Loading for `zoo report`: one row per trial of Optuna studies (the sweep contract) or per
+`zoo evaluate` output (backbone, context and seed read from the run's LightningCLI config.yaml)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RUN_COLUMNS = (
+    "return_final",
+    "return_first",
+    "auc",
+    "fraction_optimal",
+    "optimal",
+    "curve",
+    "source_learner",
+    "source_curve",
+    "source_return_final",
+    "parameters",
+    "parameters_total",
+    "train_tokens_per_s",
+    "eval_steps_per_s",
+    "peak_rss_mb",
+    "wall_seconds",
+    "global_step",
+    "checkpoint",
+    "eval_dir",
+    "run_dir",
+    "fit_command",
+    "evaluate_command",
+)
+"""Trial user attributes (the sweep contract) that become columns of the run table."""
+
+
+class ReportError(RuntimeError):
+    """A problem with the report's inputs, with a message that says what to fix."""
+
+
+# ------------------------------------------------------------------------------------ loading
+def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
+    """One row per trial of every named study: its state, params, value and user attributes."""
+    import optuna
+
+    storage = open_study_storage(storage_url)
+    known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    rows = []
+    for name in names:
+        if name not in known:
+            raise ReportError(
+                f"no study {name!r} in {storage_url}; studies there: {', '.join(known) or 'none'}"
+            )
+        study = optuna.load_study(study_name=name, storage=storage)
+        kind = study.user_attrs.get("kind", "ablation")
+        config = study.user_attrs.get("config", {})
+        mode = data_mode_of(config.get("experiment"))
+        for trial in study.get_trials(deepcopy=False):
+            attrs = trial.user_attrs
+            row: dict[str, Any] = {
+                "study": name,
+                "kind": kind,
+                "trial": trial.number,
+                "state": trial.state.name,
+                "data_mode": mode,
+                "backbone": trial.params.get("backbone", config.get("backbone")),
+                "context_episodes": trial.params.get(
+                    "context_episodes", config.get("context_episodes")
+                ),
+                "seed": trial.params.get("seed", config.get("seed")),
+                "params": {k: v for k, v in trial.params.items()},
+                "value": trial.value,
+                "duplicate_of": attrs.get("duplicate_of"),
+            }
+            if row["duplicate_of"] is not None:
+                row["state"] = f"DUPLICATE of {row['duplicate_of']}"
+            row.update({key: attrs.get(key) for key in RUN_COLUMNS})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def open_study_storage(url: str) -> Any:
+    """The storage of `zoo sweep` studies behind `url` (sqlite, any RDB URL, journal://)."""
+    import optuna
+
+    from sweeps.study import SweepError, open_storage
+
+    try:
+        with warnings.catch_warnings():  # heartbeat options are experimental; a reader needs none
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return open_storage(url)
+    except SweepError as error:
+        raise ReportError(str(error)) from error
+
+
+def data_mode_of(experiment: str | None) -> str:
+    """`ad` or `ed`: the data.mode of a `zoo fit` experiment config (by its name if unreadable)."""
+    import yaml
+
+    if not experiment:
+        return "ad"
+    path = Path(experiment)
+    if path.is_file():
+        config = yaml.safe_load(path.read_text()) or {}
+        return str((config.get("data") or {}).get("mode", "ad"))
+    return "ed" if "_ed" in path.stem else "ad"
+
+
+def load_results(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per `returns.json` under `root` (the output of `zoo evaluate`), with the backbone,
+    context and seed read from the run's LightningCLI `config.yaml` or else its checkpoint;
+    and notes on files that could not be used."""
+    if not root.is_dir():
+        raise ReportError(f"--results {root} is not a directory")
+    files = sorted(root.rglob("returns.json"))
+    if not files:
+        raise ReportError(f"no returns.json under {root}: run `zoo evaluate CKPT --out DIR` first")
+    rows, notes = [], []
+    for number, path in enumerate(files):
+        try:
+            result = json.loads(path.read_text())
+            rows.append({"trial": number, **_result_row(result, path)})
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            notes.append(f"skipped {path}: {error}")
+    if not rows:
+        raise ReportError(f"none of the {len(files)} returns.json under {root} could be read")
+    return pd.DataFrame(rows), notes
+
+
+def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    returns = np.asarray(result["returns"], dtype=float)
+    summary = result["summary"]
+    checkpoint = Path(result["checkpoint"])
+    run = _run_config(checkpoint, path)
+    episode_len = (result.get("env") or {}).get("episode_len")
+    context = run["context_episodes"]
+    if context is None and run["context_len"] and episode_len:
+        context = run["context_len"] / episode_len
+    evaluate = ["zoo evaluate", str(checkpoint), f"--episodes {result['episodes']}"]
+    evaluate += [f"--tasks {len(result['tasks'])}", f"--mode {result['mode']}"]
+    evaluate += [f"--split {result['split']}", f"--seed {result['seed']}"]
+    evaluate += ["--greedy"] if result.get("greedy") else []
+    source = result.get("source") or {}
+    return {
+        "study": str(path.parent),
+        "kind": "results",
+        "state": "COMPLETE",
+        "data_mode": run["mode"],
+        "backbone": run["backbone"],
+        "context_episodes": None if context is None else float(context),
+        "seed": run["seed"],
+        "params": {},
+        "value": summary["return_final"],
+        "duplicate_of": None,
+        **{key: summary.get(key) for key in ("return_final", "return_first", "auc")},
+        "fraction_optimal": summary.get("fraction_optimal"),
+        "optimal": summary.get("optimal"),
+        "curve": returns.mean(0).tolist(),
+        "source_learner": source.get("learner"),
+        "source_curve": np.asarray(source["returns"]).mean(0).tolist() if source else None,
+        "source_return_final": (source.get("summary") or {}).get("return_final"),
+        "parameters": run["parameters"],
+        "checkpoint": str(checkpoint),
+        "eval_dir": str(path.parent),
+        "run_dir": run["run_dir"],
+        "fit_command": run["fit_command"],
+        "evaluate_command": " ".join(evaluate),
+    }
+
+
+def _run_config(checkpoint: Path, returns_path: Path) -> dict[str, Any]:
+    """Backbone, context, data mode and seed of the run behind a checkpoint."""
+    import yaml
+
+    candidates = [checkpoint.parent.parent, checkpoint.parent, returns_path.parent.parent]
+    config_path = next(
+        (d / "config.yaml" for d in candidates if (d / "config.yaml").is_file()), None
+    )
+    model: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    seed = None
+    if config_path is not None:
+        config = yaml.safe_load(config_path.read_text()) or {}
+        model, data, seed = (
+            config.get("model") or {},
+            config.get("data") or {},
+            config.get("seed_everything"),
+        )
+    parameters = None
+    if checkpoint.is_file():
+        import torch
+
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model = model or saved.get("hyper_parameters", {})
+        data = data or saved.get("datamodule_hyper_parameters", {})
+        parameters = sum(
+            t.numel() for k, t in saved["state_dict"].items() if k.startswith("backbone.")
+        )
+    if not model:
+        raise ValueError(f"no config.yaml beside the run and no checkpoint {checkpoint}")
+    return {
+        "backbone": _backbone_name(str((model.get("backbone") or {}).get("class_path", "?"))),
+        "context_len": data.get("context_len") or model.get("context_len"),
+        "context_episodes": data.get("context_episodes"),
+        "mode": str(data.get("mode", "ad")),
+        "seed": seed,
+        "parameters": parameters,
+        "run_dir": str(config_path.parent) if config_path else str(checkpoint.parent.parent),
+        "fit_command": f"zoo fit --config {config_path}" if config_path else None,
+    }
+
+
+def _backbone_name(class_path: str) -> str:
+    """The registered name of a backbone class (`backbones.rnn.GRUBackbone` -> `gru`)."""
+    from backbones import BACKBONES
+
+    for name, cls in BACKBONES.items():
+        if f"{cls.__module__}.{cls.__qualname__}" == class_path:
+            return name
+    return class_path.rsplit(".", 1)[-1]

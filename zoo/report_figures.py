@@ -1,0 +1,261 @@
+"""The figures of `zoo report`: in-context curves, return against context length (the central
+ablation figure), cost against return, and Optuna's parameter importances and history."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+COST_AXES = (
+    ("parameters", "backbone parameters", True),
+    ("train_tokens_per_s", "training tokens / s", True),
+    ("eval_steps_per_s", "evaluation env steps / s", True),
+    ("peak_rss_mb", "peak resident memory (MB)", False),
+)
+
+
+@dataclasses.dataclass
+class Figure:
+    """A PNG of the report, by its path relative to the report directory."""
+
+    path: str
+    title: str
+    caption: str
+
+
+@dataclasses.dataclass
+class Tuning:
+    figures: list[Figure]
+    notes: list[str]
+    tables: dict[str, pd.DataFrame]
+
+
+def _colours(labels: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    backbones = sorted({name.split(" (")[0] for name in labels})
+    return {name: cmap(backbones.index(name.split(" (")[0]) % 10) for name in labels}
+
+
+def _save(fig: plt.Figure, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return f"figures/{name}"
+
+
+def _band(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, **style: Any) -> None:
+    ax.plot(x, rows["mean"], **style)
+    if rows["ci_low"].notna().all():
+        ax.fill_between(x, rows["ci_low"], rows["ci_high"], alpha=0.2, color=style.get("color"))
+
+
+def ablation_figures(
+    runs: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, out: Path
+) -> list[Figure]:
+    """Curves per backbone, final return against context, cost against return."""
+    if runs.empty:
+        return []
+    return [_curves(curves, runs, out), _context(summary, runs, out), _cost(runs, out)]
+
+
+def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
+    models = curves[curves["data_mode"] != "source"]
+    sources = curves[curves["data_mode"] == "source"]
+    backbones = sorted(models["backbone"].unique())
+    contexts = sorted(models["context_episodes"].dropna().unique())
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(
+        1, len(backbones), figsize=(4.2 * len(backbones), 3.6), sharey=True, squeeze=False
+    )
+    optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
+    for ax, backbone in zip(axes[0], backbones):
+        mine = models[models["backbone"] == backbone]
+        for (mode, context), rows in mine.groupby(["data_mode", "context_episodes"], dropna=False):
+            shade = (
+                cmap(contexts.index(context) / max(len(contexts) - 1, 1))
+                if context in contexts
+                else "k"
+            )
+            name = f"{mode.upper()}, {context:g} ep. (n={rows['runs'].iloc[0]})"
+            style = {"color": shade, "linestyle": "-" if mode == "ad" else "--", "label": name}
+            _band(ax, rows["episode"].to_numpy(), rows, **style)
+        for learner, rows in sources.groupby("label"):
+            _band(
+                ax,
+                rows["episode"].to_numpy(),
+                rows,
+                color="tab:red",
+                linestyle=":",
+                label=f"{learner} (n={rows['runs'].iloc[0]})",
+            )
+        if np.isfinite(optimal):
+            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
+        ax.set_title(backbone)
+        ax.set_xlabel("episode on a held-out task")
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel("return (mean over seeds, 95% CI)")
+    path = _save(fig, out, "curves.png")
+    return Figure(
+        path,
+        "In-context learning curves",
+        "Return per episode on held-out tasks with frozen weights, per backbone and training "
+        "context (solid: AD, dashed: ED), beside the source RL learner on the same tasks (dotted). "
+        "Mean over seeds with rliable's 95% stratified-bootstrap interval; n = seeds.",
+    )
+
+
+def _context(summary: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = _colours(list(summary["label"]))
+    for name, rows in summary.groupby("label"):
+        rows = rows.sort_values("context_episodes")
+        x, y = rows["context_episodes"].to_numpy(float), rows["iqm_return_final"].to_numpy(float)
+        mode = rows["data_mode"].iloc[0]
+        seeds = "/".join(str(int(n)) for n in sorted(set(rows["seeds"])))
+        ax.plot(
+            x,
+            y,
+            marker="o",
+            color=colours[name],
+            linestyle="-" if mode == "ad" else "--",
+            label=f"{name} (n={seeds})",
+        )
+        low, high = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+        has = np.isfinite(low)
+        if has.any():
+            ax.fill_between(
+                x, np.where(has, low, y), np.where(has, high, y), color=colours[name], alpha=0.15
+            )
+    source = pd.to_numeric(runs["source_return_final"], errors="coerce").mean()
+    if np.isfinite(source):
+        ax.axhline(source, color="tab:red", linestyle=":", label="source learner (final)")
+    optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
+    if np.isfinite(optimal):
+        ax.axhline(optimal, color="grey", linestyle="--", linewidth=0.8, label="optimal")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training context (episodes)")
+    ax.set_ylabel("final in-context return (IQM, 95% CI)")
+    ax.legend(fontsize=8, loc="best")
+    path = _save(fig, out, "context.png")
+    return Figure(
+        path,
+        "Final return against context length",
+        "The central ablation figure: IQM of the final in-context return over seeds (n per line) "
+        "against the training context length, with rliable's 95% stratified-bootstrap interval.",
+    )
+
+
+def _cost(runs: pd.DataFrame, out: Path) -> Figure:
+    fig, axes = plt.subplots(1, len(COST_AXES), figsize=(4.0 * len(COST_AXES), 3.4), sharey=True)
+    labels = [
+        f"{b}" if m == "ad" else f"{b} ({m.upper()})"
+        for m, b in zip(runs["data_mode"], runs["backbone"])
+    ]
+    colours = _colours(labels)
+    missing = []
+    for ax, (column, name, log) in zip(axes, COST_AXES):
+        x = pd.to_numeric(runs[column], errors="coerce").to_numpy(float)
+        y = runs["return_final"].to_numpy(float)
+        for each in sorted(set(labels)):
+            mask = np.array([lab == each for lab in labels]) & np.isfinite(x)
+            ax.scatter(x[mask], y[mask], color=colours[each], label=each, s=22, alpha=0.8)
+        if not np.isfinite(x).any():
+            missing.append(name)
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        elif log and (x[np.isfinite(x)] > 0).all():
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+    axes[0].set_ylabel("final in-context return")
+    axes[0].legend(fontsize=7, loc="best")
+    path = _save(fig, out, "cost.png")
+    caption = "Each point is one trained model (one seed): its cost against its final return."
+    if missing:
+        caption += f" Not recorded for these runs: {', '.join(missing)} (sweep trials record them)."
+    return Figure(path, "Cost against return", caption)
+
+
+def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
+    """Per tuning study: parameter importances (when Optuna can compute them) and history."""
+    import optuna
+
+    from zoo.report_data import open_study_storage
+
+    result = Tuning([], [], {})
+    storage = open_study_storage(storage_url)
+    for name in sorted(runs.loc[runs["kind"] == "tune", "study"].unique()):
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = runs[runs["study"] == name].sort_values("trial")
+        result.figures.append(_history(trials, name, out))
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(complete) < 2:
+            result.notes.append(
+                f"study {name}: parameter importances need at least 2 complete trials "
+                f"({len(complete)} so far); none computed"
+            )
+            continue
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError) as error:  # e.g. every complete trial has one value
+            result.notes.append(f"study {name}: parameter importances not computable: {error}")
+            continue
+        table = pd.DataFrame(
+            {"parameter": list(importances), "importance": list(importances.values())}
+        )
+        result.tables[f"importances_{name}"] = table
+        result.figures.append(_importances(table, name, len(complete), out))
+    return result
+
+
+def _history(trials: pd.DataFrame, name: str, out: Path) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    done = trials[trials["state"] == "COMPLETE"]
+    ax.scatter(done["trial"], done["value"], s=18, label="complete")
+    pruned = trials[trials["state"] == "PRUNED"]
+    if len(pruned):
+        ax.scatter(
+            pruned["trial"],
+            pruned["value"].fillna(np.nan),
+            marker="x",
+            color="grey",
+            label=f"pruned ({len(pruned)})",
+        )
+    if len(done):
+        ax.step(
+            done["trial"],
+            done["value"].cummax(),
+            where="post",
+            color="tab:red",
+            label="best so far",
+        )
+    failed = int(trials["state"].eq("FAIL").sum())
+    ax.set_title(f"{name}: optimisation history" + (f" ({failed} failed)" if failed else ""))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("final in-context return")
+    ax.legend(fontsize=8)
+    path = _save(fig, out, f"history_{name}.png")
+    return Figure(
+        path,
+        f"Tuning history: {name}",
+        "Objective of every complete trial (pruned: x) and the best value so far.",
+    )
+
+
+def _importances(table: pd.DataFrame, name: str, complete: int, out: Path) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(table)))
+    ax.barh(table["parameter"][::-1], table["importance"][::-1], color="tab:blue")
+    ax.set_xlabel("importance (fANOVA, Optuna)")
+    ax.set_title(f"{name}: parameter importances")
+    path = _save(fig, out, f"importances_{name}.png")
+    return Figure(
+        path,
+        f"Parameter importances: {name}",
+        f"optuna.importance.get_param_importances over {complete} complete trials.",
+    )

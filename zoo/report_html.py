@@ -1,0 +1,241 @@
+"""The pages of `zoo report`: a self-contained index.html (relative links only, opens from file://)
+and report.md, each with the summary table on top, the figures, and every trial with its commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import html as _html
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from zoo.report import finite
+from zoo.report_figures import Figure
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.bad td { background: #fdecea; } tr.dup td { color: #888; }
+code { font-size: 12px; word-break: break-all; } figure { margin: 1rem 0 2rem; }
+figure img { max-width: 100%; border: 1px solid #eee; } figcaption { color: #555; font-size: 13px; }
+.notes li { color: #8a4b00; }
+"""
+
+
+@dataclasses.dataclass
+class Page:
+    """Everything the pages show."""
+
+    title: str
+    sources: list[str]
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    trials: pd.DataFrame
+    figures: list[Figure]
+    tables: list[str]
+    notes: list[str]
+    reps: int
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if not finite(value):
+        return "" if value is None or isinstance(value, float) else str(value)
+    value = float(value)
+    if value.is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+
+
+def _ci(row: pd.Series) -> str:
+    iqm = _number(row["iqm_return_final"])
+    if not finite(row["ci_low"]):
+        return f"{iqm} (1 seed: no interval)"
+    return f"{iqm} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+
+
+def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "backbone",
+        "data",
+        "context (episodes)",
+        "seeds",
+        "IQM final return [95% CI]",
+        "fraction of optimal",
+        "source learner final",
+        "parameters",
+    ]
+    rows = [
+        [
+            r["backbone"],
+            str(r["data_mode"]).upper(),
+            _number(r["context_episodes"]),
+            str(int(r["seeds"])),
+            _ci(r),
+            _number(r["fraction_optimal"]),
+            _number(r["source_return_final"]),
+            _number(r["parameters"]),
+        ]
+        for _, r in summary.iterrows()
+    ]
+    return header, rows
+
+
+TRIAL_HEADER = [
+    "study",
+    "trial",
+    "state",
+    "backbone",
+    "context",
+    "seed",
+    "params",
+    "value",
+    "parameters",
+    "tokens/s",
+    "eval steps/s",
+    "peak MB",
+    "rerun",
+]
+
+
+def trial_rows(trials: pd.DataFrame) -> list[tuple[str, list[str], list[str]]]:
+    """(row class, cells, commands) of every trial."""
+    out = []
+    for _, t in trials.iterrows():
+        state = str(t["state"])
+        kind = (
+            "dup" if state.startswith("DUPLICATE") else "bad" if state in ("FAIL", "PRUNED") else ""
+        )
+        cells = [
+            str(t["study"]),
+            str(t["trial"]),
+            state,
+            str(t["backbone"] or ""),
+            _number(t["context_episodes"]),
+            _number(t["seed"]),
+            t["params"],
+            _number(t["value"]),
+            _number(t["parameters"]),
+            _number(t["train_tokens_per_s"]),
+            _number(t["eval_steps_per_s"]),
+            _number(t["peak_rss_mb"]),
+        ]
+        commands = [
+            c for c in (t["fit_command"], t["evaluate_command"]) if isinstance(c, str) and c
+        ]
+        out.append((kind, cells, commands))
+    return out
+
+
+def _counts(runs: pd.DataFrame) -> str:
+    states = runs["state"].map(lambda s: "DUPLICATE" if s.startswith("DUPLICATE") else s)
+    parts = [f"{n} {s.lower()}" for s, n in states.value_counts().sort_index().items()]
+    return ", ".join(parts)
+
+
+def _intro(page: Page) -> list[str]:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"Generated {when} from " + "; ".join(page.sources) + ".",
+        f"Trials: {_counts(page.runs)}. Only complete trials count; duplicates of a grid point "
+        "never trained, and failed or pruned trials are listed at the end, not averaged.",
+        "Final return: mean of the last episodes over the held-out tasks, per trained model. "
+        "IQM and intervals over seeds (runs) from rliable: interquartile mean and a 95% "
+        f"stratified-bootstrap percentile interval ({page.reps} resamples); curves show the mean.",
+    ]
+
+
+# ------------------------------------------------------------------------------------- HTML
+def _e(text: Any) -> str:
+    return _html.escape(str(text))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html(page: Page) -> str:
+    parts = [f"<h1>{_e(page.title)}</h1>"] + [f"<p>{_e(p)}</p>" for p in _intro(page)]
+    parts.append("<h2>Summary</h2>")
+    if page.summary.empty:
+        parts.append("<p>No complete ablation trial or evaluation to summarise.</p>")
+    else:
+        parts.append(_table(*summary_rows(page.summary)))
+    if page.notes:
+        parts.append(
+            "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in page.notes) + "</ul>"
+        )
+    for figure in page.figures:
+        parts.append(
+            f"<figure><h2>{_e(figure.title)}</h2>"
+            f"<img src='{_e(figure.path)}' alt='{_e(figure.title)}' data-loaded='pending' "
+            "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='0'\">"
+            f"<figcaption>{_e(figure.caption)}</figcaption></figure>"
+        )
+    parts.append(
+        "<h2>Every trial</h2><p>Each row reruns with its commands (training, then "
+        "evaluation). Failed and pruned trials are shaded; grid duplicates greyed.</p>"
+    )
+    head = "".join(f"<th>{_e(h)}</th>" for h in TRIAL_HEADER)
+    body = []
+    for kind, cells, commands in trial_rows(page.trials):
+        tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
+        rerun = "<br>".join(f"<code>{_e(c)}</code>" for c in commands)
+        body.append(f"<tr class='{kind}'>{tds}<td>{rerun}</td></tr>")
+    parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    parts.append(
+        "<h2>Tables</h2><ul>"
+        + "".join(f"<li><a href='{_e(t)}'>{_e(t)}</a></li>" for t in page.tables)
+        + "</ul>"
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(page.title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------------- Markdown
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def markdown(page: Page) -> str:
+    lines = [f"# {page.title}", ""]
+    for paragraph in _intro(page):
+        lines += [paragraph, ""]
+    lines += ["## Summary", ""]
+    if page.summary.empty:
+        lines += ["No complete ablation trial or evaluation to summarise.", ""]
+    else:
+        lines += [*_md_table(*summary_rows(page.summary)), ""]
+    lines += [f"- {note}" for note in page.notes] + ([""] if page.notes else [])
+    for figure in page.figures:
+        lines += [
+            f"## {figure.title}",
+            "",
+            f"![{figure.title}]({figure.path})",
+            "",
+            figure.caption,
+            "",
+        ]
+    lines += ["## Every trial", ""]
+    rows = [
+        [*cells, "<br>".join(f"`{c}`" for c in commands)]
+        for _, cells, commands in trial_rows(page.trials)
+    ]
+    lines += [*_md_table(TRIAL_HEADER, rows), ""]
+    lines += ["## Tables", ""] + [f"- [{t}]({t})" for t in page.tables] + [""]
+    return "\n".join(lines)
