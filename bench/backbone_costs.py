@@ -17,7 +17,6 @@ Prints Markdown tables and a check of the targets; numbers are only meaningful o
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ def build(name: str, size: str, *, context_len: int, device: torch.device) -> Ba
 
 
 def timed(fn: Callable[[], object], *, repeats: int, device: torch.device) -> float:
-    """Median seconds of `fn` over `repeats` runs after one warm-up run."""
+    """Fastest of `repeats` runs after one warm-up run, in seconds (other load only adds time)."""
     times = []
     for i in range(repeats + 1):
         if device.type == "cuda":
@@ -72,7 +71,7 @@ def timed(fn: Callable[[], object], *, repeats: int, device: torch.device) -> fl
             torch.cuda.synchronize(device)
         if i > 0:
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def training_memory_mib(backbone: Backbone, x: torch.Tensor) -> float:
@@ -138,8 +137,8 @@ def bench_step(
     def window() -> None:
         backbone(history[:, steps : steps + context])
 
-    stream_s = timed(stream, repeats=3, device=device) / steps
-    window_s = timed(window, repeats=3, device=device)
+    stream_s = timed(stream, repeats=5, device=device) / steps
+    window_s = timed(window, repeats=5, device=device)
     _, full_state = backbone.step(history[:, context - 1], state=prefilled)
     return StepResult(name, context, 1e3 * stream_s, 1e3 * window_s, state_bytes(full_state) / 1024)
 
@@ -186,7 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--eval-batch", type=int, default=16, help="streams stepped together")
     parser.add_argument("--steps", type=int, default=32, help="steps timed per context")
-    parser.add_argument("--repeats", type=int, default=3, help="timed training steps (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed training steps (fastest)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
@@ -195,7 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.lengths, args.contexts = 4, [64, 128], [64, 128]
-        args.repeats, args.steps, args.eval_batch = 1, 8, 4
+        args.repeats, args.steps, args.eval_batch = 1, 16, 4
     if any(c < 2 for c in args.contexts):
         parser.error("--contexts must be >= 2 (one prefilled token, then a step)")
     return args
