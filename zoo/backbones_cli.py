@@ -44,8 +44,13 @@ def main(argv: list[str]) -> int:
     for name, cls in sorted(BACKBONES.items()):
         print(f"| {name} | `{cls.__module__}.{cls.__qualname__}` |")
 
+    try:
+        presets = find_presets(args.presets)
+    except ValueError as error:
+        print(f"zoo backbones: {error}", file=sys.stderr)
+        return 2
     counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for preset in find_presets(args.presets):
+    for preset in presets:
         if preset.size not in sizes:
             continue
         try:

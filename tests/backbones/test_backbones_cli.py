@@ -32,3 +32,9 @@ def test_fails_on_too_wide_a_spread_and_missing_presets(tmp_path, capsys) -> Non
 def test_missing_preset_directory_is_a_clear_error(tmp_path, capsys) -> None:
     assert zoo(["backbones", "--presets", str(tmp_path / "nope")]) == 2
     assert "no preset directory" in capsys.readouterr().err
+
+
+def test_misnamed_preset_file_is_a_clear_error(tmp_path, capsys) -> None:
+    (tmp_path / "gru.yaml").write_text("class_path: backbones.rnn.GRUBackbone\n")
+    assert zoo(["backbones", "--presets", str(tmp_path)]) == 2
+    assert "must be named <backbone>-<size>.yaml" in capsys.readouterr().err
