@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from backbones._mamba_ops import Mamba, causal_conv, selective_scan, selective_state_step
 from backbones.base import Backbone, State, register_backbone
 
-_Mixing = Callable[[nn.Module, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+_Mixing = Callable[[nn.Module, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]]
 
 
 @dataclasses.dataclass
@@ -63,9 +63,12 @@ class MambaStack(Backbone):
 
     @abstractmethod
     def _mix(
-        self, mixer: nn.Module, x: Tensor, conv_state: Tensor, ssm_state: Tensor
+        self, mixer: nn.Module, x: Tensor, conv_state: Tensor, ssm_state: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """One mixer over `x: [B, T, D]` after its states. Returns `(y, conv_state, ssm_state)`."""
+        """One mixer over `x: [B, T, D]` after its states (`ssm_state=None`: zeros).
+
+        Returns `(y, conv_state, ssm_state)`.
+        """
 
     @abstractmethod
     def _mix_step(
@@ -88,12 +91,18 @@ class MambaStack(Backbone):
         )
 
     def _run(self, x: Tensor, state: MambaState | None, mix: _Mixing) -> tuple[Tensor, MambaState]:
-        """The residual stack with `mix` (`_mix` or `_mix_step`) running each mixer."""
+        """The residual stack with `mix` (`_mix` or `_mix_step`) running each mixer.
+
+        From scratch (`state=None`) the mixers get `ssm_state=None`: the GPU kernels' fast path.
+        """
+        fresh = state is None
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         convs, ssms = [], []
         for layer, conv_state, ssm_state in zip(self.layers, state.conv_state, state.ssm_state):
-            y, conv_state, ssm_state = mix(layer.mixer, layer.norm(x), conv_state, ssm_state)
+            y, conv_state, ssm_state = mix(
+                layer.mixer, layer.norm(x), conv_state, None if fresh else ssm_state
+            )
             x = x + layer.dropout(y)
             convs.append(conv_state)
             ssms.append(ssm_state)
@@ -181,7 +190,7 @@ class MambaBackbone(MambaStack):
         )
 
     def _mix(
-        self, mixer: Mamba, x: Tensor, conv_state: Tensor, ssm_state: Tensor
+        self, mixer: Mamba, x: Tensor, conv_state: Tensor, ssm_state: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         xi, z = rearrange(mixer.in_proj(x), "b l (two d) -> two b d l", two=2)
         xc = causal_conv(xi, conv_state, mixer.conv1d.weight, mixer.conv1d.bias)

@@ -113,7 +113,7 @@ class Mamba2Backbone(MambaStack):
         )
 
     def _mix(
-        self, mixer: Mamba2, x: Tensor, conv_state: Tensor, ssm_state: Tensor
+        self, mixer: Mamba2, x: Tensor, conv_state: Tensor, ssm_state: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         z, xbc, dt = self._split(mixer, mixer.in_proj(x))
         xbc = rearrange(xbc, "b l c -> b c l")
