@@ -34,7 +34,11 @@ class LSTMState(State):
 
 
 def _check_sizes(name: str, *, d_model: int, hidden_size: int, num_layers: int) -> None:
-    for arg, value in (("d_model", d_model), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+    for arg, value in (
+        ("d_model", d_model),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+    ):
         if value < 1:
             raise ValueError(f"{name}: {arg} must be >= 1, got {value}")
 
