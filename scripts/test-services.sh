@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# System packages some tests use, from Debian: the PostgreSQL server (shared sweep storage test).
+# System packages some tests use, from Debian: the PostgreSQL server (shared sweep storage test),
+# chromium (the report page rendered headless).
 # Installed only when missing and when this user can; otherwise those tests skip and say why.
 set -uo pipefail
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "test-services: ${missing[*]} missing and not installable here (needs root + apt-get); their tests will skip" >&2

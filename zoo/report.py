@@ -229,7 +229,8 @@ def build_report(args: argparse.Namespace) -> Path:
 
 
 def _sources(args: argparse.Namespace) -> list[str]:
-    sources = [f"study `{name}` in `{args.storage}`" for name in args.study]
+    names = ", ".join(f"`{name}`" for name in args.study)
+    sources = [f"studies {names} in `{args.storage}`"] if args.study else []
     return sources + ([f"`zoo evaluate` outputs under `{args.results}`"] if args.results else [])
 
 

@@ -94,7 +94,7 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
                 rows,
                 color="tab:red",
                 linestyle=":",
-                label=f"{learner} (n={rows['runs'].iloc[0]})",
+                label=f"{learner} ({rows['runs'].iloc[0]} runs)",
             )
         if np.isfinite(optimal):
             ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
@@ -141,6 +141,9 @@ def _context(summary: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
     if np.isfinite(optimal):
         ax.axhline(optimal, color="grey", linestyle="--", linewidth=0.8, label="optimal")
     ax.set_xscale("log", base=2)
+    contexts = sorted(summary["context_episodes"].dropna().unique())
+    ax.set_xticks(contexts, [f"{c:g}" for c in contexts])
+    ax.minorticks_off()
     ax.set_xlabel("training context (episodes)")
     ax.set_ylabel("final in-context return (IQM, 95% CI)")
     ax.legend(fontsize=8, loc="best")
@@ -170,7 +173,7 @@ def _cost(runs: pd.DataFrame, out: Path) -> Figure:
         if not np.isfinite(x).any():
             missing.append(name)
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        elif log and (x[np.isfinite(x)] > 0).all():
+        elif log and (x[np.isfinite(x)] > 0).all() and np.nanmax(x) > 20 * np.nanmin(x):
             ax.set_xscale("log")
         ax.set_xlabel(name)
     axes[0].set_ylabel("final in-context return")

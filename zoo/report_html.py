@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import html as _html
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,7 +20,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.bad td { background: #fdecea; } tr.dup td { color: #888; }
-code { font-size: 12px; word-break: break-all; } figure { margin: 1rem 0 2rem; }
+code { font-size: 12px; word-break: break-all; } tr.cmd td { border-top: none; padding-left: 2em; } figure { margin: 1rem 0 2rem; }
 figure img { max-width: 100%; border: 1px solid #eee; } figcaption { color: #555; font-size: 13px; }
 .notes li { color: #8a4b00; }
 """
@@ -44,7 +45,7 @@ def _number(value: Any, digits: int = 3) -> str:
     if not finite(value):
         return "" if value is None or isinstance(value, float) else str(value)
     value = float(value)
-    if value.is_integer() and abs(value) >= 1:
+    if value.is_integer():
         return f"{int(value):,}"
     return f"{value:.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}f}"
 
@@ -108,6 +109,8 @@ def trial_rows(trials: pd.DataFrame) -> list[tuple[str, list[str], list[str]]]:
         kind = (
             "dup" if state.startswith("DUPLICATE") else "bad" if state in ("FAIL", "PRUNED") else ""
         )
+        shown = ("backbone", "context_episodes", "seed")  # their own columns
+        params = {k: v for k, v in json.loads(t["params"] or "{}").items() if k not in shown}
         cells = [
             str(t["study"]),
             str(t["trial"]),
@@ -115,7 +118,10 @@ def trial_rows(trials: pd.DataFrame) -> list[tuple[str, list[str], list[str]]]:
             str(t["backbone"] or ""),
             _number(t["context_episodes"]),
             _number(t["seed"]),
-            t["params"],
+            ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted(params.items())
+            ),
             _number(t["value"]),
             _number(t["parameters"]),
             _number(t["train_tokens_per_s"]),
@@ -180,12 +186,15 @@ def html(page: Page) -> str:
         "<h2>Every trial</h2><p>Each row reruns with its commands (training, then "
         "evaluation). Failed and pruned trials are shaded; grid duplicates greyed.</p>"
     )
-    head = "".join(f"<th>{_e(h)}</th>" for h in TRIAL_HEADER)
+    head = "".join(f"<th>{_e(h)}</th>" for h in TRIAL_HEADER[:-1])
     body = []
     for kind, cells, commands in trial_rows(page.trials):
         tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
-        rerun = "<br>".join(f"<code>{_e(c)}</code>" for c in commands)
-        body.append(f"<tr class='{kind}'>{tds}<td>{rerun}</td></tr>")
+        rerun = "<br>".join(f"<code>{_e(c)}</code>" for c in commands) or (
+            "(a duplicate grid point: never trained)" if kind == "dup" else "(no command recorded)"
+        )
+        body.append(f"<tr class='{kind}'>{tds}</tr>")
+        body.append(f"<tr class='{kind} cmd'><td colspan='{len(cells)}'>{rerun}</td></tr>")
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
     parts.append(
         "<h2>Tables</h2><ul>"
