@@ -279,14 +279,15 @@ class InContextEvaluation(pl.Callback):
         if step == self._last_step or step % self.every_n_steps != 0:
             return
         self._last_step = step
-        self._log(pl_module, self._evaluate_on_rank_zero(pl_module))
+        summary = self._evaluate_on_rank_zero(pl_module)
+        if not summary:
+            return
+        metrics = {f"eval/{key}": value for key, value in summary.items()}
+        # straight to the loggers, once, at this step; callback_metrics serve monitors and pruners
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     @rank_zero_only
     def _evaluate_on_rank_zero(self, pl_module: pl.LightningModule) -> dict[str, float]:
         return self.evaluate(pl_module)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _log(pl_module: pl.LightningModule, summary: dict[str, float] | None) -> None:
-        if summary:
-            metrics = {f"eval/{key}": value for key, value in summary.items()}
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
