@@ -191,8 +191,10 @@ def build_report(args: argparse.Namespace) -> Path:
         columns=list(dict.fromkeys([*frames[0].columns, *RUN_COLUMNS]))
     )
     out: Path = args.out
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for folder, pattern in (("figures", "*.png"), ("tables", "*.csv")):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for stale in (out / folder).glob(pattern):  # an earlier report's, maybe of other studies
+            stale.unlink()
     done = completed(runs)
     summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
     curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
@@ -204,6 +206,7 @@ def build_report(args: argparse.Namespace) -> Path:
         figures += tune.figures
         notes += tune.notes
         tables.update(tune.tables)
+    tables = {name: table for name, table in tables.items() if not table.empty}
     for name, table in tables.items():
         table.to_csv(out / "tables" / f"{name}.csv", index=False)
     seeds = sorted({int(n) for n in summary["seeds"]}) if len(summary) else []

@@ -60,18 +60,18 @@ def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
         mode = data_mode_of(config.get("experiment"))
         for trial in study.get_trials(deepcopy=False):
             attrs = trial.user_attrs
+            # a waiting grid trial has its point in system attributes until a worker starts it
+            params = dict(trial.params or trial.system_attrs.get("fixed_params", {}))
             row: dict[str, Any] = {
                 "study": name,
                 "kind": kind,
                 "trial": trial.number,
                 "state": trial.state.name,
                 "data_mode": mode,
-                "backbone": trial.params.get("backbone", config.get("backbone")),
-                "context_episodes": trial.params.get(
-                    "context_episodes", config.get("context_episodes")
-                ),
-                "seed": trial.params.get("seed", config.get("seed")),
-                "params": {k: v for k, v in trial.params.items()},
+                "backbone": params.get("backbone", config.get("backbone")),
+                "context_episodes": params.get("context_episodes", config.get("context_episodes")),
+                "seed": params.get("seed", config.get("seed")),
+                "params": params,
                 "value": trial.value,
                 "duplicate_of": attrs.get("duplicate_of"),
             }
@@ -88,6 +88,8 @@ def open_study_storage(url: str) -> Any:
 
     from sweeps.study import SweepError, open_storage
 
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ReportError(f"no database file for {url}: give the --storage URL the sweep used")
     try:
         with warnings.catch_warnings():  # heartbeat options are experimental; a reader needs none
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html as _html
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -158,6 +159,11 @@ def _e(text: Any) -> str:
     return _html.escape(str(text))
 
 
+def _code(text: str) -> str:
+    """Escaped text with Markdown's `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -165,7 +171,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def html(page: Page) -> str:
-    parts = [f"<h1>{_e(page.title)}</h1>"] + [f"<p>{_e(p)}</p>" for p in _intro(page)]
+    parts = [f"<h1>{_e(page.title)}</h1>"] + [f"<p>{_code(p)}</p>" for p in _intro(page)]
     parts.append("<h2>Summary</h2>")
     if page.summary.empty:
         parts.append("<p>No complete ablation trial or evaluation to summarise.</p>")
@@ -173,7 +179,7 @@ def html(page: Page) -> str:
         parts.append(_table(*summary_rows(page.summary)))
     if page.notes:
         parts.append(
-            "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in page.notes) + "</ul>"
+            "<ul class='notes'>" + "".join(f"<li>{_code(n)}</li>" for n in page.notes) + "</ul>"
         )
     for figure in page.figures:
         parts.append(

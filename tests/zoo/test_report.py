@@ -341,3 +341,41 @@ def test_page_loads_every_image_in_a_headless_browser(storage: str, tmp_path: Pa
     images = re.findall(r"<img [^>]*>", dom)
     assert len(images) == 5  # curves, context, cost, history and importances of tune_gru
     assert all('data-loaded="1"' in image for image in images), images
+
+
+def test_a_tuning_study_alone_and_a_rerun_into_the_same_directory(
+    storage: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    argv = ["report", "--storage", storage, "--out", str(out), "--reps", "200"]
+    assert zoo([*argv, "--study", "darkroom_ablation"]) == 0
+    assert zoo([*argv, "--study", "tune_lstm"]) == 0
+    _, markdown = _check_links(out)  # the first report's figures and tables are gone
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["history_tune_lstm.png"]
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["trials.csv"]
+    assert "No complete ablation trial or evaluation to summarise." in markdown
+
+
+def test_a_storage_that_does_not_exist_is_refused(tmp_path: Path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    assert zoo(["report", "--storage", url, "--study", "x", "--out", str(tmp_path / "r")]) == 2
+    assert "no database file for" in capsys.readouterr().err
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_intervals_are_rliable_iqm_with_a_bootstrap_over_seeds() -> None:
+    from rliable import metrics
+
+    from zoo.report import interval
+
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    point, low, high = interval(scores, reps=500)
+    assert point == pytest.approx(metrics.aggregate_iqm(scores[:, None]))
+    assert low < point < high and (low, high) == interval(scores, reps=500)[1:]  # seeded
+    assert interval(np.full(4, 2.5), reps=500) == (2.5, 2.5, 2.5)
+    single = interval(np.array([3.0]), reps=500)
+    assert single[0] == 3.0 and np.isnan(single[1]) and np.isnan(single[2])
+    curves = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]])
+    mean, low, high = interval(curves, reps=500)
+    np.testing.assert_allclose(mean, [1.0, 2.0, 3.0])
+    assert (low <= mean).all() and (mean <= high).all() and (low < high).all()
