@@ -1,0 +1,81 @@
+"""The architecture x context-length x seed ablation: a grid, every point trained and evaluated once.
+
+Each trial is one `zoo fit` run (the experiment config, the backbone's size preset, the context
+length in episodes, the seed) followed by the in-context evaluation on held-out tasks; its objective
+is the final in-context return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+
+from backbones.presets import preset_path
+from sweeps.study import duplicate_of
+from sweeps.trial import EvaluationSettings, run_trial
+
+
+@dataclasses.dataclass
+class AblationConfig:
+    """A grid study: backbones x context lengths x seeds on one experiment and size preset."""
+
+    experiment: str
+    """`zoo fit` config of the experiment (env, data, trainer), e.g. configs/experiments/darkroom_ad.yaml."""
+    backbones: list[str]
+    """Registered backbone names; each uses its preset configs/backbone/<name>-<size>.yaml."""
+    context_episodes: list[float]
+    """Training context lengths, in episodes of the env (0.5 = half an episode)."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    """Seeds: each grid point is trained once per seed."""
+    size: str = "tiny"
+    """Size preset of every backbone (tiny, 100k, 400k, 1.6m): matched parameter counts."""
+    fit_args: list[str] = dataclasses.field(default_factory=list)
+    """Extra `zoo fit` arguments for every trial, e.g. ["--trainer.max_steps=300"]."""
+    evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
+    """In-context evaluation of every trial on held-out tasks."""
+    runs_dir: str = "runs/sweeps"
+    """Where each trial's checkpoints, logs and evaluation go: <runs_dir>/<study>/trial-<n>."""
+
+    def __post_init__(self) -> None:
+        for name in self.backbones:
+            preset_path(name, self.size)  # a clear error for an unknown backbone or size
+        if not self.backbones or not self.context_episodes or not self.seeds:
+            raise ValueError(
+                "backbones, context_episodes and seeds must each list at least one value"
+            )
+        if min(self.context_episodes) <= 0:
+            raise ValueError(f"context_episodes must be > 0, got {self.context_episodes}")
+
+    def search_space(self) -> dict[str, list]:
+        return {
+            "backbone": list(self.backbones),
+            "context_episodes": [float(c) for c in self.context_episodes],
+            "seed": list(self.seeds),
+        }
+
+
+def sampler(config: AblationConfig) -> optuna.samplers.BaseSampler:
+    # Every worker must shuffle the grid the same way (seed 0): trial number n runs grid point n.
+    return optuna.samplers.GridSampler(config.search_space(), seed=0)
+
+
+def objective(trial: optuna.Trial, config: AblationConfig) -> float:
+    space = config.search_space()
+    backbone = trial.suggest_categorical("backbone", space["backbone"])
+    context_episodes = trial.suggest_categorical("context_episodes", space["context_episodes"])
+    seed = trial.suggest_categorical("seed", space["seed"])
+    earlier = duplicate_of(trial, sorted(space))
+    if earlier is not None:
+        trial.set_user_attr("duplicate_of", earlier)
+        raise optuna.TrialPruned(f"grid point already taken by trial {earlier}")
+    return run_trial(
+        trial,
+        experiment=config.experiment,
+        backbone_preset=str(preset_path(backbone, config.size)),
+        context_episodes=context_episodes,
+        seed=seed,
+        fit_args=config.fit_args,
+        evaluation=config.evaluation,
+        runs_dir=config.runs_dir,
+    )

@@ -1,0 +1,129 @@
+"""Per-backbone tuning under a parameter budget (TPE), so the ablation compares tuned backbones.
+
+The search space: learning rate, warm-up, dropout, and depth; the width is then the largest that
+keeps the backbone within the budget (so deeper means narrower, never bigger). The objective is the
+final in-context return on held-out tasks; unpromising trials are pruned on the intermediate
+in-context return, reported by global step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any
+
+import optuna
+import yaml
+
+from backbones import BACKBONES, count_parameters, create_backbone
+from backbones.presets import preset_path
+from sweeps.study import SweepError
+from sweeps.trial import EvaluationSettings, run_trial
+
+DEPTH_ARGS = ("depth", "num_layers")
+WIDTH_ARGS = ("d_model", "hidden_size")
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """A TPE study of one backbone's training and shape hyper-parameters under a parameter budget."""
+
+    experiment: str
+    """`zoo fit` config of the experiment, e.g. configs/experiments/darkroom_ad.yaml."""
+    backbone: str
+    """Registered backbone name; its preset configs/backbone/<name>-<size>.yaml is the base."""
+    size: str = "100k"
+    """Preset whose parameter count is the budget (unless `param_budget` is given)."""
+    param_budget: int | None = None
+    """Most backbone parameters a trial may have; default: the preset's count."""
+    context_episodes: float = 4.0
+    """Training context length, in episodes."""
+    seed: int = 0
+    """Seed of every trial (tune first, then repeat the best over seeds in the ablation)."""
+    lr: tuple[float, float] = (1e-4, 3e-3)
+    """Learning-rate range (log-uniform)."""
+    warmup_steps: list[int] = dataclasses.field(default_factory=lambda: [0, 100, 500])
+    """Warm-up lengths to choose from."""
+    dropout: tuple[float, float] = (0.0, 0.2)
+    """Dropout range, for backbones that take a `dropout` argument."""
+    depths: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
+    """Depths (blocks or layers) to choose from; the width follows from the budget."""
+    fit_args: list[str] = dataclasses.field(default_factory=list)
+    """Extra `zoo fit` arguments for every trial, e.g. ["--trainer.max_steps=300"]."""
+    evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
+    """In-context evaluation of every trial on held-out tasks."""
+    runs_dir: str = "runs/sweeps"
+    """Where each trial's checkpoints, logs and evaluation go."""
+
+
+def sampler(config: TuneConfig) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=5)
+
+
+def pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def preset_init_args(backbone: str, size: str) -> tuple[str, dict[str, Any]]:
+    """The preset file of a backbone size and its `init_args`."""
+    if backbone not in BACKBONES:
+        raise SweepError(f"unknown backbone {backbone!r}; registered: {sorted(BACKBONES)}")
+    try:
+        path = preset_path(backbone, size)
+    except FileNotFoundError as error:
+        raise SweepError(str(error)) from error
+    return str(path), dict(yaml.safe_load(path.read_text())["init_args"])
+
+
+def widest_within_budget(backbone: str, init_args: dict[str, Any], budget: int) -> dict[str, Any]:
+    """`init_args` with every width argument set to the largest value whose model fits `budget`.
+
+    Widths are multiples of 8 (and of `heads`, where the backbone has heads)."""
+    widths = [name for name in WIDTH_ARGS if name in init_args]
+    step = math.lcm(8, int(init_args.get("heads", 1)))
+
+    def size(units: int) -> int:
+        args = {**init_args, **dict.fromkeys(widths, units * step)}
+        return count_parameters(create_backbone(backbone, **args))
+
+    low, high = 1, 1
+    while size(high) <= budget:
+        low, high = high, high * 2
+    if size(low) > budget:
+        raise SweepError(f"{backbone}: even width {step} exceeds the budget of {budget} parameters")
+    while high - low > 1:  # size(low) <= budget < size(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if size(middle) <= budget else (low, middle)
+    return {**init_args, **dict.fromkeys(widths, low * step)}
+
+
+def objective(trial: optuna.Trial, config: TuneConfig) -> float:
+    preset, init_args = preset_init_args(config.backbone, config.size)
+    budget = config.param_budget or count_parameters(create_backbone(config.backbone, **init_args))
+    accepted = set(inspect.signature(BACKBONES[config.backbone].__init__).parameters)
+    lr = trial.suggest_float("lr", *config.lr, log=True)
+    warmup = trial.suggest_categorical("warmup_steps", config.warmup_steps)
+    overrides = {}
+    depth_arg = next((name for name in DEPTH_ARGS if name in accepted), None)
+    if depth_arg is not None:
+        overrides[depth_arg] = trial.suggest_categorical("depth", config.depths)
+    if "dropout" in accepted:
+        overrides["dropout"] = trial.suggest_float("dropout", *config.dropout)
+    shaped = widest_within_budget(config.backbone, {**init_args, **overrides}, budget)
+    parameters = count_parameters(create_backbone(config.backbone, **shaped))
+    trial.set_user_attr("backbone_init_args", shaped)
+    trial.set_user_attr("param_budget", budget)
+    model_args = [f"--model.lr={lr}", f"--model.warmup_steps={warmup}"]
+    model_args += [f"--model.backbone.init_args.{k}={v}" for k, v in shaped.items()]
+    trial.set_user_attr("backbone_parameters", parameters)
+    return run_trial(
+        trial,
+        experiment=config.experiment,
+        backbone_preset=preset,
+        context_episodes=config.context_episodes,
+        seed=config.seed,
+        fit_args=[*model_args, *config.fit_args],
+        evaluation=config.evaluation,
+        runs_dir=config.runs_dir,
+    )

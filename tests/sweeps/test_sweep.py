@@ -1,0 +1,161 @@
+"""`zoo sweep` end to end at tiny sizes: a grid runs every point exactly once, with one or two
+workers, on SQLite and PostgreSQL; a worker killed mid-trial leaves a study the next sweep finishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sweeps.study import grid_progress, open_storage
+from zoo.cli import main as zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+GRID = {"backbone": ["gru", "transformer"], "context_episodes": [1.0, 2.0], "seed": [0]}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Dark Room dataset and a `zoo fit` config that trains on it for a few steps."""
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "data"
+    tiny = ["--env", "darkroom", "--num_tasks", "4", "--histories_per_task", "2"]
+    tiny += ["--episodes", "6", "--num_shards", "1", "--no_progress", "--output", str(data)]
+    assert zoo(["collect", *tiny]) == 0
+    config = {
+        "trainer": {
+            "max_steps": 3,
+            "val_check_interval": 3,
+            "limit_val_batches": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
+        "model": {"backbone": str(ROOT / "configs/backbone/gru-tiny.yaml"), "warmup_steps": 1},
+        "data": {"path": str(data), "context_episodes": 1, "batch_size": 4, "num_workers": 0},
+    }
+    path = root / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def study_config(tmp_path: Path, experiment: Path, **extra: object) -> Path:
+    config = {
+        "study": "ablation",
+        "name": "tiny",
+        "experiment": str(experiment),
+        "size": "tiny",
+        "backbones": GRID["backbone"],
+        "context_episodes": GRID["context_episodes"],
+        "seeds": GRID["seed"],
+        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1},
+        "runs_dir": str(tmp_path / "runs"),
+        **extra,
+    }
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sweep(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "sweep", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finished(process: subprocess.Popen[str], timeout: float = 400) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out
+    return out
+
+
+def assert_grid_done_once(storage: str) -> optuna.Study:
+    study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
+    trained = [t for t in study.trials if "duplicate_of" not in t.user_attrs]
+    complete = [t for t in trained if t.state == optuna.trial.TrialState.COMPLETE]
+    points = [
+        (t.params["backbone"], t.params["context_episodes"], t.params["seed"]) for t in complete
+    ]
+    assert sorted(points) == sorted(
+        (b, c, s) for b in GRID["backbone"] for c in GRID["context_episodes"] for s in GRID["seed"]
+    )  # every grid point complete exactly once
+    for t in complete:
+        assert t.user_attrs["parameters"] > 0 and t.user_attrs["train_tokens_per_s"] > 0
+        assert t.user_attrs["fit_command"].startswith("zoo fit --config")
+        assert len(t.user_attrs["curve"]) == 2 and Path(t.user_attrs["eval_dir"]).is_dir()
+        assert t.value == pytest.approx(t.user_attrs["return_final"])
+    assert grid_progress(study, GRID)["done"] == 4
+    return study
+
+
+def test_two_workers_split_the_grid_without_duplicates(tmp_path: Path, experiment: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = study_config(tmp_path, experiment)
+    out = finished(sweep("--config", str(config), "--storage", storage, "--workers", "2"))
+    study = assert_grid_done_once(storage)
+    assert len(study.trials) == 4  # no duplicate was even started
+    assert "trials: 4 complete" in out
+    command = ["sweep", "status", "--config", str(config), "--storage", storage]
+    status = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    assert "'done': 4" in status.stdout and "transformer" in status.stdout
+
+
+def test_killed_worker_leaves_a_study_the_next_sweep_finishes(
+    tmp_path: Path, experiment: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = study_config(tmp_path, experiment)
+    fast = ["--heartbeat", "1", "--grace", "4"]
+    worker = sweep("--config", str(config), "--storage", storage, *fast)
+    study_url = open_storage(storage)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the worker is inside a trial
+        try:
+            study = optuna.load_study(study_name="tiny", storage=study_url)
+            if any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail("the worker never started a trial")
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its trial's child process
+    worker.wait()
+    running = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    assert running, "the killed trial is left RUNNING"
+    finished(sweep("--config", str(config), "--storage", storage, *fast))
+    study = assert_grid_done_once(storage)
+    killed = study.trials[running[0].number]
+    assert killed.state == optuna.trial.TrialState.FAIL  # failed by its heartbeat, then retried
+
+
+def test_postgresql_storage(tmp_path: Path, experiment: Path, postgres_url: str) -> None:
+    config = study_config(tmp_path, experiment)
+    finished(sweep("--config", str(config), "--storage", postgres_url, "--workers", "2"))
+    assert_grid_done_once(postgres_url)
+
+
+def test_config_typo_is_one_clear_error(
+    tmp_path: Path, experiment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = study_config(tmp_path, experiment, bakbones=["gru"])
+    assert zoo(["sweep", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
+    assert "bakbones" in capsys.readouterr().err
+    config = study_config(tmp_path, experiment, backbones=["nope"])
+    assert zoo(["sweep", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
+    assert "nope" in capsys.readouterr().err

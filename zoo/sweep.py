@@ -1,0 +1,214 @@
+"""`zoo sweep`: run an Optuna study of the zoo, or print its progress (`zoo sweep status`).
+
+    zoo sweep --study ablation --config configs/sweeps/darkroom_ablation.yaml [--workers 2]
+    zoo sweep status --config configs/sweeps/darkroom_ablation.yaml
+
+Every worker (this process, its `--workers` siblings, `zoo sweep` runs on other machines pointed at
+the same `--storage`) shares one study: a killed sweep resumes where it stopped, the grid of an
+ablation never trains a point twice, and a trial whose worker died is failed by its heartbeat and
+run again. `optuna-dashboard <storage URL>` shows the same study live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sweeps.study import DEFAULT_STORAGE, SweepError
+
+STUDY_KINDS = ("ablation", "tune")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", choices=STUDY_KINDS, help="kind of study (default: from config)")
+    parser.add_argument("--config", required=True, help="YAML of the study (configs/sweeps/)")
+    parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
+    parser.add_argument("--name", default=None, help="study name (default: the config's `name`)")
+    parser.add_argument("--n-trials", type=int, default=None, help="trials this worker runs")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds this worker runs")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    parser.add_argument(
+        "--heartbeat", type=int, default=30, help="seconds between a trial's heartbeats"
+    )
+    parser.add_argument(
+        "--grace", type=int, default=120, help="seconds without heartbeat before a trial is failed"
+    )
+    parser.add_argument("--max-retry", type=int, default=2, help="retries of a failed trial")
+    return parser
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """What `zoo sweep` needs from a study config file: its kind, name, storage, and the rest."""
+
+    kind: str
+    name: str
+    storage: str
+    config: Any  # AblationConfig | TuneConfig
+
+
+def load_spec(path: str, *, kind: str | None, name: str | None, storage: str | None) -> SweepSpec:
+    """Read and check a study config: `study`, `name` and `storage` keys, then the kind's fields."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    file = Path(path)
+    if not file.is_file():
+        raise SweepError(f"study config {path} does not exist")
+    raw = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise SweepError(f"study config {path} must be a YAML mapping")
+    kind = kind or raw.pop("study", None)
+    raw.pop("study", None)
+    if kind not in STUDY_KINDS:
+        raise SweepError(f"{path}: set `study:` to one of {list(STUDY_KINDS)} (or pass --study)")
+    name = name or raw.pop("name", None) or file.stem
+    raw.pop("name", None)
+    storage = storage or raw.pop("storage", None) or DEFAULT_STORAGE
+    raw.pop("storage", None)
+    config_class = _module(kind).__dict__[f"{kind.capitalize()}Config"]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(config_class, "config")
+    try:
+        parsed = parser.parse_object({"config": raw})
+        config = parser.instantiate_classes(parsed).config
+    except Exception as error:  # jsonargparse's messages name the bad key and the expected type
+        raise SweepError(f"{path}: {str(error).strip().splitlines()[0]}") from error
+    return SweepSpec(kind=kind, name=name, storage=storage, config=config)
+
+
+def _module(kind: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"sweeps.{kind}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from sweeps.study import grid_progress, open_storage, run_worker
+
+    spec = load_spec(args.config, kind=args.study, name=args.name, storage=args.storage)
+    siblings = []
+    for _ in range(args.workers - 1):  # the other workers are plain `zoo sweep` processes
+        command = [sys.executable, "-m", "zoo.cli", "sweep", *_own_args(args, spec)]
+        siblings.append(subprocess.Popen(command, env={**os.environ, "ZOO_SWEEP_SIBLING": "1"}))
+    module = _module(spec.kind)
+    storage = open_storage(
+        spec.storage,
+        heartbeat_interval=args.heartbeat,
+        grace_period=args.grace,
+        max_retry=args.max_retry,
+    )
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        direction="maximize",
+        sampler=module.sampler(spec.config),
+        pruner=module.pruner(spec.config) if hasattr(module, "pruner") else None,
+        load_if_exists=True,
+    )
+    study.set_user_attr("kind", spec.kind)
+    study.set_user_attr("config", dataclasses.asdict(spec.config))
+    space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
+    ran = run_worker(
+        study,
+        lambda trial: module.objective(trial, spec.config),
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        max_retry=args.max_retry,
+        search_space=space,
+        poll_interval=max(1.0, args.heartbeat / 2),
+    )
+    codes = [p.wait() for p in siblings]
+    if os.environ.get("ZOO_SWEEP_SIBLING"):
+        return 0
+    print(f"zoo sweep: this worker ran {ran} trial(s); study {spec.name!r} in {spec.storage}")
+    if space is not None:
+        print(f"zoo sweep: grid {grid_progress(study, space)}")
+    print_status(study)
+    return 1 if any(codes) else 0
+
+
+def _own_args(args: argparse.Namespace, spec: SweepSpec) -> list[str]:
+    out = ["--study", spec.kind, "--config", args.config, "--storage", spec.storage]
+    out += ["--name", spec.name, "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    out += ["--max-retry", str(args.max_retry)]
+    if args.n_trials is not None:
+        out += ["--n-trials", str(args.n_trials)]
+    if args.timeout is not None:
+        out += ["--timeout", str(args.timeout)]
+    return out
+
+
+def print_status(study: Any) -> None:
+    from sweeps.study import status_rows
+
+    rows = status_rows(study, columns=("return_final", "parameters"))
+    if not rows:
+        print("(no trials yet)")
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in table:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row["state"].split()[0]] = states.get(row["state"].split()[0], 0) + 1
+    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def status(argv: list[str]) -> int:
+    import optuna
+
+    from sweeps.study import grid_progress, open_storage
+
+    parser = argparse.ArgumentParser(prog="zoo sweep status", description="a study's progress")
+    parser.add_argument("--config", help="YAML of the study (for its name, storage and grid)")
+    parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
+    parser.add_argument("--name", default=None, help="study name")
+    args = parser.parse_args(argv)
+    space = None
+    if args.config:
+        spec = load_spec(args.config, kind=None, name=args.name, storage=args.storage)
+        name, storage_url = spec.name, spec.storage
+        space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
+    else:
+        if not args.name:
+            parser.error("give --config or --name")
+        name, storage_url = args.name, args.storage or DEFAULT_STORAGE
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
+    except KeyError as error:
+        raise SweepError(f"no study named {name!r} in {storage_url}") from error
+    print(f"study {name!r} in {storage_url}")
+    if space is not None:
+        print(f"grid: {grid_progress(study, space)}")
+    print_status(study)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if argv[:1] == ["status"]:
+            return status(argv[1:])
+        return run(_parser().parse_args(argv))
+    except SweepError as error:
+        print(f"zoo sweep: error: {error}", file=sys.stderr)
+        return 2
