@@ -148,14 +148,16 @@ class InContextLearner(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, accuracy = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/action_acc", accuracy)
+        size = len(batch["actions"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/action_acc", accuracy, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, accuracy = self._loss(batch)
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/action_acc", accuracy)
+        size = len(batch["actions"])
+        self.log("val/loss", loss, prog_bar=True, batch_size=size)
+        self.log("val/action_acc", accuracy, batch_size=size)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
