@@ -379,3 +379,15 @@ def test_intervals_are_rliable_iqm_with_a_bootstrap_over_seeds() -> None:
     mean, low, high = interval(curves, reps=500)
     np.testing.assert_allclose(mean, [1.0, 2.0, 3.0])
     assert (low <= mean).all() and (mean <= high).all() and (low < high).all()
+
+
+def test_data_mode_of_a_study(tmp_path: Path) -> None:
+    from zoo.report_data import data_mode_of
+
+    experiment = tmp_path / "mine.yaml"
+    experiment.write_text(yaml.safe_dump({"data": {"mode": "ed", "path": "data/x"}}))
+    assert data_mode_of(str(experiment)) == "ed"
+    assert data_mode_of("configs/experiments/darkroom_ad.yaml") == "ad"
+    assert data_mode_of("elsewhere/darkroom_ed.yaml") == "ed"  # not readable here: by its name
+    assert data_mode_of("configs/experiments/darkroom_ad.yaml", ["--data.mode=ed"]) == "ed"
+    assert data_mode_of(str(experiment), ["--data.mode", "ad"]) == "ad"
