@@ -30,13 +30,16 @@ def trainer_defaults() -> dict[str, Any]:
         "log_every_n_steps": 25,
         # callbacks given here are added to those a config lists
         "callbacks": [
+            # the best weights by validation loss ...
             ModelCheckpoint(
                 monitor="val/loss",
                 mode="min",
-                save_last=True,
-                filename="step{step}-val_loss{val/loss:.4f}",
+                filename="best-step{step}-val_loss{val/loss:.4f}",
                 auto_insert_metric_name=False,
             ),
+            # ... and the latest, replaced at every validation (Lightning 2.6's `save_last` with a
+            # monitor only refreshes last.ckpt when the monitored value improves)
+            ModelCheckpoint(filename="last", enable_version_counter=False),
             LearningRateMonitor(logging_interval="step"),
         ],
     }

@@ -92,6 +92,7 @@ def test_fit_resumes_from_a_checkpoint(dataset: Path, tmp_path: Path) -> None:
     metrics = pd.read_csv(metrics_file)
     trained = metrics.dropna(subset=["train/loss"])["step"]
     assert sorted(trained) == [3, 4, 5]  # it went on from step 3, not from the start
+    assert torch.load(last_checkpoint(resumed), weights_only=True)["global_step"] == 6
 
 
 def test_a_config_typo_is_refused_clearly(
