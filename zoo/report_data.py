@@ -181,30 +181,27 @@ def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _run_config(checkpoint: Path, returns_path: Path) -> dict[str, Any]:
-    """Backbone, context, data mode and seed of the run behind a checkpoint."""
+    """Backbone, context, data mode and seed of the run behind a checkpoint.
+
+    The checkpoint's own hyper-parameters decide what was trained (a config.yaml can be rewritten
+    by a later run logging to the same directory); the seed and the command that reruns the run
+    come from the LightningCLI config.yaml beside `checkpoints/` (or beside the evaluation)."""
     import yaml
 
-    candidates = [checkpoint.parent.parent, checkpoint.parent, returns_path.parent.parent]
+    candidates = [checkpoint.parent.parent, returns_path.parent, returns_path.parent.parent]
     config_path = next(
         (d / "config.yaml" for d in candidates if (d / "config.yaml").is_file()), None
     )
-    model: dict[str, Any] = {}
-    data: dict[str, Any] = {}
-    seed = None
-    if config_path is not None:
-        config = yaml.safe_load(config_path.read_text()) or {}
-        model, data, seed = (
-            config.get("model") or {},
-            config.get("data") or {},
-            config.get("seed_everything"),
-        )
+    config = yaml.safe_load(config_path.read_text()) or {} if config_path else {}
+    model, data = config.get("model") or {}, config.get("data") or {}
     parameters = None
     if checkpoint.is_file():
         import torch
 
+        # a Lightning checkpoint holds plain hyper-parameter dicts beside the tensors
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model = model or saved.get("hyper_parameters", {})
-        data = data or saved.get("datamodule_hyper_parameters", {})
+        model = saved.get("hyper_parameters") or model
+        data = saved.get("datamodule_hyper_parameters") or data
         parameters = sum(
             t.numel() for k, t in saved["state_dict"].items() if k.startswith("backbone.")
         )
@@ -215,7 +212,7 @@ def _run_config(checkpoint: Path, returns_path: Path) -> dict[str, Any]:
         "context_len": data.get("context_len") or model.get("context_len"),
         "context_episodes": data.get("context_episodes"),
         "mode": str(data.get("mode", "ad")),
-        "seed": seed,
+        "seed": config.get("seed_everything"),
         "parameters": parameters,
         "run_dir": str(config_path.parent) if config_path else str(checkpoint.parent.parent),
         "fit_command": f"zoo fit --config {config_path}" if config_path else None,

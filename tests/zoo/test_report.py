@@ -391,3 +391,24 @@ def test_data_mode_of_a_study(tmp_path: Path) -> None:
     assert data_mode_of("elsewhere/darkroom_ed.yaml") == "ed"  # not readable here: by its name
     assert data_mode_of("configs/experiments/darkroom_ad.yaml", ["--data.mode=ed"]) == "ed"
     assert data_mode_of(str(experiment), ["--data.mode", "ad"]) == "ad"
+
+
+def test_the_checkpoint_decides_what_was_trained(tmp_path: Path) -> None:
+    """A config.yaml rewritten by a later run in the same log directory must not relabel a run."""
+    import torch
+
+    run = _evaluation(tmp_path / "runs" / "v0", backbone="gru", context_episodes=1.0, seed=4)
+    (run / "checkpoints").mkdir()
+    torch.save(
+        {
+            "hyper_parameters": {"backbone": {"class_path": "backbones.rnn.LSTMBackbone"}},
+            "datamodule_hyper_parameters": {"context_len": 60, "mode": "ed"},
+            "state_dict": {"backbone.w": torch.zeros(3, 4), "head.w": torch.zeros(5)},
+        },
+        run / "checkpoints" / "last.ckpt",
+    )
+    out = tmp_path / "report"
+    assert zoo(["report", "--results", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    row = pd.read_csv(out / "tables" / "trials.csv").iloc[0]
+    assert (row["backbone"], row["context_episodes"], row["data_mode"]) == ("lstm", 3.0, "ed")
+    assert row["parameters"] == 12 and row["seed"] == 4
