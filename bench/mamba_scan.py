@@ -6,7 +6,7 @@ and once with `selective_scan_ref` (a Python loop over time) in its place; the s
 Also checks that both scans give the same gradients. Numbers are only meaningful on a quiet
 machine; the target is a speed-up of at least 20x at B=16, T=512, D=128.
 
-    python bench/mamba_scan.py                                     # B=16, T=512, D=128 (~1-2 min)
+    python bench/mamba_scan.py                                     # B=16, T=512, D=128: minutes
     python bench/mamba_scan.py --batch 2 --length 64 --d-model 32  # small, proves the script runs
 """
 
@@ -36,9 +36,10 @@ def reference_scan(
     return selective_scan_ref(*args, **kw, return_last_state=True)
 
 
-def seconds(fn: Callable[[], None], repeats: int) -> float:
-    """Median wall time of `fn` over `repeats` runs, after one warm-up run."""
-    fn()
+def seconds(fn: Callable[[], None], repeats: int, *, warm_up: bool = True) -> float:
+    """Median wall time of `fn` over `repeats` runs, after one warm-up run if `warm_up`."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -80,27 +81,23 @@ def main() -> None:
 
     def scan_step(scan: Callable) -> Callable[[], None]:
         def run() -> None:
+            for t in scan_inputs:
+                t.grad = None
             out = scan(*scan_inputs, delta_softplus=True)
             out = out[0] if isinstance(out, tuple) else out
             out.square().mean().backward()
 
         return run
 
-    def scan_grads(scan: Callable) -> list[torch.Tensor]:
-        for t in scan_inputs:
-            t.grad = None
-        scan_step(scan)()
-        return [t.grad.clone() for t in scan_inputs]
-
     ours_layer = seconds(layer_step, args.repeats)
     ours_scan = seconds(scan_step(selective_scan_cpu), args.repeats)
+    ours_grads = [t.grad.clone() for t in scan_inputs]
+    print(f"chunk-parallel: layer {ours_layer:.3f} s, scan {ours_scan:.3f} s", flush=True)
     with mock.patch.object(backbones.mamba, "selective_scan", reference_scan):
-        ref_layer = seconds(layer_step, args.reference_repeats)
-    ref_scan = seconds(scan_step(selective_scan_ref), args.reference_repeats)
-    error = max(
-        ((a - r).abs().max() / r.abs().max()).item()
-        for a, r in zip(scan_grads(selective_scan_cpu), scan_grads(selective_scan_ref))
-    )
+        ref_layer = seconds(layer_step, args.reference_repeats, warm_up=False)
+    ref_scan = seconds(scan_step(selective_scan_ref), args.reference_repeats, warm_up=False)
+    ref_grads = [t.grad.clone() for t in scan_inputs]
+    error = max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(ours_grads, ref_grads))
 
     print(
         f"Mamba layer fwd+bwd on CPU, batch {b}, T {length}, d_model {args.d_model} "
