@@ -32,8 +32,9 @@ class _ChunkParallelScan(torch.autograd.Function):
     (1) each chunk's end state from zero, (2) the recurrence over chunk boundaries (nc steps),
     (3) the states and outputs inside all chunks from their true start states. Every factor is a
     decay in [0, 1] (no `exp(-cumsum)`), so the result is exact and stable for any `A` and `delta`.
-    Nothing of size `[b, d, n, l]` is kept for backward: it recomputes the states (as the CUDA
-    kernel does) and runs the adjoint recurrence `g_t = C_t dy_t + a_{t+1} g_{t+1}` the same way.
+    Nothing of size `[b, d, n, l]` is kept from forward to backward: the backward recomputes the
+    states (as the CUDA kernel does) and runs the adjoint recurrence `g_t = C_t dy_t + a_{t+1}
+    g_{t+1}` the same way, chunk-parallel, from the adjoints at the chunk ends.
     Padded steps have `delta = 0` (decay 1, no input), so they leave the state unchanged.
     """
 
