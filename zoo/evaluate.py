@@ -185,9 +185,11 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out = args.out or Path(args.checkpoint).resolve().parent.parent / f"eval-{args.mode}"
+    from datamodules.storage import DatasetError
+
     try:
         result = evaluate_checkpoint(args)
-    except (EnvMismatchError, ValueError) as e:
+    except (EnvMismatchError, ValueError, DatasetError) as e:
         print(f"zoo evaluate: error: {e}", file=sys.stderr)
         return 2
     write_outputs(result, out)

@@ -27,7 +27,7 @@ class InContextLearner(pl.LightningModule):
     def __init__(
         self,
         *,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_observations: int,
         num_actions: int,
         context_len: int,
@@ -204,5 +204,13 @@ def load_learner(
     """A trained learner from a checkpoint, in eval mode. `backbone` is needed only for models
     built in Python rather than from a config (their checkpoint holds no backbone config)."""
     extra = {} if backbone is None else {"backbone": backbone}
-    model = InContextLearner.load_from_checkpoint(path, map_location=map_location, **extra)
+    try:
+        model = InContextLearner.load_from_checkpoint(path, map_location=map_location, **extra)
+    except TypeError as e:
+        if "backbone" not in str(e):
+            raise
+        raise ValueError(
+            f"{path}: the checkpoint holds no backbone config (the model was built in Python, "
+            "not by `zoo fit`); pass the backbone module to load it"
+        ) from None
     return model.eval()
