@@ -57,6 +57,8 @@ __all__ = [
     "Mamba",
     "Mamba2",
     "causal_conv",
+    "conv_history",
+    "conv_step",
     "gated_rms_norm",
     "rms_norm_ref",
     "selective_scan",
@@ -85,6 +87,21 @@ def causal_conv(x: Tensor, history: Tensor, weight: Tensor, bias: Tensor | None)
     else:
         y = F.silu(F.conv1d(x_cat, weight, bias, groups=weight.shape[0]))
     return y[..., -x.shape[-1] :]
+
+
+def conv_history(history: Tensor, x: Tensor) -> Tensor:
+    """The last `W - 1` columns of `cat(history [B, C, W-1], x [B, C, L])`: the next conv state."""
+    both = torch.cat([history.to(x.dtype), x], dim=-1)
+    return both[..., both.shape[-1] - history.shape[-1] :]
+
+
+def conv_step(conv: torch.nn.Conv1d, history: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:
+    """SiLU(causal depthwise conv) for one column `x_t: [B, C]`. Returns `(y_t, new_history)`."""
+    window = torch.cat([history.to(x_t.dtype), x_t[..., None]], dim=-1)  # [B, C, W]
+    y = (window * conv.weight[:, 0]).sum(-1)
+    if conv.bias is not None:
+        y = y + conv.bias
+    return F.silu(y), window[..., 1:]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from backbones._mamba_ops import Mamba, causal_conv, selective_scan, selective_state_step
+from backbones._mamba_ops import (
+    Mamba,
+    causal_conv,
+    conv_history,
+    conv_step,
+    selective_scan,
+    selective_state_step,
+)
 from backbones.base import Backbone, State, register_backbone
 
 _Mixing = Callable[[nn.Module, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]]
@@ -117,25 +124,11 @@ class MambaStack(Backbone):
         return self._run(x_t, state, self._mix_step)
 
 
-def _check_positive(name: str, **sizes: int) -> None:
+def check_sizes(name: str, **sizes: int) -> None:
+    """A clear error for a size argument below 1."""
     for arg, value in sizes.items():
         if value < 1:
             raise ValueError(f"{name}: {arg} must be >= 1, got {value}")
-
-
-def conv_history(history: Tensor, x: Tensor) -> Tensor:
-    """The last `W - 1` columns of `cat(history [B, C, W-1], x [B, C, L])`: the next conv state."""
-    both = torch.cat([history.to(x.dtype), x], dim=-1)
-    return both[..., both.shape[-1] - history.shape[-1] :]
-
-
-def conv_step(conv: nn.Conv1d, history: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:
-    """SiLU(causal depthwise conv) for one column `x_t: [B, C]`. Returns `(y_t, new_history)`."""
-    window = torch.cat([history.to(x_t.dtype), x_t[..., None]], dim=-1)  # [B, C, W]
-    y = (window * conv.weight[:, 0]).sum(-1)
-    if conv.bias is not None:
-        y = y + conv.bias
-    return F.silu(y), window[..., 1:]
 
 
 @register_backbone("mamba")
@@ -163,11 +156,11 @@ class MambaBackbone(MambaStack):
             dt_rank: rank of the step-size projection; None: `ceil(d_model / 16)` (mamba-ssm's "auto").
             dropout: dropout on each block's output before the residual sum.
         """
-        _check_positive(
+        check_sizes(
             "mamba", d_model=d_model, depth=depth, d_state=d_state, d_conv=d_conv, expand=expand
         )
         if dt_rank is not None:
-            _check_positive("mamba", dt_rank=dt_rank)
+            check_sizes("mamba", dt_rank=dt_rank)
         mixers = [
             Mamba(
                 d_model=d_model,

@@ -13,9 +13,17 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from backbones._mamba_ops import Mamba2, causal_conv, gated_rms_norm, ssd_scan, ssd_state_step
+from backbones._mamba_ops import (
+    Mamba2,
+    causal_conv,
+    conv_history,
+    conv_step,
+    gated_rms_norm,
+    ssd_scan,
+    ssd_state_step,
+)
 from backbones.base import register_backbone
-from backbones.mamba import MambaStack, _check_positive, conv_history, conv_step
+from backbones.mamba import MambaStack, check_sizes
 
 
 @register_backbone("mamba2")
@@ -48,7 +56,7 @@ class Mamba2Backbone(MambaStack):
                 not the result.
             dropout: dropout on each block's output before the residual sum.
         """
-        _check_positive(
+        check_sizes(
             "mamba2",
             d_model=d_model,
             depth=depth,
