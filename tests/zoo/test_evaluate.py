@@ -54,7 +54,7 @@ def test_stream_equals_the_parallel_forward_over_the_whole_history(name, darkroo
     torch.testing.assert_close(torch.as_tensor(rollout.logits), logits, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gru", "transformer"])
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_window_equals_a_fresh_forward_over_the_last_steps(name, darkroom) -> None:
     family, tasks = darkroom
     model = tiny_learner(name)
