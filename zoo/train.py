@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.history import HistoryDataModule
+from datamodules.storage import DatasetError
 from zoo.model import InContextLearner
 
 LINKED_FROM_DATA = ("num_observations", "num_actions", "context_len", "env")
@@ -51,6 +52,13 @@ class ZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's, with a one-line error for a bad dataset or argument value."""
+        try:
+            super().instantiate_classes()
+        except (DatasetError, ValueError) as e:
+            self.parser.error(str(e))
 
 
 def make_cli(args: list[str], *, run: bool = True) -> ZooCLI:

@@ -112,3 +112,13 @@ def test_evaluating_on_another_env_is_refused(
     assert zoo(["evaluate", *args]) == 2
     assert "trained on env 'darkroom', not 'key_to_door'" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_missing_dataset_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = fit_args(tmp_path / "nowhere", tmp_path, "gru")
+    with pytest.raises(SystemExit) as exit_info:
+        zoo(["fit", *args])
+    assert exit_info.value.code == 2
+    assert "no dataset directory here; create it with `zoo collect" in capsys.readouterr().err
