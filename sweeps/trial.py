@@ -177,7 +177,8 @@ def _child(spec_path: str) -> int:
         cli.trainer.fit(cli.model, cli.datamodule)
     except optuna.TrialPruned:
         return PRUNED_EXIT_CODE
-    checkpoint = Path(cli.trainer.checkpoint_callback.last_model_path)
+    checkpoint = run_dir / "final.ckpt"  # the weights at the end of training, evaluated below
+    cli.trainer.save_checkpoint(checkpoint)
     eval_args = [str(checkpoint), "--episodes", str(settings.episodes)]
     eval_args += ["--tasks", str(settings.tasks), "--mode", settings.mode]
     eval_args += ["--final_episodes", str(settings.final_episodes), "--seed", str(settings.seed)]
