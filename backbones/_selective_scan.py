@@ -152,7 +152,7 @@ def selective_scan_cpu(
     b, d, length = u.shape
     if initial_state is None:
         initial_state = u.new_zeros(b, d, A.shape[1])
-    q = chunk_size or _default_chunk(length)
+    q = chunk_size or _default_chunk(length, b * d * A.shape[1])
     y, last_state = _ChunkParallelScan.apply(u, delta, A.float(), B, C, initial_state.float(), q)
     out = y if D is None else y + u * D.float()[:, None]
     if z is not None:
@@ -160,6 +160,12 @@ def selective_scan_cpu(
     return out.to(dtype_in), last_state
 
 
-def _default_chunk(length: int) -> int:
-    """At least 64 steps a chunk (measured fastest on CPU), about sqrt(length) for long sequences."""
-    return max(1, min(length, max(64, math.isqrt(max(length, 1) - 1) + 1)))
+def _default_chunk(length: int, width: int) -> int:
+    """Chunk length for `length` steps of `width` state elements (b * d * n) each.
+
+    Chunks of about 2^19 state elements are updated at once (measured fastest on CPU: big enough
+    to amortise Python, small enough for the cache); at most about sqrt(length) chunks, which is
+    the fewest Python-level steps, for small batches.
+    """
+    chunks = max(1, min(math.isqrt(max(length, 1) - 1) + 1, round(2**19 / width)))
+    return -(-length // chunks)
