@@ -194,6 +194,10 @@ def selective_state_step(
 # ---------------------------------------------------------------------------------------------
 
 
+CPU_SSD_CHUNK = 32
+"""Chunk length of the CPU SSD: per training step 0.9 s at 32, 4 s at 256 (DEPENDENCIES.md)."""
+
+
 def ssd_scan_cpu(
     x: Tensor,
     dt: Tensor,
@@ -201,17 +205,19 @@ def ssd_scan_cpu(
     B: Tensor,
     C: Tensor,
     *,
-    chunk_size: int,
     D: Tensor,
     dt_bias: Tensor,
     initial_state: Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`mamba_chunk_scan_combined` (softplus dt, no z, no dt limit) via mamba-ssm's `ssd_minimal`.
 
     `x: [b, l, h, p]`, `dt: [b, l, h]`, `A, D, dt_bias: [h]`, `B, C: [b, l, g, n]`,
     `initial_state: [b, h, p, n]`. Returns `(y [b, l, h, p], final_state [b, h, p, n])`.
+    `chunk_size` changes speed, not the result; by default `CPU_SSD_CHUNK` steps.
     """
     length, heads = x.shape[1], x.shape[2]
+    chunk_size = chunk_size or max(1, min(length, CPU_SSD_CHUNK))
     x, B, C = x.float(), B.float(), C.float()
     dt = F.softplus(dt.float() + dt_bias.float())
     B, C = (repeat(t, "b l g n -> b l (g k) n", k=heads // t.shape[2]) for t in (B, C))
@@ -236,7 +242,8 @@ def ssd_scan(
     dt_bias: Tensor,
     initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """SSD with a carried state: mamba-ssm's Triton kernel on a GPU, `ssd_scan_cpu` otherwise."""
+    """SSD with a carried state: mamba-ssm's Triton kernel in chunks of `chunk_size` on a GPU,
+    `ssd_scan_cpu` in its own (faster there) chunks otherwise."""
     if x.is_cuda:
         return mamba_chunk_scan_combined(
             x,
@@ -251,9 +258,7 @@ def ssd_scan(
             dt_softplus=True,
             return_final_states=True,
         )
-    return ssd_scan_cpu(
-        x, dt, A, B, C, chunk_size=chunk_size, D=D, dt_bias=dt_bias, initial_state=initial_state
-    )
+    return ssd_scan_cpu(x, dt, A, B, C, D=D, dt_bias=dt_bias, initial_state=initial_state)
 
 
 def ssd_state_step(

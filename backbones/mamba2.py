@@ -40,7 +40,7 @@ class Mamba2Backbone(MambaStack):
         expand: int = 2,
         headdim: int = 32,
         ngroups: int = 1,
-        chunk_size: int = 64,
+        chunk_size: int = 256,
         dropout: float = 0.0,
     ) -> None:
         """
@@ -52,8 +52,8 @@ class Mamba2Backbone(MambaStack):
             expand: inner width `d_inner = expand * d_model`, split into `d_inner / headdim` heads.
             headdim: channels per head (P); must divide `expand * d_model`.
             ngroups: groups of heads sharing B and C; must divide the number of heads.
-            chunk_size: block length of the chunked SSD (GPU kernel and CPU path); changes speed,
-                not the result.
+            chunk_size: chunk length of mamba-ssm's SSD kernel on a GPU (the CPU path uses its
+                own, `CPU_SSD_CHUNK`); changes speed, not the result.
             dropout: dropout on each block's output before the residual sum.
         """
         check_sizes(

@@ -146,8 +146,10 @@ def naive_ssd(x, dt, A, B, C, D, dt_bias, h):
     return torch.stack(ys, 1), h
 
 
-@pytest.mark.parametrize(("length", "ngroups", "chunk_size"), [(19, 1, 4), (16, 2, 8), (5, 2, 8)])
-def test_cpu_ssd_equals_plain_recurrence(length: int, ngroups: int, chunk_size: int) -> None:
+@pytest.mark.parametrize(
+    ("length", "ngroups", "chunk_size"), [(19, 1, 4), (16, 2, 8), (5, 2, 8), (70, 1, None)]
+)
+def test_cpu_ssd_equals_plain_recurrence(length: int, ngroups: int, chunk_size: int | None) -> None:
     torch.manual_seed(0)
     b, heads, p, n = 2, 4, 3, 5
     x, dt = randn(b, length, heads, p), randn(b, length, heads, shift=-1.0)
