@@ -164,7 +164,7 @@ def run_worker(
     """
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     callbacks = [retry_failed_trials(max_retry)]
-    ran = 0
+    ran, waiting_said = 0, False
     while (n_trials is None or ran < n_trials) and time.monotonic() < deadline:
         if search_space is not None:
             with warnings.catch_warnings():
@@ -174,6 +174,13 @@ def run_worker(
             if progress["todo"] == 0 and progress["waiting"] == 0:
                 if progress["running"] == 0:
                     break
+                if not waiting_said:
+                    print(
+                        f"sweep: waiting for {progress['running']} trial(s) of other workers; "
+                        "one whose worker died is re-queued once its heartbeat is stale",
+                        flush=True,
+                    )
+                    waiting_said = True
                 time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
                 continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)

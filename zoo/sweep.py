@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.study import grid_progress, open_storage, run_worker
 
     spec = load_spec(args.config, kind=args.study, name=args.name, storage=args.storage)
+    if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # workers share the machine's cores rather than each taking all of them (children inherit)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
     siblings = []
     for _ in range(args.workers - 1):  # the other workers are plain `zoo sweep` processes
         command = [sys.executable, "-m", "zoo.cli", "sweep", *_own_args(args, spec)]

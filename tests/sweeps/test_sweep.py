@@ -124,16 +124,12 @@ def test_killed_worker_leaves_a_study_the_next_sweep_finishes(
     worker = sweep("--config", str(config), "--storage", storage, *fast)
     study_url = open_storage(storage)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the worker is inside a trial
-        try:
-            study = optuna.load_study(study_name="tiny", storage=study_url)
-            if any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
-                break
-        except KeyError:
-            pass
+    # wait until the worker is inside a trial: its objective has started (and so its heartbeat)
+    while not list((tmp_path / "runs").glob("tiny/trial-*/spec.json")):
+        if time.monotonic() > deadline:
+            pytest.fail("the worker never started a trial")
         time.sleep(0.2)
-    else:
-        pytest.fail("the worker never started a trial")
+    study = optuna.load_study(study_name="tiny", storage=study_url)
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its trial's child process
     worker.wait()
     running = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
