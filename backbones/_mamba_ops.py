@@ -162,6 +162,7 @@ def selective_scan(
     return selective_scan_cpu(*args)
 
 
+@torch.autocast("cpu", enabled=False)  # full precision as in mamba-ssm's kernels
 def selective_state_step(
     state: Tensor,
     x: Tensor,
@@ -198,6 +199,7 @@ CPU_SSD_CHUNK = 32
 """Chunk length of the CPU SSD: per training step 0.9 s at 32, 4 s at 256 (DEPENDENCIES.md)."""
 
 
+@torch.autocast("cpu", enabled=False)  # full precision as in mamba-ssm's kernels
 def ssd_scan_cpu(
     x: Tensor,
     dt: Tensor,
@@ -261,6 +263,7 @@ def ssd_scan(
     return ssd_scan_cpu(x, dt, A, B, C, D=D, dt_bias=dt_bias, initial_state=initial_state)
 
 
+@torch.autocast("cpu", enabled=False)  # full precision as in mamba-ssm's kernels
 def ssd_state_step(
     state: Tensor,
     x: Tensor,

@@ -124,6 +124,7 @@ def _chunk_starts(uq: Tensor, dq: Tensor, Bq: Tensor, A: Tensor, h0: Tensor) -> 
     return torch.stack(starts)
 
 
+@torch.autocast("cpu", enabled=False)  # full precision as in mamba-ssm's kernels
 def selective_scan_cpu(
     u: Tensor,
     delta: Tensor,
