@@ -273,6 +273,22 @@ def test_chunks_shorter_than_the_conv_and_steps_equal_forward(make: Callable[[],
         torch.testing.assert_close(torch.stack(steps, 1), y, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("cls", [MambaBackbone, Mamba2Backbone])
+def test_bf16_autocast_keeps_the_ssm_in_float32(cls: type) -> None:
+    """Mixed-precision training: projections in bf16, scans and SSM states in float32."""
+    torch.manual_seed(0)
+    backbone = cls(d_model=16, depth=2, d_state=8)
+    x = torch.randn(2, 24, 16)
+    y, state = backbone(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_bf16, state_bf16 = backbone(x)
+        y_t, step_state = backbone.step(x[:, 0], state=backbone.init_state(2))
+    assert state_bf16.ssm_state.dtype == step_state.ssm_state.dtype == torch.float32
+    torch.testing.assert_close(y_bf16.float(), y, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(y_t.float(), y[:, 0], atol=0.1, rtol=0.05)
+    torch.testing.assert_close(state_bf16.ssm_state, state.ssm_state, atol=0.1, rtol=0.05)
+
+
 def test_invalid_sizes_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="headdim=12 must divide expand \\* d_model = 16"):
         Mamba2Backbone(d_model=8, depth=1, headdim=12)
