@@ -59,6 +59,10 @@ class ZooCLI(LightningCLI):
             super().instantiate_classes()
         except (DatasetError, ValueError) as e:
             self.parser.error(str(e))
+        if not self.trainer.loggers:  # `--trainer.logger false`: nothing to monitor the rate into
+            self.trainer.callbacks[:] = [
+                c for c in self.trainer.callbacks if not isinstance(c, LearningRateMonitor)
+            ]
 
 
 def make_cli(args: list[str], *, run: bool = True) -> ZooCLI:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The main job, on its embedded defaults (local files under data/, runs/, reports/; SQLite storage):
+# collect Dark Room learning histories, run the architecture x context-length ablation and the
+# Expert Distillation baseline through `zoo sweep` (2 workers), and write the report.
+#   scripts/main.sh           the CPU-sized ablation (about an hour on 2 cores)
+#   scripts/main.sh --quick   a first look in a few minutes (fewer backbones, steps and tasks)
+# Rerunning resumes: complete dataset shards and finished trials are kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ZOO=${ZOO:-.venv/bin/zoo}
+variant=""
+if [ "${1:-}" = "--quick" ]; then variant="_quick"; fi
+storage="sqlite:///runs/sweeps.db"
+$ZOO collect --config "configs/collect/darkroom${variant}.yaml"
+$ZOO sweep --config "configs/sweeps/darkroom_ablation${variant}.yaml" --storage "$storage" --workers 2
+$ZOO sweep --config "configs/sweeps/darkroom_ed${variant}.yaml" --storage "$storage" --workers 2
+$ZOO report --storage "$storage" --study "darkroom_ablation${variant}" \
+  --study "darkroom_ed${variant}" --out "reports/darkroom${variant}"
