@@ -3,6 +3,8 @@
 Exploration is epsilon-greedy with a linearly decaying epsilon, greedy ties broken at random, and
 optimistic initial values by default: measured here, zero-initialised values with ties broken by
 index and a fixed epsilon of 0.1 never find the Dark Room goal (the agent keeps choosing noop).
+`backward_replay` re-applies each finished episode's updates last step first (episodic backward
+update): with lr 1 on a deterministic grid a found goal's value reaches the start in one episode.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class QLearningParams:
     """Initial Q-value of every state and action (> 0 is optimistic: untried actions look good)."""
     random_ties: bool = True
     """Break ties between greedy actions at random (False: the lowest index, i.e. noop first)."""
+    backward_replay: bool = False
+    """At the end of every episode, update its transitions again from the last to the first, so a
+    reward propagates back along the whole path at once (learning spans ~10-20 Dark Room episodes
+    instead of ~100: the improvement fits in an AD context)."""
     progress_state: bool | None = None
     """Add "rewarded already this episode" (key picked) to the state; None: where the family's
     rewards mark progress (`EnvFamily.reward_marks_progress`)."""
@@ -78,6 +84,16 @@ class QLearning(Learner):
         self.episodes = np.zeros(num_envs, dtype=np.int64)
         self.epsilon = self._epsilon()
         self.rng = np.random.default_rng(seed)
+        if params.backward_replay:  # this episode's transitions: rows, actions, rewards, ...
+            shape = (num_envs, family.episode_len)
+            self._episode = {
+                "row": np.zeros(shape, np.int64),
+                "action": np.zeros(shape, np.int64),
+                "reward": np.zeros(shape, np.float32),
+                "next_row": np.zeros(shape, np.int64),
+                "terminated": np.zeros(shape, bool),
+            }
+            self._episode_len = np.zeros(num_envs, np.int64)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         q = np.take(self._q_rows, self._row_base + self._state(obs, self.progress), axis=0)
@@ -102,18 +118,60 @@ class QLearning(Learner):
     ) -> None:
         state = self._state(obs, self.progress)
         progress = self.progress | (rewards > 0) if self.track_progress else self.progress
-        next_q = np.take(self._q_rows, self._row_base + self._state(next_obs, progress), axis=0)
-        next_value = row_max(next_q)
-        target = rewards + np.float32(self.params.gamma) * np.where(terminated, 0, next_value)
-        index = (self._row_base + state) * self.num_actions + actions
-        value = np.take(self._q_flat, index)
-        self._q_flat[index] = value + np.float32(self.params.lr) * (target - value)
+        row = self._row_base + state
+        next_row = self._row_base + self._state(next_obs, progress)
+        self._td_update(row, actions, rewards, next_row, terminated)
         done = terminated | truncated
+        if self.params.backward_replay:
+            self._record(row, actions, rewards, next_row, terminated)
+            if done.any():
+                self._replay(np.flatnonzero(done))
         if done.any():
             self.episodes += done
             self.epsilon = self._epsilon()
             progress = progress & ~done
         self.progress = progress
+
+    def _td_update(
+        self,
+        row: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_row: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None:
+        """One Q-learning update per entry: Q-table rows `row` (env and state) and `next_row`."""
+        next_value = row_max(np.take(self._q_rows, next_row, axis=0))
+        target = rewards + np.float32(self.params.gamma) * np.where(terminated, 0, next_value)
+        index = row * self.num_actions + actions
+        value = np.take(self._q_flat, index)
+        self._q_flat[index] = value + np.float32(self.params.lr) * (target - value)
+
+    def _record(
+        self,
+        row: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_row: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None:
+        """Append one step to every sub-env's episode buffer."""
+        envs, at = np.arange(self.num_envs), self._episode_len
+        for key, value in zip(
+            ("row", "action", "reward", "next_row", "terminated"),
+            (row, actions, rewards, next_row, terminated),
+            strict=True,
+        ):
+            self._episode[key][envs, at] = value
+        self._episode_len += 1
+
+    def _replay(self, envs: np.ndarray) -> None:
+        """Backward sweep over the finished episodes of sub-envs `envs`, then forget them."""
+        length = self._episode_len[envs]
+        for step in range(int(length.max()) - 1, -1, -1):
+            live = envs[length > step]
+            self._td_update(*(self._episode[key][live, step] for key in self._episode))
+        self._episode_len[envs] = 0
 
     def _state(self, obs: np.ndarray, progress: np.ndarray) -> np.ndarray:
         return obs + progress * self.num_obs if self.track_progress else obs
