@@ -7,10 +7,10 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 setup:
 	@scripts/setup.sh
 
-## main job on its embedded defaults (local files under data/, runs/, reports/)
+## main job on its embedded defaults (local files under data/, runs/, reports/; SQLite storage)
+## `make run QUICK=1`: the first-look variant, a few minutes
 run: setup
-	$(BIN)/zoo collect --config configs/collect/darkroom.yaml
-	$(BIN)/zoo data info data/darkroom
+	scripts/main.sh $(if $(QUICK),--quick,)
 
 ## the test suite CI runs (.ci/run)
 test: setup lint
