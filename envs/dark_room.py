@@ -13,9 +13,10 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvFamily, Split, register_env
+from envs.base import Split, register_env
 from envs.grid import (
     GridEnv,
+    GridFamily,
     GridVectorEnv,
     all_cells,
     check_cell,
@@ -88,7 +89,7 @@ class DarkRoomVectorEnv(GridVectorEnv):
 
 @register_env("darkroom")
 @dataclasses.dataclass(frozen=True)
-class DarkRoom(EnvFamily):
+class DarkRoom(GridFamily):
     """Dark Room: a `size` x `size` grid, goal hidden, start at the centre, +1 per step on the goal.
 
     Tasks are `[n, 2]` goal `(row, col)`; `test_fraction` of all goals (chosen by `split_seed`) are
@@ -97,27 +98,6 @@ class DarkRoom(EnvFamily):
 
     env_id: ClassVar[str] = "zoo/DarkRoom-v0"
     terminate_on_goal: ClassVar[bool] = False
-
-    size: int = 9
-    episode_len: int = 20  # type: ignore[assignment]  # a field here, a property in the contract
-    test_fraction: float = 0.2
-    split_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.size < 2 or self.episode_len < 1:
-            raise ValueError(f"{self.name}: size must be >= 2 and episode_len >= 1, got {self}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(
-                f"{self.name}: test_fraction must be in (0, 1), got {self.test_fraction}"
-            )
-
-    @property
-    def num_observations(self) -> int:
-        return self.size * self.size
-
-    @property
-    def num_actions(self) -> int:
-        return 5
 
     def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
         pool = split_tasks(

@@ -8,6 +8,7 @@ corl-team `toymeta` package): 0 noop, 1 up (row - 1), 2 right (col + 1), 3 down 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from abc import abstractmethod
@@ -16,11 +17,37 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Split
+from envs.base import EnvFamily, Split
 from envs.vector import TaskVectorEnv
 
 NOOP, UP, RIGHT, DOWN, LEFT = range(5)
 MOVES = np.array([(0, 0), (-1, 0), (0, 1), (1, 0), (0, -1)])
+
+
+@dataclasses.dataclass(frozen=True)
+class GridFamily(EnvFamily):
+    """What every Dark grid family's parameters share: the grid, the episode length, the split."""
+
+    size: int = 9
+    episode_len: int = 20  # type: ignore[assignment]  # a field here, a property in the contract
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 2 or self.episode_len < 1:
+            raise ValueError(f"{self.name}: size must be >= 2 and episode_len >= 1, got {self}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(
+                f"{self.name}: test_fraction must be in (0, 1), got {self.test_fraction}"
+            )
+
+    @property
+    def num_observations(self) -> int:
+        return self.size * self.size
+
+    @property
+    def num_actions(self) -> int:
+        return len(MOVES)
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvFamily, Split, register_env
+from envs.base import Split, register_env
 from envs.grid import (
     GridEnv,
+    GridFamily,
     GridVectorEnv,
     all_cells,
     check_cell,
@@ -106,7 +107,7 @@ class KeyToDoorVectorEnv(GridVectorEnv):
 
 @register_env("key_to_door")
 @dataclasses.dataclass(frozen=True)
-class KeyToDoor(EnvFamily):
+class KeyToDoor(GridFamily):
     """Dark Key-To-Door on a `size` x `size` grid; episodes of `episode_len` steps.
 
     Tasks are `[n, 4]` (key row, key col, door row, door col); `test_fraction` of all (key, door)
@@ -116,26 +117,7 @@ class KeyToDoor(EnvFamily):
     env_id: ClassVar[str] = "zoo/DarkKeyToDoor-v0"
     reward_marks_progress: ClassVar[bool] = True
 
-    size: int = 9
-    episode_len: int = 50  # type: ignore[assignment]  # a field here, a property in the contract
-    test_fraction: float = 0.2
-    split_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.size < 2 or self.episode_len < 1:
-            raise ValueError(f"{self.name}: size must be >= 2 and episode_len >= 1, got {self}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(
-                f"{self.name}: test_fraction must be in (0, 1), got {self.test_fraction}"
-            )
-
-    @property
-    def num_observations(self) -> int:
-        return self.size * self.size
-
-    @property
-    def num_actions(self) -> int:
-        return 5
+    episode_len: int = 50  # type: ignore[assignment]
 
     def all_tasks(self) -> np.ndarray:
         """Every (key, door) pair with the key and the door on different cells, `[n, 4]`."""
