@@ -8,6 +8,7 @@ state makes chunked processing and one-token steps exact. When the hidden width 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -33,19 +34,10 @@ class LSTMState(State):
     """`[num_layers, B, hidden_size]`."""
 
 
-def _check_sizes(name: str, *, d_model: int, hidden_size: int, num_layers: int) -> None:
-    for arg, value in (
-        ("d_model", d_model),
-        ("hidden_size", hidden_size),
-        ("num_layers", num_layers),
-    ):
-        if value < 1:
-            raise ValueError(f"{name}: {arg} must be >= 1, got {value}")
+class _TorchRNN(Backbone):
+    """A multi-layer torch RNN (`rnn_class`), batch-first, with a projection back to `d_model`."""
 
-
-@register_backbone("gru")
-class GRUBackbone(Backbone):
-    """Multi-layer GRU (`torch.nn.GRU`), batch-first."""
+    rnn_class: ClassVar[type[nn.RNNBase]]
 
     def __init__(
         self,
@@ -58,19 +50,38 @@ class GRUBackbone(Backbone):
         """
         Args:
             d_model: width of the input and output features.
-            hidden_size: width of every layer's hidden state.
-            num_layers: stacked GRU layers.
+            hidden_size: width of every layer's hidden (and, for the LSTM, cell) state.
+            num_layers: stacked recurrent layers.
             dropout: dropout between layers (torch applies none after the last).
         """
         super().__init__()
-        _check_sizes("gru", d_model=d_model, hidden_size=hidden_size, num_layers=num_layers)
+        for arg, value in (
+            ("d_model", d_model),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if value < 1:
+                raise ValueError(f"{self.name}: {arg} must be >= 1, got {value}")
         self.d_model = d_model
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.rnn = nn.GRU(
+        self.rnn = self.rnn_class(
             d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout
         )
         self.out = nn.Identity() if hidden_size == d_model else nn.Linear(hidden_size, d_model)
+
+    def _zeros(
+        self, batch_size: int, device: torch.device | None, dtype: torch.dtype | None
+    ) -> Tensor:
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+
+@register_backbone("gru")
+class GRUBackbone(_TorchRNN):
+    """Multi-layer GRU (`torch.nn.GRU`), batch-first."""
+
+    rnn_class = nn.GRU
 
     def init_state(
         self,
@@ -79,8 +90,7 @@ class GRUBackbone(Backbone):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> GRUState:
-        shape = (self.num_layers, batch_size, self.hidden_size)
-        return GRUState(hidden=torch.zeros(shape, device=device, dtype=dtype))
+        return GRUState(hidden=self._zeros(batch_size, device, dtype))
 
     def forward(self, x: Tensor, *, state: GRUState | None = None) -> tuple[Tensor, GRUState]:
         hidden = None if state is None else state.hidden
@@ -89,33 +99,10 @@ class GRUBackbone(Backbone):
 
 
 @register_backbone("lstm")
-class LSTMBackbone(Backbone):
+class LSTMBackbone(_TorchRNN):
     """Multi-layer LSTM (`torch.nn.LSTM`), batch-first."""
 
-    def __init__(
-        self,
-        *,
-        d_model: int,
-        hidden_size: int,
-        num_layers: int,
-        dropout: float = 0.0,
-    ) -> None:
-        """
-        Args:
-            d_model: width of the input and output features.
-            hidden_size: width of every layer's hidden and cell states.
-            num_layers: stacked LSTM layers.
-            dropout: dropout between layers (torch applies none after the last).
-        """
-        super().__init__()
-        _check_sizes("lstm", d_model=d_model, hidden_size=hidden_size, num_layers=num_layers)
-        self.d_model = d_model
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.rnn = nn.LSTM(
-            d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout
-        )
-        self.out = nn.Identity() if hidden_size == d_model else nn.Linear(hidden_size, d_model)
+    rnn_class = nn.LSTM
 
     def init_state(
         self,
@@ -124,9 +111,10 @@ class LSTMBackbone(Backbone):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> LSTMState:
-        shape = (self.num_layers, batch_size, self.hidden_size)
-        zeros = torch.zeros(shape, device=device, dtype=dtype)
-        return LSTMState(hidden=zeros, cell=zeros.clone())
+        return LSTMState(
+            hidden=self._zeros(batch_size, device, dtype),
+            cell=self._zeros(batch_size, device, dtype),
+        )
 
     def forward(self, x: Tensor, *, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
         carried = None if state is None else (state.hidden, state.cell)
