@@ -62,8 +62,11 @@ class TransformerBackbone(Backbone):
             dropout: dropout on attention weights and in the feed-forward blocks.
         """
         super().__init__()
-        if d_model % heads != 0:
-            raise ValueError(f"transformer: heads={heads} must divide d_model={d_model}")
+        if d_model % heads != 0 or d_model // heads < 8:
+            raise ValueError(
+                f"transformer: heads={heads} must divide d_model={d_model} into heads at least "
+                "8 wide (rotary positions use half of each head's features)"
+            )
         if context_len < 1:
             raise ValueError(f"transformer: context_len must be >= 1, got {context_len}")
         self.d_model = d_model

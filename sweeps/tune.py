@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from typing import Any
 
 import optuna
@@ -77,25 +76,22 @@ def preset_init_args(backbone: str, size: str) -> tuple[str, dict[str, Any]]:
 
 
 def widest_within_budget(backbone: str, init_args: dict[str, Any], budget: int) -> dict[str, Any]:
-    """`init_args` with every width argument set to the largest value whose model fits `budget`.
-
-    Widths are multiples of 8 (and of `heads`, where the backbone has heads)."""
+    """`init_args` with every width argument set to the largest multiple of 8 whose model fits
+    `budget` (widths a backbone refuses, e.g. not divisible by its heads, are skipped)."""
     widths = [name for name in WIDTH_ARGS if name in init_args]
-    step = math.lcm(8, int(init_args.get("heads", 1)))
-
-    def size(units: int) -> int:
-        args = {**init_args, **dict.fromkeys(widths, units * step)}
-        return count_parameters(create_backbone(backbone, **args))
-
-    low, high = 1, 1
-    while size(high) <= budget:
-        low, high = high, high * 2
-    if size(low) > budget:
-        raise SweepError(f"{backbone}: even width {step} exceeds the budget of {budget} parameters")
-    while high - low > 1:  # size(low) <= budget < size(high)
-        middle = (low + high) // 2
-        low, high = (middle, high) if size(middle) <= budget else (low, middle)
-    return {**init_args, **dict.fromkeys(widths, low * step)}
+    best = None
+    for width in range(8, 1 << 16, 8):
+        args = {**init_args, **dict.fromkeys(widths, width)}
+        try:
+            size = count_parameters(create_backbone(backbone, **args))
+        except ValueError:  # this width does not divide into the backbone's heads or groups
+            continue
+        if size > budget:
+            break
+        best = args
+    if best is None:
+        raise SweepError(f"{backbone}: even the narrowest model exceeds the budget of {budget}")
+    return best
 
 
 def objective(trial: optuna.Trial, config: TuneConfig) -> float:
@@ -115,7 +111,9 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
     trial.set_user_attr("backbone_init_args", shaped)
     trial.set_user_attr("param_budget", budget)
     model_args = [f"--model.lr={lr}", f"--model.warmup_steps={warmup}"]
-    model_args += [f"--model.backbone.init_args.{k}={v}" for k, v in shaped.items()]
+    model_args += [
+        f"--model.backbone.init_args.{k}={v}" for k, v in shaped.items() if init_args.get(k) != v
+    ]
     trial.set_user_attr("backbone_parameters", parameters)
     return run_trial(
         trial,

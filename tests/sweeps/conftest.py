@@ -15,6 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+
+from zoo.cli import main as zoo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server_binaries() -> Path | None:
@@ -65,3 +70,28 @@ def postgres_url() -> Iterator[str]:
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Dark Room dataset and a `zoo fit` config that trains on it for a few steps."""
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "data"
+    tiny = ["--env", "darkroom", "--num_tasks", "4", "--histories_per_task", "2"]
+    tiny += ["--episodes", "6", "--num_shards", "1", "--no_progress", "--output", str(data)]
+    assert zoo(["collect", *tiny]) == 0
+    config = {
+        "trainer": {
+            "max_steps": 3,
+            "val_check_interval": 3,
+            "limit_val_batches": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
+        "model": {"backbone": str(ROOT / "configs/backbone/gru-tiny.yaml"), "warmup_steps": 1},
+        "data": {"path": str(data), "context_episodes": 1, "batch_size": 4, "num_workers": 0},
+    }
+    path = root / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

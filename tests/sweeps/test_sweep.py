@@ -21,31 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GRID = {"backbone": ["gru", "transformer"], "context_episodes": [1.0, 2.0], "seed": [0]}
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Dark Room dataset and a `zoo fit` config that trains on it for a few steps."""
-    root = tmp_path_factory.mktemp("sweep")
-    data = root / "data"
-    tiny = ["--env", "darkroom", "--num_tasks", "4", "--histories_per_task", "2"]
-    tiny += ["--episodes", "6", "--num_shards", "1", "--no_progress", "--output", str(data)]
-    assert zoo(["collect", *tiny]) == 0
-    config = {
-        "trainer": {
-            "max_steps": 3,
-            "val_check_interval": 3,
-            "limit_val_batches": 1,
-            "logger": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-        },
-        "model": {"backbone": str(ROOT / "configs/backbone/gru-tiny.yaml"), "warmup_steps": 1},
-        "data": {"path": str(data), "context_episodes": 1, "batch_size": 4, "num_workers": 0},
-    }
-    path = root / "experiment.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def study_config(tmp_path: Path, experiment: Path, **extra: object) -> Path:
     config = {
         "study": "ablation",

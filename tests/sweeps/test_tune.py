@@ -1,0 +1,74 @@
+"""Per-backbone tuning: widths fill the parameter budget without passing it; a TPE study runs
+trials end to end and reports intermediate in-context returns by global step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from backbones import count_parameters, create_backbone
+from sweeps.study import SweepError, open_storage
+from sweeps.tune import preset_init_args, widest_within_budget
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru", "mamba2"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_widest_width_fills_the_budget(name: str, depth: int) -> None:
+    _, init_args = preset_init_args(name, "100k")
+    budget = count_parameters(create_backbone(name, **init_args))
+    depth_arg = "num_layers" if "num_layers" in init_args else "depth"
+    shaped = widest_within_budget(name, {**init_args, depth_arg: depth}, budget)
+    assert count_parameters(create_backbone(name, **shaped)) <= budget
+    width = shaped.get("d_model", shaped.get("hidden_size"))
+    for wider in range(width + 8, width + 257, 8):  # every buildable wider model is too big
+        args = {**shaped, **{k: wider for k in ("d_model", "hidden_size") if k in shaped}}
+        try:
+            model = create_backbone(name, **args)
+        except ValueError:
+            continue
+        assert count_parameters(model) > budget
+
+
+def test_a_budget_below_the_narrowest_model_is_refused() -> None:
+    _, init_args = preset_init_args("gru", "100k")
+    with pytest.raises(SweepError, match="exceeds the budget"):
+        widest_within_budget("gru", init_args, 10)
+
+
+def test_tuning_study_runs_and_reports_by_step(tmp_path: Path, experiment: Path) -> None:
+    config = {
+        "study": "tune",
+        "name": "tiny_tune",
+        "experiment": str(experiment),
+        "backbone": "gru",
+        "size": "tiny",
+        "context_episodes": 1,
+        "depths": [1, 2],
+        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1, "every_n_steps": 2},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(config))
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    command = ["sweep", "--config", str(path), "--storage", storage, "--n-trials", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = optuna.load_study(study_name="tiny_tune", storage=open_storage(storage))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2
+    for trial in complete:
+        assert set(trial.params) == {"lr", "warmup_steps", "depth", "dropout"}
+        assert list(trial.intermediate_values) == [2]  # reported at global step 2
+        assert trial.user_attrs["backbone_parameters"] <= trial.user_attrs["param_budget"]
+        assert f"num_layers={trial.params['depth']}" in trial.user_attrs["fit_command"] or (
+            trial.params["depth"] == 1  # the preset's own depth needs no override
+        )
