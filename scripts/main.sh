@@ -12,6 +12,9 @@ variant=""
 if [ "${1:-}" = "--quick" ]; then variant="_quick"; fi
 storage="sqlite:///runs/sweeps.db"
 $ZOO collect --config "configs/collect/darkroom${variant}.yaml"
+if [ -z "$variant" ]; then  # the ED baseline trains on expert episodes (the quick one on late ones)
+  $ZOO collect --config configs/collect/darkroom_expert.yaml
+fi
 $ZOO sweep --config "configs/sweeps/darkroom_ablation${variant}.yaml" --storage "$storage" --workers 2
 $ZOO sweep --config "configs/sweeps/darkroom_ed${variant}.yaml" --storage "$storage" --workers 2
 $ZOO report --storage "$storage" --study "darkroom_ablation${variant}" \
