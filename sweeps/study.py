@@ -9,6 +9,7 @@ A study lives in a storage that many `zoo sweep` workers share:
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -88,8 +89,6 @@ def retry_failed_trials(max_retry: int) -> Callable[[optuna.Study, FrozenTrial],
 
 def grid_points(search_space: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every point of a grid, in a fixed order."""
-    import itertools
-
     names = sorted(search_space)
     return [
         dict(zip(names, values, strict=True))

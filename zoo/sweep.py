@@ -64,14 +64,14 @@ def load_spec(path: str, *, kind: str | None, name: str | None, storage: str | N
     raw = yaml.safe_load(file.read_text()) or {}
     if not isinstance(raw, dict):
         raise SweepError(f"study config {path} must be a YAML mapping")
-    kind = kind or raw.pop("study", None)
-    raw.pop("study", None)
+    # the keys that say where and what the study is; the rest are the study kind's fields
+    kind = kind or raw.get("study")
+    name = name or raw.get("name") or file.stem
+    storage = storage or raw.get("storage") or DEFAULT_STORAGE
+    for key in ("study", "name", "storage"):
+        raw.pop(key, None)
     if kind not in STUDY_KINDS:
         raise SweepError(f"{path}: set `study:` to one of {list(STUDY_KINDS)} (or pass --study)")
-    name = name or raw.pop("name", None) or file.stem
-    raw.pop("name", None)
-    storage = storage or raw.pop("storage", None) or DEFAULT_STORAGE
-    raw.pop("storage", None)
     config_class = _module(kind).__dict__[f"{kind.capitalize()}Config"]
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(config_class, "config")
