@@ -241,6 +241,7 @@ class HistoryDataModule(pl.LightningDataModule):
         self.save_hyperparameters({"context_len": self.context_len})
         self.mode = mode
         self.num_observations = family.num_observations
+        self.observation_factors = tuple(family.observation_factors)
         self.num_actions = family.num_actions
         self.episode_len = family.episode_len
         self.env = {

@@ -43,6 +43,14 @@ class EnvFamily(ABC):
         """Size of the Discrete observation space."""
 
     @property
+    def observation_factors(self) -> tuple[int, ...]:
+        """What an observation index is made of: its digits in this mixed radix (most significant
+        first; the product is `num_observations`). The Dark grid worlds give `(size, size)`: the
+        agent observes its (row, col) coordinates, as in the AD paper, coded `row * size + col`.
+        The default is one opaque symbol."""
+        return (self.num_observations,)
+
+    @property
     @abstractmethod
     def num_actions(self) -> int:
         """Size of the Discrete action space."""

@@ -46,6 +46,10 @@ class GridFamily(EnvFamily):
         return self.size * self.size
 
     @property
+    def observation_factors(self) -> tuple[int, ...]:
+        return (self.size, self.size)
+
+    @property
     def num_actions(self) -> int:
         return len(MOVES)
 

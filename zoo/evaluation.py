@@ -69,6 +69,12 @@ def check_compatible(model: InContextLearner, family: EnvFamily) -> None:
             f"the model takes {mine[0]} observations and {mine[1]} actions, env {family.name!r} "
             f"has {theirs[0]} and {theirs[1]}: it was trained on another env"
         )
+    factors = model.observation_factors
+    if len(factors) > 1 and factors != tuple(family.observation_factors):
+        raise EnvMismatchError(
+            f"the model reads observations as digits {factors}, env {family.name!r} codes them "
+            f"as {tuple(family.observation_factors)}: it was trained on another env"
+        )
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -31,6 +31,8 @@ class InContextLearner(pl.LightningModule):
         num_observations: int,
         num_actions: int,
         context_len: int,
+        observation_factors: tuple[int, ...] | None = None,
+        observation_coding: Literal["factors", "index"] = "factors",
         env: dict[str, Any] | None = None,
         lr: float = 3e-4,
         weight_decay: float = 0.01,
@@ -46,6 +48,13 @@ class InContextLearner(pl.LightningModule):
             num_actions: size of the Discrete action space (linked from the data).
             context_len: steps per training window (linked from the data); `window` evaluation
                 feeds exactly this many steps.
+            observation_factors: what an observation index is made of, its mixed-radix digits
+                (linked from the data: `EnvFamily.observation_factors`, e.g. `(9, 9)` for the
+                (row, col) of Dark Room); None: one opaque symbol.
+            observation_coding: `factors`: one learned embedding per digit, summed (Dark Room:
+                row + column, the (x, y) coordinates the AD paper's agent observes); `index`: one
+                learned embedding per observation, no shared structure (an ablation: navigating
+                to a held-out goal then needs geometry learned cell by cell).
             env: what the model was trained on: env `name`, its `params`, `episode_len` and the
                 `dataset` path (linked from the data); evaluation rebuilds the env from it.
             lr: peak learning rate of AdamW.
@@ -83,8 +92,28 @@ class InContextLearner(pl.LightningModule):
         self.no_action = num_actions  # index of "no previous action"
         self.context_len = context_len
         self.env = dict(env or {})
+        if observation_coding not in ("factors", "index"):
+            raise ValueError(
+                f"observation_coding must be 'factors' or 'index', got {observation_coding!r}"
+            )
+        factors = (num_observations,)
+        if observation_coding == "factors" and observation_factors is not None:
+            factors = tuple(int(f) for f in observation_factors)
+            if min(factors) < 1 or math.prod(factors) != num_observations:
+                raise ValueError(
+                    f"observation_factors {factors} do not make {num_observations} observations "
+                    "(their product must): they come from the data, do not set them by hand"
+                )
+        self.observation_factors = factors
+        # digit i of an observation is `obs // place[i] % factors[i]`; its row in the one
+        # embedding table is that plus `offset[i]` (one factor: the observation itself)
+        place = [math.prod(factors[i + 1 :]) for i in range(len(factors))]
+        offset = [sum(factors[:i]) for i in range(len(factors))]
+        self.register_buffer("_place", torch.tensor(place), persistent=False)
+        self.register_buffer("_radix", torch.tensor(factors), persistent=False)
+        self.register_buffer("_offset", torch.tensor(offset), persistent=False)
         d_model = backbone.d_model
-        self.observation_embedding = nn.Embedding(num_observations, d_model)
+        self.observation_embedding = nn.Embedding(sum(factors), d_model)
         self.action_embedding = nn.Embedding(num_actions + 1, d_model)
         self.reward_projection = nn.Linear(1, d_model)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
@@ -101,8 +130,9 @@ class InContextLearner(pl.LightningModule):
 
     def embed(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor) -> Tensor:
         """Tokens `[..., d_model]` for `(o_t, a_{t-1}, r_{t-1})` of any leading shape."""
+        digits = observations.long()[..., None] // self._place % self._radix + self._offset
         tokens = (
-            self.observation_embedding(observations.long())
+            self.observation_embedding(digits).sum(-2)
             + self.action_embedding(prev_actions.long())
             + self.reward_projection(
                 prev_rewards.to(self.reward_projection.weight.dtype)[..., None]

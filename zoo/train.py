@@ -17,7 +17,7 @@ from datamodules.history import HistoryDataModule
 from datamodules.storage import DatasetError
 from zoo.model import InContextLearner
 
-LINKED_FROM_DATA = ("num_observations", "num_actions", "context_len", "env")
+LINKED_FROM_DATA = ("num_observations", "observation_factors", "num_actions", "context_len", "env")
 """Attributes of the instantiated datamodule passed to the model's arguments of the same name."""
 
 

@@ -30,6 +30,18 @@ def test_plain_env_passes_gymnasium_checker(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_observation_factors_decode_what_the_agent_observes(name: str) -> None:
+    """The mixed-radix digits of an observation are its parts (grids: row and column)."""
+    family = make_family(name)
+    factors = family.observation_factors
+    assert int(np.prod(factors)) == family.num_observations
+    if name.startswith("darkroom") or name == "key_to_door":
+        env = family.make_env(family.sample_tasks("train", 1, seed=0)[0])
+        obs, _ = env.reset(seed=0, options={"start": (2, 7)})
+        assert np.unravel_index(obs, factors) == (2, 7)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_vector_env_steps_like_plain_envs(name: str) -> None:
     """Same random actions, over many tasks: identical observations, rewards and episode ends."""
     family = make_family(name)

@@ -50,6 +50,28 @@ def test_step_equals_forward() -> None:
             torch.testing.assert_close(step_logits, logits[:, t], atol=1e-5, rtol=1e-4)
 
 
+def test_factored_observations_embed_each_digit_once() -> None:
+    """Dark Room's (9, 9): the token of cell `row * 9 + col` is row's embedding plus col's."""
+    model = tiny_learner(observation_factors=(9, 9))
+    assert model.observation_embedding.num_embeddings == 18
+    table = model.observation_embedding.weight
+    cells = torch.tensor([[0, 13, 80]])  # (0, 0), (1, 4), (8, 8)
+    no_action, no_reward = torch.full_like(cells, 5), torch.zeros(1, 3)
+    tokens = model.embed(cells, no_action, no_reward)
+    rest = model.action_embedding.weight[5] + model.reward_projection.bias
+    for t, (row, col) in enumerate([(0, 0), (1, 4), (8, 8)]):
+        torch.testing.assert_close(tokens[0, t], table[row] + table[9 + col] + rest)
+
+
+def test_index_coding_and_bad_factors() -> None:
+    model = tiny_learner(observation_factors=(9, 9), observation_coding="index")
+    assert model.observation_factors == (81,) and model.observation_embedding.num_embeddings == 81
+    with pytest.raises(ValueError, match="do not make 81 observations"):
+        tiny_learner(observation_factors=(9, 8))
+    with pytest.raises(ValueError, match="observation_coding"):
+        tiny_learner(observation_coding="onehot")
+
+
 def test_loss_falls_on_a_tiny_dataset() -> None:
     """A few dozen AdamW steps on windows whose action is a function of the observation."""
     model = tiny_learner("gru")
