@@ -41,6 +41,11 @@ class QLearningParams:
     """At the end of every episode, update its transitions again from the last to the first, so a
     reward propagates back along the whole path at once (learning spans ~10-20 Dark Room episodes
     instead of ~100: the improvement fits in an AD context)."""
+    replay_sweeps: int = 0
+    """At the end of every episode, this many sweeps of updates over every (state, action) tried so
+    far, toward its last seen reward and next state (Dyna-Q planning on the model the agent has
+    seen; exact on deterministic grids): a found goal's value spreads over every explored cell, so
+    the greedy path is the shortest one through them. 0: off."""
     progress_state: bool | None = None
     """Add "rewarded already this episode" (key picked) to the state; None: where the family's
     rewards mark progress (`EnvFamily.reward_marks_progress`)."""
@@ -48,6 +53,8 @@ class QLearningParams:
     def __post_init__(self) -> None:
         if not (0.0 < self.lr <= 1.0 and 0.0 <= self.gamma < 1.0):
             raise ValueError(f"q_learning: need 0 < lr <= 1 and 0 <= gamma < 1, got {self}")
+        if self.replay_sweeps < 0:
+            raise ValueError(f"q_learning: replay_sweeps must be >= 0, got {self.replay_sweeps}")
         check_epsilon(
             "q_learning",
             start=self.eps_start,
@@ -94,6 +101,10 @@ class QLearning(Learner):
                 "terminated": np.zeros(shape, bool),
             }
             self._episode_len = np.zeros(num_envs, np.int64)
+        if params.replay_sweeps:  # the last seen outcome of every (row, action); next -1: untried
+            self._seen_next = np.full(self.q.shape, -1, np.int64)
+            self._seen_reward = np.zeros(self.q.shape, np.float32)
+            self._seen_terminated = np.zeros(self.q.shape, bool)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         q = np.take(self._q_rows, self._row_base + self._state(obs, self.progress), axis=0)
@@ -122,10 +133,17 @@ class QLearning(Learner):
         next_row = self._row_base + self._state(next_obs, progress)
         self._td_update(row, actions, rewards, next_row, terminated)
         done = terminated | truncated
+        if self.params.replay_sweeps:
+            envs = np.arange(self.num_envs)
+            self._seen_next[envs, state, actions] = next_row
+            self._seen_reward[envs, state, actions] = rewards
+            self._seen_terminated[envs, state, actions] = terminated
         if self.params.backward_replay:
             self._record(row, actions, rewards, next_row, terminated)
             if done.any():
                 self._replay(np.flatnonzero(done))
+        if self.params.replay_sweeps and done.any():
+            self._sweep(np.flatnonzero(done))
         if done.any():
             self.episodes += done
             self.epsilon = self._epsilon()
@@ -172,6 +190,22 @@ class QLearning(Learner):
             live = envs[length > step]
             self._td_update(*(self._episode[key][live, step] for key in self._episode))
         self._episode_len[envs] = 0
+
+    def _sweep(self, envs: np.ndarray) -> None:
+        """`replay_sweeps` synchronous updates of every tried (state, action) of sub-envs `envs`."""
+        seen_next = self._seen_next[envs]
+        tried = seen_next >= 0
+        next_rows = np.where(tried, seen_next, 0)
+        reward, terminated = self._seen_reward[envs], self._seen_terminated[envs]
+        gamma, lr = np.float32(self.params.gamma), np.float32(self.params.lr)
+        for _ in range(self.params.replay_sweeps):
+            q = self.q[envs]
+            next_value = row_max(self._q_rows)[next_rows]
+            target = reward + gamma * np.where(terminated, 0, next_value)
+            updated = np.where(tried, q + lr * (target - q), q)
+            if np.array_equal(updated, q):  # converged: more sweeps change nothing
+                break
+            self.q[envs] = updated
 
     def _state(self, obs: np.ndarray, progress: np.ndarray) -> np.ndarray:
         return obs + progress * self.num_obs if self.track_progress else obs

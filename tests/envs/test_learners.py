@@ -48,6 +48,29 @@ def test_q_learning_backward_replay_learns_dark_room_in_a_few_dozen_episodes() -
     assert plain[:, -5:].mean() < replay[:, -5:].mean() - 0.1
 
 
+def test_q_learning_replay_sweeps_solve_the_seen_model() -> None:
+    """After each episode's sweeps every tried (state, action) holds its Bellman value on the
+    transitions seen so far, so the greedy path is the shortest one through explored cells."""
+    family = make_family("darkroom")
+    table = family.sample_tasks("train", 16, seed=0)
+    params = {"lr": 1.0, "gamma": 0.9, "init_value": 0.5, "eps_start": 0.3, "backward_replay": True}
+    agent = make_learner(
+        "q_learning", num_envs=16, family=family, seed=0, replay_sweeps=50, **params
+    )
+    collect_histories(family, table, agent, episodes=15, seed=0)
+    tried = agent._seen_next >= 0
+    next_value = agent.q.reshape(-1, family.num_actions).max(1)[
+        np.where(tried, agent._seen_next, 0)
+    ]
+    target = agent._seen_reward + 0.9 * np.where(agent._seen_terminated, 0, next_value)
+    assert tried.sum() > 16 * 50 and (agent._seen_reward[tried] > 0).any()
+    np.testing.assert_allclose(agent.q[tried], target[tried], atol=1e-4)
+    fraction = _fraction_of_optimal(
+        "darkroom", "q_learning", tasks=32, episodes=30, replay_sweeps=20, **params
+    )
+    assert fraction[:, -5:].mean() > 0.7
+
+
 def test_q_learning_improves_on_key_to_door() -> None:
     fraction = _fraction_of_optimal("key_to_door", "q_learning", tasks=32, episodes=200)
     assert fraction[:, -20:].mean() >= 0.8
