@@ -185,7 +185,8 @@ class MambaBackbone(MambaStack):
     def _mix(
         self, mixer: Mamba, x: Tensor, conv_state: Tensor, ssm_state: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        xi, z = rearrange(mixer.in_proj(x), "b l (two d) -> two b d l", two=2)
+        # split the features, not a `two` axis: the backward then concatenates rows, no transpose
+        xi, z = (rearrange(t, "b l d -> b d l") for t in mixer.in_proj(x).chunk(2, dim=-1))
         xc = causal_conv(xi, conv_state, mixer.conv1d.weight, mixer.conv1d.bias)
         dt, B, C = torch.split(
             mixer.x_proj(rearrange(xc, "b d l -> b l d")),
