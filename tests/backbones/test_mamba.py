@@ -65,10 +65,19 @@ def scan_inputs(b: int = 2, d: int = 6, n: int = 4, length: int = 23, decay: flo
     )
 
 
-@pytest.mark.parametrize("chunk_size", [None, 1, 4, 7, 23, 64])
-def test_cpu_scan_equals_selective_scan_ref(chunk_size: int | None) -> None:
+@pytest.mark.parametrize(
+    ("chunk_size", "block_size"),
+    [
+        *[(None, None), (1, None), (4, None), (7, None), (23, None), (64, None)],  # lanes
+        *[(None, 1), (None, 5), (4, 3), (7, 2), (23, 22)],  # blocks, within lanes
+    ],
+)
+def test_cpu_scan_equals_selective_scan_ref(chunk_size: int | None, block_size: int | None) -> None:
+    """Any lanes (`chunk_size` steps each, padded) and blocks of steps: the same result."""
     kw = scan_inputs()
-    out, last = selective_scan_cpu(**kw, delta_softplus=True, chunk_size=chunk_size)
+    out, last = selective_scan_cpu(
+        **kw, delta_softplus=True, chunk_size=chunk_size, block_size=block_size
+    )
     ref, ref_last = selective_scan_ref(**kw, delta_softplus=True, return_last_state=True)
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(last, ref_last, atol=ATOL, rtol=0)
@@ -90,7 +99,7 @@ def test_cpu_scan_is_stable_for_vanishing_decays() -> None:
     """Per-step decays of exp(-1000): no exp(-cumsum) overflow, still equal to the plain loop."""
     kw = scan_inputs(decay=100.0)
     kw["delta"] = (kw["delta"].detach() + 4.0).requires_grad_(True)
-    out, last = selective_scan_cpu(**kw, delta_softplus=True, chunk_size=8)
+    out, last = selective_scan_cpu(**kw, delta_softplus=True, chunk_size=8, block_size=3)
     ref, ref_last = selective_scan_ref(**kw, delta_softplus=True, return_last_state=True)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
@@ -111,12 +120,17 @@ def plain_recurrence(u, delta, A, B, C, h):
     return torch.stack(ys, -1), h
 
 
-def test_cpu_scan_carries_initial_and_last_state_with_gradients() -> None:
+@pytest.mark.parametrize(("chunk_size", "block_size"), [(None, None), (6, None), (None, 4), (6, 4)])
+def test_cpu_scan_carries_initial_and_last_state_with_gradients(
+    chunk_size: int | None, block_size: int | None
+) -> None:
     kw = scan_inputs()
     u, delta, A, B, C = (kw[k] for k in ("u", "delta", "A", "B", "C"))
     delta = F.softplus(delta)
     h0 = randn(u.shape[0], u.shape[1], A.shape[1])
-    out, last = selective_scan_cpu(u, delta, A, B, C, initial_state=h0, chunk_size=6)
+    out, last = selective_scan_cpu(
+        u, delta, A, B, C, initial_state=h0, chunk_size=chunk_size, block_size=block_size
+    )
     ref, ref_last = plain_recurrence(u, delta, A, B, C, h0)
     torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(last, ref_last, atol=ATOL, rtol=0)
