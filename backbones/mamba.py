@@ -4,7 +4,7 @@ The parameters are those of `mamba_ssm.modules.mamba_simple.Mamba` (same names, 
 initialisation), so a checkpoint moves between CPU and GPU. The mixer's computation is written here
 from those parameters because mamba-ssm's `forward` cannot start from a carried state: on a GPU it
 runs mamba-ssm's CUDA selective scan (and `causal_conv1d` when installed), on CPU an exact
-chunk-parallel scan (`backbones._mamba_ops`). `MambaStack` is shared with Mamba2.
+PyTorch scan (`backbones._selective_scan`). `MambaStack` is shared with Mamba2.
 """
 
 from __future__ import annotations
