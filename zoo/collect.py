@@ -39,7 +39,7 @@ from datamodules.storage import (
 )
 from envs.base import EnvFamily, make_family
 from envs.collection import collect_histories
-from envs.learners import make_learner
+from envs.learners import LEARNERS, make_learner
 
 
 @dataclasses.dataclass
@@ -181,8 +181,30 @@ def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray, dict[str
     return family, tasks, {**full, **config.learner_params}
 
 
-def prepare_output(root: Path, *, ident: dict[str, Any], fingerprint: str, overwrite: bool) -> None:
-    """Refuse an output that holds something else; start it (collection.json) if new."""
+def learner_defaults(name: str) -> dict[str, Any]:
+    """The default value of every parameter of learner `name` (its `Params` dataclass)."""
+    params = getattr(LEARNERS[name], "Params", None)
+    return dataclasses.asdict(params()) if dataclasses.is_dataclass(params) else {}
+
+
+def with_new_defaults(ident: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """An identity recorded before some learner parameters existed, with those at their defaults:
+    a new parameter's default keeps the learner as it was, so the data is the same."""
+    recorded = ident.get("learner_params", {})
+    missing = {k: v for k, v in defaults.items() if k not in recorded}
+    return {**ident, "learner_params": {**recorded, **missing}}
+
+
+def prepare_output(
+    root: Path,
+    *,
+    ident: dict[str, Any],
+    fingerprint: str,
+    overwrite: bool,
+    defaults: dict[str, Any],
+) -> str:
+    """Refuse an output that holds something else; start it (collection.json) if new. Returns the
+    fingerprint its shards carry (an older dataset of the same collection keeps its own)."""
     if root.exists() and not root.is_dir():
         raise UsageError(f"--output {root} is a file; choose a directory")
     if root.is_dir() and any(root.iterdir()):
@@ -192,9 +214,13 @@ def prepare_output(root: Path, *, ident: dict[str, Any], fingerprint: str, overw
             previous = read_json(root / COLLECTION, what="collection record")
         except DatasetError:
             previous = {}  # unreadable: treated as a different collection
+        old = previous.get("identity", {})
+        if previous.get("fingerprint") != fingerprint and (
+            fingerprint_of(with_new_defaults(old, defaults)) == fingerprint
+        ):
+            return str(previous["fingerprint"])
         if previous.get("fingerprint") != fingerprint:
             if not overwrite:
-                old = previous.get("identity", {})
                 changed = sorted(k for k in ident if old.get(k) != ident[k])
                 raise UsageError(
                     f"--output {root} holds a different collection (differs in {', '.join(changed)}); "
@@ -203,6 +229,7 @@ def prepare_output(root: Path, *, ident: dict[str, Any], fingerprint: str, overw
             shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / COLLECTION, {"fingerprint": fingerprint, "identity": ident})
+    return fingerprint
 
 
 def valid_record(root: Path, plan: ShardPlan, fingerprint: str) -> dict[str, Any] | None:
@@ -238,7 +265,13 @@ def collect(
     ident = identity(config, family, learner_params)
     fingerprint = fingerprint_of(ident)
     root = Path(config.output)
-    prepare_output(root, ident=ident, fingerprint=fingerprint, overwrite=overwrite)
+    fingerprint = prepare_output(
+        root,
+        ident=ident,
+        fingerprint=fingerprint,
+        overwrite=overwrite,
+        defaults=learner_defaults(config.learner),
+    )
 
     plans = [plan_shard(config, s) for s in range(config.num_shards)]
     records = {p.index: r for p in plans if (r := valid_record(root, p, fingerprint)) is not None}

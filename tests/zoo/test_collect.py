@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -150,6 +151,27 @@ def test_overwrite_replaces_a_different_dataset(tmp_path: Path) -> None:
     assert run("--output", str(out)) == 0
     assert run("--output", str(out), "--seed", "1", "--overwrite") == 0
     assert open_dataset(out).manifest.seed == 1
+
+
+def test_a_dataset_from_before_a_new_learner_parameter_is_the_same_collection(
+    tmp_path: Path,
+) -> None:
+    """A parameter added later with a default that keeps the old behaviour (say replay_sweeps: 0)
+    leaves older datasets valid: nothing is refused or collected again."""
+    out = tmp_path / "ds"
+    assert run("--output", str(out)) == 0
+    record = json.loads((out / collect_cmd.COLLECTION).read_text())
+    new = record["fingerprint"]
+    del record["identity"]["learner_params"]["replay_sweeps"]  # as written before it existed
+    old = collect_cmd.fingerprint_of(record["identity"])
+    for path in out.rglob("*.json"):  # the collection record, every shard's record, the manifest
+        path.write_text(path.read_text().replace(new, old))
+    (out / collect_cmd.COLLECTION).write_text(json.dumps({**record, "fingerprint": old}))
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    assert run("--output", str(out)) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == written  # nothing recollected
+    assert open_dataset(out, verify="checksum").num_histories == 6
+    assert run("--output", str(out), "--learner_params", "{replay_sweeps: 3}") == 2
 
 
 def test_output_that_is_not_a_dataset_is_refused(tmp_path: Path) -> None:
