@@ -2,8 +2,8 @@
 # The main job, on its embedded defaults (local files under data/, runs/, reports/; SQLite storage):
 # collect Dark Room learning histories, run the architecture x context-length ablation and the
 # Expert Distillation baseline through `zoo sweep` (2 workers), and write the report.
-#   scripts/main.sh           the CPU-sized ablation (42 trials + 2 ED trials; budgeted at an hour on
-#                             2 cores, not yet timed)
+#   scripts/main.sh           the CPU-sized ablation (42 trials + 2 ED trials): 37.5 minutes on the
+#                             2-core sandbox (BENCHMARKS.md), plus ~2.5 minutes of set-up when fresh
 #   scripts/main.sh --quick   a first look, about 2 minutes (3 tiny backbones, 100 steps each)
 # Rerunning resumes: complete dataset shards and finished trials are kept.
 set -euo pipefail
