@@ -12,9 +12,11 @@ ZOO=${ZOO:-.venv/bin/zoo}
 variant=""
 if [ "${1:-}" = "--quick" ]; then variant="_quick"; fi
 storage="sqlite:///runs/sweeps.db"
-$ZOO collect --config "configs/collect/darkroom${variant}.yaml"
+# --overwrite: the job's own datasets follow its configs (a dataset collected by an older config
+# is replaced; one that matches is kept, shard by shard)
+$ZOO collect --config "configs/collect/darkroom${variant}.yaml" --overwrite
 if [ -z "$variant" ]; then  # the ED baseline trains on expert episodes (the quick one on late ones)
-  $ZOO collect --config configs/collect/darkroom_expert.yaml
+  $ZOO collect --config configs/collect/darkroom_expert.yaml --overwrite
 fi
 $ZOO sweep --config "configs/sweeps/darkroom_ablation${variant}.yaml" --storage "$storage" --workers 2
 $ZOO sweep --config "configs/sweeps/darkroom_ed${variant}.yaml" --storage "$storage" --workers 2
