@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import backbones.mamba
 from backbones._mamba_ops import selective_scan_cpu, selective_scan_ref
-from backbones._selective_scan import BLOCK_ELEMENTS, LANE_WIDTH
+from backbones._selective_scan import BLOCK_ELEMENTS, _default_chunk
 from backbones.mamba import MambaBackbone
 
 TARGET_SPEEDUP = 20.0
@@ -84,22 +84,28 @@ def scan_step(scan: Callable, inputs: list[torch.Tensor], **kw: object) -> Calla
     return run
 
 
-def compare_with_reference(args: argparse.Namespace) -> None:
-    """One layer and the scan alone, ours against `selective_scan_ref`, and their gradients."""
+def layer_step(args: argparse.Namespace) -> Callable[[], None]:
+    """Forward + backward of one Mamba layer (whichever scan `backbones.mamba` uses when run)."""
     layer = MambaBackbone(d_model=args.d_model, depth=1, d_state=D_STATE)
     x = torch.randn(args.batch, args.length, args.d_model)
 
-    def layer_step() -> None:
+    def run() -> None:
         layer.zero_grad(set_to_none=True)
         layer(x)[0].square().mean().backward()
 
+    return run
+
+
+def compare_with_reference(args: argparse.Namespace) -> None:
+    """One layer and the scan alone, ours against `selective_scan_ref`, and their gradients."""
+    step = layer_step(args)
     inputs = scan_inputs(args.batch, args.length, args.d_model)
-    ours_layer = seconds(layer_step, args.repeats)
+    ours_layer = seconds(step, args.repeats)
     ours_scan = seconds(scan_step(selective_scan_cpu, inputs), args.repeats)
     ours_grads = [t.grad.clone() for t in inputs]
     print(f"ours: layer {ours_layer:.3f} s, scan {ours_scan:.3f} s", flush=True)
     with mock.patch.object(backbones.mamba, "selective_scan", reference_scan):
-        ref_layer = seconds(layer_step, args.reference_repeats, warm_up=False)
+        ref_layer = seconds(step, args.reference_repeats, warm_up=False)
     ref_scan = seconds(scan_step(selective_scan_ref, inputs), args.reference_repeats, warm_up=False)
     ref_grads = [t.grad.clone() for t in inputs]
     error = max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(ours_grads, ref_grads))
@@ -119,7 +125,7 @@ def sweep(args: argparse.Namespace) -> None:
     (one lane) and over lanes (blocks from `BLOCK_ELEMENTS`); the default marked `*`."""
     inputs = scan_inputs(args.batch, args.length, args.d_model)
     width = args.batch * 2 * args.d_model * D_STATE
-    default_lanes = max(1, min(math.isqrt(args.length - 1) + 1, LANE_WIDTH // width))
+    default_lanes = -(-args.length // _default_chunk(args.length, width))
     default_block = max(1, BLOCK_ELEMENTS // (width * default_lanes))
 
     def row(label: str, **kw: int) -> None:
@@ -147,17 +153,11 @@ def sweep(args: argparse.Namespace) -> None:
 
 def profile_layer(args: argparse.Namespace) -> None:
     """The operators one layer's forward + backward spends its time in (our scan)."""
-    layer = MambaBackbone(d_model=args.d_model, depth=1, d_state=D_STATE)
-    x = torch.randn(args.batch, args.length, args.d_model)
-
-    def layer_step() -> None:
-        layer.zero_grad(set_to_none=True)
-        layer(x)[0].square().mean().backward()
-
-    layer_step()
+    step = layer_step(args)
+    step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.repeats):
-            layer_step()
+            step()
     print(f"\nOne layer forward + backward, {args.repeats} runs\n")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 

@@ -181,18 +181,23 @@ def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray, dict[str
     return family, tasks, {**full, **config.learner_params}
 
 
-def learner_defaults(name: str) -> dict[str, Any]:
-    """The default value of every parameter of learner `name` (its `Params` dataclass)."""
-    params = getattr(LEARNERS[name], "Params", None)
-    return dataclasses.asdict(params()) if dataclasses.is_dataclass(params) else {}
+def parameter_defaults(config: CollectConfig, family: EnvFamily) -> dict[str, dict[str, Any]]:
+    """The default of every env and learner parameter, by identity section."""
+    params = getattr(LEARNERS[config.learner], "Params", None)
+    return {
+        "env_params": dataclasses.asdict(type(family)()),  # type: ignore[call-overload]
+        "learner_params": dataclasses.asdict(params()) if dataclasses.is_dataclass(params) else {},
+    }
 
 
-def with_new_defaults(ident: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """An identity recorded before some learner parameters existed, with those at their defaults:
-    a new parameter's default keeps the learner as it was, so the data is the same."""
-    recorded = ident.get("learner_params", {})
-    missing = {k: v for k, v in defaults.items() if k not in recorded}
-    return {**ident, "learner_params": {**recorded, **missing}}
+def with_new_defaults(ident: dict[str, Any], defaults: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An identity recorded before some env or learner parameters existed, with those at their
+    defaults: a new parameter's default keeps the env or learner as it was, so the data is the same."""
+    filled = dict(ident)
+    for section, values in defaults.items():
+        recorded = ident.get(section, {})
+        filled[section] = {**{k: v for k, v in values.items() if k not in recorded}, **recorded}
+    return filled
 
 
 def prepare_output(
@@ -201,7 +206,7 @@ def prepare_output(
     ident: dict[str, Any],
     fingerprint: str,
     overwrite: bool,
-    defaults: dict[str, Any],
+    defaults: dict[str, dict[str, Any]],
 ) -> str:
     """Refuse an output that holds something else; start it (collection.json) if new. Returns the
     fingerprint its shards carry (an older dataset of the same collection keeps its own)."""
@@ -215,11 +220,9 @@ def prepare_output(
         except DatasetError:
             previous = {}  # unreadable: treated as a different collection
         old = previous.get("identity", {})
-        if previous.get("fingerprint") != fingerprint and (
-            fingerprint_of(with_new_defaults(old, defaults)) == fingerprint
-        ):
-            return str(previous["fingerprint"])
         if previous.get("fingerprint") != fingerprint:
+            if fingerprint_of(with_new_defaults(old, defaults)) == fingerprint:
+                return str(previous["fingerprint"])  # the same collection, recorded earlier
             if not overwrite:
                 changed = sorted(k for k in ident if old.get(k) != ident[k])
                 raise UsageError(
@@ -270,7 +273,7 @@ def collect(
         ident=ident,
         fingerprint=fingerprint,
         overwrite=overwrite,
-        defaults=learner_defaults(config.learner),
+        defaults=parameter_defaults(config, family),
     )
 
     plans = [plan_shard(config, s) for s in range(config.num_shards)]

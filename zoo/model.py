@@ -105,12 +105,8 @@ class InContextLearner(pl.LightningModule):
                     "(their product must): they come from the data, do not set them by hand"
                 )
         self.observation_factors = factors
-        # digit i of an observation is `obs // place[i] % factors[i]`; its row in the one
-        # embedding table is that plus `offset[i]` (one factor: the observation itself)
-        place = [math.prod(factors[i + 1 :]) for i in range(len(factors))]
+        # digit i of an observation sits at row `offset[i] + digit` of the one embedding table
         offset = [sum(factors[:i]) for i in range(len(factors))]
-        self.register_buffer("_place", torch.tensor(place), persistent=False)
-        self.register_buffer("_radix", torch.tensor(factors), persistent=False)
         self.register_buffer("_offset", torch.tensor(offset), persistent=False)
         d_model = backbone.d_model
         self.observation_embedding = nn.Embedding(sum(factors), d_model)
@@ -130,7 +126,8 @@ class InContextLearner(pl.LightningModule):
 
     def embed(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor) -> Tensor:
         """Tokens `[..., d_model]` for `(o_t, a_{t-1}, r_{t-1})` of any leading shape."""
-        digits = observations.long()[..., None] // self._place % self._radix + self._offset
+        digits = torch.stack(torch.unravel_index(observations.long(), self.observation_factors), -1)
+        digits = digits + self._offset
         tokens = (
             self.observation_embedding(digits).sum(-2)
             + self.action_embedding(prev_actions.long())

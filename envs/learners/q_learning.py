@@ -10,7 +10,7 @@ update): with lr 1 on a deterministic grid a found goal's value reaches the star
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -63,6 +63,16 @@ class QLearningParams:
         )
 
 
+class Transitions(NamedTuple):
+    """One transition per entry: Q-table rows (env and state) before and after, action, reward."""
+
+    row: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_row: np.ndarray
+    terminated: np.ndarray
+
+
 @register_learner("q_learning")
 class QLearning(Learner):
     """Epsilon-greedy tabular Q-learning on (observation, progress) states, vectorised over sub-envs.
@@ -91,15 +101,11 @@ class QLearning(Learner):
         self.episodes = np.zeros(num_envs, dtype=np.int64)
         self.epsilon = self._epsilon()
         self.rng = np.random.default_rng(seed)
-        if params.backward_replay:  # this episode's transitions: rows, actions, rewards, ...
+        if params.backward_replay:  # this episode's transitions, `[num_envs, episode_len]` each
             shape = (num_envs, family.episode_len)
-            self._episode = {
-                "row": np.zeros(shape, np.int64),
-                "action": np.zeros(shape, np.int64),
-                "reward": np.zeros(shape, np.float32),
-                "next_row": np.zeros(shape, np.int64),
-                "terminated": np.zeros(shape, bool),
-            }
+            self._episode = Transitions(
+                *(np.zeros(shape, t) for t in (np.int64, np.int64, np.float32, np.int64, bool))
+            )
             self._episode_len = np.zeros(num_envs, np.int64)
         if params.replay_sweeps:  # the last seen outcome of every (row, action); next -1: untried
             self._seen_next = np.full(self.q.shape, -1, np.int64)
@@ -129,58 +135,47 @@ class QLearning(Learner):
     ) -> None:
         state = self._state(obs, self.progress)
         progress = self.progress | (rewards > 0) if self.track_progress else self.progress
-        row = self._row_base + state
         next_row = self._row_base + self._state(next_obs, progress)
-        self._td_update(row, actions, rewards, next_row, terminated)
+        step = Transitions(self._row_base + state, actions, rewards, next_row, terminated)
+        self._td_update(step)
         done = terminated | truncated
+        finished = np.flatnonzero(done)
         if self.params.replay_sweeps:
             envs = np.arange(self.num_envs)
             self._seen_next[envs, state, actions] = next_row
             self._seen_reward[envs, state, actions] = rewards
             self._seen_terminated[envs, state, actions] = terminated
         if self.params.backward_replay:
-            self._record(row, actions, rewards, next_row, terminated)
-            if done.any():
-                self._replay(np.flatnonzero(done))
-        if self.params.replay_sweeps and done.any():
-            self._sweep(np.flatnonzero(done))
-        if done.any():
+            self._record(step)
+            if len(finished):
+                self._replay(finished)
+        if self.params.replay_sweeps and len(finished):
+            self._sweep(finished)
+        if len(finished):
             self.episodes += done
             self.epsilon = self._epsilon()
             progress = progress & ~done
         self.progress = progress
 
-    def _td_update(
-        self,
-        row: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        next_row: np.ndarray,
-        terminated: np.ndarray,
-    ) -> None:
-        """One Q-learning update per entry: Q-table rows `row` (env and state) and `next_row`."""
-        next_value = row_max(np.take(self._q_rows, next_row, axis=0))
-        target = rewards + np.float32(self.params.gamma) * np.where(terminated, 0, next_value)
-        index = row * self.num_actions + actions
-        value = np.take(self._q_flat, index)
-        self._q_flat[index] = value + np.float32(self.params.lr) * (target - value)
+    def _stepped(
+        self, value: np.ndarray, reward: np.ndarray, next_value: np.ndarray, terminated: np.ndarray
+    ) -> np.ndarray:
+        """`value` moved by `lr` toward the one-step target `reward + gamma * next_value`."""
+        target = reward + np.float32(self.params.gamma) * np.where(terminated, 0, next_value)
+        return value + np.float32(self.params.lr) * (target - value)
 
-    def _record(
-        self,
-        row: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        next_row: np.ndarray,
-        terminated: np.ndarray,
-    ) -> None:
+    def _td_update(self, t: Transitions) -> None:
+        """One Q-learning update per transition."""
+        next_value = row_max(np.take(self._q_rows, t.next_row, axis=0))
+        index = t.row * self.num_actions + t.action
+        value = np.take(self._q_flat, index)
+        self._q_flat[index] = self._stepped(value, t.reward, next_value, t.terminated)
+
+    def _record(self, t: Transitions) -> None:
         """Append one step to every sub-env's episode buffer."""
         envs, at = np.arange(self.num_envs), self._episode_len
-        for key, value in zip(
-            ("row", "action", "reward", "next_row", "terminated"),
-            (row, actions, rewards, next_row, terminated),
-            strict=True,
-        ):
-            self._episode[key][envs, at] = value
+        for buffer, value in zip(self._episode, t, strict=True):
+            buffer[envs, at] = value
         self._episode_len += 1
 
     def _replay(self, envs: np.ndarray) -> None:
@@ -188,7 +183,7 @@ class QLearning(Learner):
         length = self._episode_len[envs]
         for step in range(int(length.max()) - 1, -1, -1):
             live = envs[length > step]
-            self._td_update(*(self._episode[key][live, step] for key in self._episode))
+            self._td_update(Transitions(*(buffer[live, step] for buffer in self._episode)))
         self._episode_len[envs] = 0
 
     def _sweep(self, envs: np.ndarray) -> None:
@@ -197,12 +192,10 @@ class QLearning(Learner):
         tried = seen_next >= 0
         next_rows = np.where(tried, seen_next, 0)
         reward, terminated = self._seen_reward[envs], self._seen_terminated[envs]
-        gamma, lr = np.float32(self.params.gamma), np.float32(self.params.lr)
         for _ in range(self.params.replay_sweeps):
             q = self.q[envs]
             next_value = row_max(self._q_rows)[next_rows]
-            target = reward + gamma * np.where(terminated, 0, next_value)
-            updated = np.where(tried, q + lr * (target - q), q)
+            updated = np.where(tried, self._stepped(q, reward, next_value, terminated), q)
             if np.array_equal(updated, q):  # converged: more sweeps change nothing
                 break
             self.q[envs] = updated
