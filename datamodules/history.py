@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from datamodules.storage import HistoryDataset, open_dataset
+from datamodules.storage import HistoryDataset, check_content, open_dataset
 
 Mode = Literal["ad", "ed"]
 
@@ -213,8 +213,21 @@ class HistoryDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("val_windows", val_windows, 1),
+            ("num_workers", num_workers, 0),
+            ("train_windows_per_epoch", train_windows_per_epoch, 1),
+        ):
+            if value is not None and value < low:
+                raise ValueError(f"data.{name} must be >= {low}, got {value}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.path = str(path)
-        self.dataset = open_dataset(self.path)
+        # checked where it is opened for training: checksums (each file once, then remembered)
+        # and values (no NaN, nothing outside the env's spaces), before the first step
+        self.dataset = open_dataset(self.path, verify="checksum")
+        check_content(self.dataset)
         manifest = self.dataset.manifest
         family = self.dataset.family
         if (context_len is None) == (context_episodes is None):
@@ -249,6 +262,7 @@ class HistoryDataModule(pl.LightningDataModule):
             "params": dict(manifest.env_params),
             "episode_len": family.episode_len,
             "dataset": str(Path(self.path).resolve()),
+            "fingerprint": manifest.fingerprint,  # what was collected: a resumed run must match
         }
         self.val_tasks = split_tasks(self.dataset.task_index, val_fraction=val_fraction, seed=seed)
         self.train_windows: WindowDataset | None = None

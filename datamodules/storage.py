@@ -14,13 +14,16 @@ whole shard or none; `zoo collect` skips valid shards when rerun, so collection 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +36,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 COLLECTION = "collection.json"
 SHARD_META = "shard.json"
+VERIFIED = ".verified.json"
+"""Checksums already verified, remembered per file with the file's identity (see `ChecksumMemo`)."""
 
 DTYPES: dict[str, np.dtype] = {
     "observations": np.dtype(np.int32),
@@ -93,6 +98,11 @@ def read_json(path: Path, *, what: str) -> dict[str, Any]:
         raise DatasetError(f"{path}: {what} is missing") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read {what} ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"{path}: {what} is corrupted (not UTF-8 text); "
+            "rerun the same `zoo collect` command to rewrite it"
+        ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -173,8 +183,60 @@ def write_shard(
     return record
 
 
-def check_shard_files(shard_dir: Path, record: dict[str, Any], *, verify: Verify) -> None:
-    """Raise DatasetError unless every file of the shard has its recorded size (and checksum)."""
+class ChecksumMemo:
+    """The files of one dataset whose sha256 was verified, so that a dataset is hashed once, not
+    at every `zoo fit`.
+
+    A file counts as verified while its identity (inode, size, mtime and ctime in ns) is the one
+    recorded: rewriting or editing it changes its ctime. As git does for its index, a file changed
+    within `RACY_SECONDS` of its verification is not remembered (timestamps have a coarse clock, so
+    a later edit in the same tick could keep them). The memo lives in the dataset directory
+    (`.verified.json`); a read-only dataset is simply verified every time.
+    """
+
+    RACY_SECONDS = 2.0
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / VERIFIED
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            entries = {}
+        self.entries: dict[str, Any] = entries if isinstance(entries, dict) else {}
+        self.changed = False
+
+    @staticmethod
+    def identity(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def verified(self, path: Path, sha256: str) -> bool:
+        entry = self.entries.get(str(path.relative_to(self.path.parent)))
+        return entry == {"sha256": sha256, "identity": self.identity(path)}
+
+    def remember(self, path: Path, sha256: str) -> None:
+        identity = self.identity(path)
+        if time.time_ns() - max(identity[2], identity[3]) < self.RACY_SECONDS * 1e9:
+            return
+        self.entries[str(path.relative_to(self.path.parent))] = {
+            "sha256": sha256,
+            "identity": identity,
+        }
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        # a read-only dataset is verified again next time; nothing else changes
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.path, self.entries)
+
+
+def check_shard_files(
+    shard_dir: Path, record: dict[str, Any], *, verify: Verify, memo: ChecksumMemo | None = None
+) -> None:
+    """Raise DatasetError unless every file of the shard has its recorded size (and checksum;
+    files `memo` remembers as verified and unchanged are not hashed again)."""
     repair = "rerun the same `zoo collect` command to recollect that shard"
     files = record.get("files")
     if not isinstance(files, dict) or set(files) != {f"{key}.npy" for key in DTYPES}:
@@ -190,13 +252,19 @@ def check_shard_files(shard_dir: Path, record: dict[str, Any], *, verify: Verify
                 f"{path}: shard file is {size} bytes, the manifest says {meta['bytes']} "
                 f"(truncated or overwritten); {repair}"
             )
-        if verify == "checksum" and sha256_of(path) != meta["sha256"]:
+        if verify != "checksum" or (memo is not None and memo.verified(path, meta["sha256"])):
+            continue
+        if sha256_of(path) != meta["sha256"]:
             raise DatasetError(f"{path}: sha256 checksum mismatch (file corrupted); {repair}")
+        if memo is not None:
+            memo.remember(path, meta["sha256"])
 
 
-def load_shard(shard_dir: Path, record: dict[str, Any], *, verify: Verify) -> Histories:
+def load_shard(
+    shard_dir: Path, record: dict[str, Any], *, verify: Verify, memo: ChecksumMemo | None = None
+) -> Histories:
     """Memory-map one shard's arrays as `Histories`, after checking files, dtypes and shapes."""
-    check_shard_files(shard_dir, record, verify=verify)
+    check_shard_files(shard_dir, record, verify=verify, memo=memo)
     arrays: dict[str, np.ndarray] = {}
     for key, dtype in DTYPES.items():
         path = shard_dir / f"{key}.npy"
@@ -406,7 +474,8 @@ class HistoryDataset:
 def open_dataset(path: str | os.PathLike[str], *, verify: Verify = "size") -> HistoryDataset:
     """Open a dataset written by `zoo collect`, validating its manifest and memory-mapping its shards.
 
-    `verify="size"` checks every file's size, dtype and shape (fast); `"checksum"` also its sha256.
+    `verify="size"` checks every file's size, dtype and shape (fast); `"checksum"` also its sha256
+    (each file once: what was verified is remembered in the dataset, see `ChecksumMemo`).
     """
     if verify not in ("size", "checksum"):
         raise ValueError(f"verify must be 'size' or 'checksum', not {verify!r}")
@@ -427,9 +496,18 @@ def open_dataset(path: str | os.PathLike[str], *, verify: Verify = "size") -> Hi
             f"{manifest_path}: missing; {root} is not a dataset made by `zoo collect`"
         )
     manifest = Manifest.from_json(read_json(manifest_path, what="manifest"), path=manifest_path)
+    memo = ChecksumMemo(root) if verify == "checksum" else None
     shards = []
     for record in manifest.shards:
-        shard = load_shard(root / record["name"], record, verify=verify)
+        if not isinstance(record["name"], str) or Path(record["name"]).name != record["name"]:
+            raise DatasetError(f"{manifest_path}: a shard name is not a plain directory name")
+        try:
+            shard = load_shard(root / record["name"], record, verify=verify, memo=memo)
+        except (KeyError, TypeError, AttributeError) as e:  # a record's fields renamed or retyped
+            raise DatasetError(
+                f"{manifest_path}: the record of {record['name']} is damaged ({type(e).__name__}: "
+                f"{e}); rerun `zoo collect` to rewrite it"
+            ) from None
         if shard.num_histories != record["histories"] or shard.num_steps != record["transitions"]:
             raise DatasetError(f"{root / record['name']}: shard counts differ from the manifest")
         shards.append(shard)
@@ -443,4 +521,78 @@ def open_dataset(path: str | os.PathLike[str], *, verify: Verify = "size") -> Hi
         dataset.task_index.min() >= 0 and dataset.task_index.max() < dataset.num_tasks
     ):
         raise DatasetError(f"{root}: a history's task index is outside the manifest's task table")
+    if memo is not None:
+        memo.save()
     return dataset
+
+
+def check_content(dataset: HistoryDataset) -> None:
+    """Raise DatasetError unless every stored value is one the env could have produced.
+
+    Checksums catch damage after collection; this catches values no checksum vouches against (a
+    dataset written by other code, or edited along with its manifest): observations and actions
+    inside the env's spaces, finite rewards and learning curves, booleans that are 0 or 1, and
+    episodes that are consistent (episode indices non-decreasing within a history and within the
+    learner's run, a change of index only after a `done`, every history ending with one, no
+    episode longer than the env's). Vectorised: it reads every array once.
+    """
+    family = dataset.family
+    episodes = dataset.manifest.episodes_per_history
+    for record, shard in zip(dataset.manifest.shards, dataset.shards, strict=True):
+        fault = functools.partial(_content_fault, dataset.path / record["name"])
+        checks = (
+            ("observations", shard.observations, 0, family.num_observations),
+            ("actions", shard.actions, 0, family.num_actions),
+            ("episode", shard.episode, 0, episodes),
+        )
+        for name, values, low, high in checks:
+            if len(values) and not (values.min() >= low and values.max() < high):
+                bad = np.flatnonzero((values < low) | (values >= high))[0]
+                raise fault(
+                    f"{name}.npy",
+                    f"{name}[{bad}] = {values[bad]} is outside [{low}, {high}) of env "
+                    f"{family.name!r}",
+                )
+        for name in ("rewards", "learning_curve"):
+            values = np.asarray(getattr(shard, name))
+            finite = np.isfinite(values)
+            if not finite.all():
+                bad = np.argwhere(~finite)[0]
+                index = ", ".join(str(i) for i in bad)
+                raise fault(f"{name}.npy", f"{name}[{index}] is {values[tuple(bad)]}, not finite")
+        done_bytes = np.asarray(shard.done).view(np.uint8)
+        if len(done_bytes) and done_bytes.max() > 1:
+            raise fault("done.npy", "holds values other than true and false")
+        _check_episodes(shard, family.episode_len, fault)
+
+
+def _content_fault(shard_dir: Path, file: str, what: str) -> DatasetError:
+    return DatasetError(
+        f"{shard_dir / file}: {what}; re-collect it with `zoo collect` (or restore the original files)"
+    )
+
+
+def _check_episodes(shard: Histories, episode_len: int, fault: Callable[..., DatasetError]) -> None:
+    """Episode structure of one shard (see `check_content`)."""
+    offsets = np.asarray(shard.offsets)
+    done = np.asarray(shard.done, dtype=bool)
+    episode = np.asarray(shard.episode, dtype=np.int64)
+    n = len(done)
+    if n == 0:
+        return
+    history_end = np.zeros(n, dtype=bool)
+    ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1
+    history_end[ends] = True
+    if not done[history_end].all():
+        raise fault("done.npy", "a history does not end with the end of an episode")
+    step = np.diff(episode)
+    inside = ~history_end[:-1]  # consecutive steps of one history
+    if np.any(step[inside] < 0):
+        raise fault("episode.npy", "episode indices go backwards within a history")
+    changes = step != 0
+    if np.any(inside & changes & ~done[:-1]) or np.any(inside & ~changes & done[:-1]):
+        raise fault("done.npy", "episode ends do not match the changes of episode index")
+    ended = np.flatnonzero(done)
+    lengths = np.diff(np.concatenate([[-1], ended]))
+    if lengths.max() > episode_len:
+        raise fault("done.npy", f"an episode is {lengths.max()} steps, the env's are {episode_len}")

@@ -6,16 +6,17 @@ backbone lacks a preset, or when a preset does not load: the command doubles as 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from zoo.errors import ArgumentParser
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser() -> ArgumentParser:
     from backbones.presets import PRESET_DIR, SIZES
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="zoo backbones",
         description="List registered backbones and the parameter counts of their size presets.",
     )

@@ -40,6 +40,7 @@ from datamodules.storage import (
 from envs.base import EnvFamily, make_family
 from envs.collection import collect_histories
 from envs.learners import LEARNERS, make_learner
+from zoo.errors import UsageError
 
 
 @dataclasses.dataclass
@@ -78,10 +79,6 @@ class CollectConfig:
 
 RUN_OPTIONS = ("output", "only_shards")
 """Config fields that say how to run a collection, not what it holds."""
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2, nothing written."""
 
 
 @dataclasses.dataclass(frozen=True)

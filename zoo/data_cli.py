@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
 from datamodules.storage import DatasetError, HistoryDataset, open_dataset
+from zoo.errors import ArgumentParser
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -73,7 +73,7 @@ def info(dataset: HistoryDataset) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo data", description=__doc__)
+    parser = ArgumentParser(prog="zoo data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     info_parser = commands.add_parser("info", help="summarise a dataset and its learning curve")
     info_parser.add_argument("path", help="dataset directory (made by `zoo collect`)")

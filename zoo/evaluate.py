@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zoo.errors import ArgumentParser, UsageError, one_line
 from zoo.evaluation import (
     CONTEXT_MODES,
-    EnvMismatchError,
     family_of,
     run_in_context,
     source_learning_curves,
@@ -27,7 +26,7 @@ from zoo.evaluation import (
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="zoo evaluate",
         description="In-context evaluation of a checkpoint on held-out tasks, frozen weights.",
     )
@@ -61,8 +60,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name in ("episodes", "tasks", "final_episodes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    if not Path(args.checkpoint).is_file():
-        parser.error(f"no checkpoint file {args.checkpoint}")
     return args
 
 
@@ -185,13 +182,10 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out = args.out or Path(args.checkpoint).resolve().parent.parent / f"eval-{args.mode}"
-    from datamodules.storage import DatasetError
-
     try:
         result = evaluate_checkpoint(args)
-    except (EnvMismatchError, ValueError, DatasetError) as e:
-        print(f"zoo evaluate: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # e.g. more tasks than the split has
+        raise UsageError(one_line(e)) from e
     write_outputs(result, out)
     summary = result["summary"]
     print(

@@ -20,13 +20,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from envs.base import EnvFamily, Split, make_family
+from zoo.errors import CheckpointError, UserError
 from zoo.model import InContextLearner
 
 ContextMode = Literal["stream", "window"]
 CONTEXT_MODES: tuple[str, ...] = ("stream", "window")
 
 
-class EnvMismatchError(ValueError):
+class EnvMismatchError(UserError, ValueError):
     """The env asked for is not the one the checkpoint was trained on."""
 
 
@@ -46,7 +47,7 @@ def family_of(model: InContextLearner, *, env: str | None = None) -> EnvFamily:
     """The env family a learner was trained on (from its hyper-parameters), checked against `env`."""
     info = model.env
     if not info.get("name"):
-        raise ValueError(
+        raise CheckpointError(
             "the model records no env (it was not trained through HistoryDataModule); "
             "pass the env family explicitly"
         )

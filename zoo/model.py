@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from backbones.base import Backbone, State
+from zoo.checkpoints import read_checkpoint
+from zoo.errors import CheckpointError, UserError
 
 
 class InContextLearner(pl.LightningModule):
@@ -78,6 +80,16 @@ class InContextLearner(pl.LightningModule):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value, ok, rule in (
+            ("lr", lr, lr > 0, "> 0"),
+            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+            ("betas", betas, all(0 <= b < 1 for b in betas), "in [0, 1)"),
+            ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+            ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+            ("embedding_dropout", embedding_dropout, 0 <= embedding_dropout < 1, "in [0, 1)"),
+        ):
+            if not ok:
+                raise ValueError(f"model.{name} must be {rule}, got {value}")
         # Under LightningCLI the backbone arrives as its config (class_path + init_args) and is
         # kept, so `load_from_checkpoint` rebuilds it; a module built in Python is not a config.
         with warnings.catch_warnings():
@@ -175,6 +187,12 @@ class InContextLearner(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, accuracy = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"train/loss is {loss.item()} at step {self.global_step}: training diverged "
+                "(lower model.lr, or raise model.warmup_steps); the checkpoints written so far "
+                "are kept"
+            )
         size = len(batch["actions"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/action_acc", accuracy, batch_size=size)
@@ -213,6 +231,10 @@ class InContextLearner(pl.LightningModule):
         }
 
 
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss stopped being a number: a setting to change, not a bug to trace."""
+
+
 def warmup_cosine(*, warmup_steps: int, total_steps: int, min_ratio: float):
     """Learning-rate factor per step: linear warm-up to 1, cosine decay to `min_ratio`."""
 
@@ -230,14 +252,19 @@ def load_learner(
 ) -> InContextLearner:
     """A trained learner from a checkpoint, in eval mode. `backbone` is needed only for models
     built in Python rather than from a config (their checkpoint holds no backbone config)."""
+    read_checkpoint(path)  # a clear error for a missing, damaged or foreign file
     extra = {} if backbone is None else {"backbone": backbone}
     try:
-        model = InContextLearner.load_from_checkpoint(path, map_location=map_location, **extra)
+        model = InContextLearner.load_from_checkpoint(
+            path, map_location=map_location, weights_only=True, **extra
+        )
     except TypeError as e:
         if "backbone" not in str(e):
             raise
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: the checkpoint holds no backbone config (the model was built in Python, "
             "not by `zoo fit`); pass the backbone module to load it"
         ) from None
+    except RuntimeError as e:  # the state does not fit the model its hyper-parameters build
+        raise CheckpointError(f"{path}: its weights do not fit its own config ({e})") from None
     return model.eval()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zoo.errors import ArgumentParser
 from zoo.report_data import RUN_COLUMNS, ReportError, load_results, load_studies
 
 
@@ -157,7 +158,7 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------- entry
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="zoo report", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="zoo report", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--storage", help="Optuna storage URL of the studies (sqlite:///runs/sweeps.db)"
     )

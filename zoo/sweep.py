@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.study import DEFAULT_STORAGE, SweepError
+from zoo.errors import ArgumentParser
 
 STUDY_KINDS = ("ablation", "tune")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo sweep", description=__doc__.split("\n\n")[0])
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="zoo sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=STUDY_KINDS, help="kind of study (default: from config)")
     parser.add_argument("--config", required=True, help="YAML of the study (configs/sweeps/)")
     parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
@@ -56,7 +57,7 @@ class SweepSpec:
 def load_spec(path: str, *, kind: str | None, name: str | None, storage: str | None) -> SweepSpec:
     """Read and check a study config: `study`, `name` and `storage` keys, then the kind's fields."""
     import yaml
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ArgumentParser as ConfigParser
 
     file = Path(path)
     if not file.is_file():
@@ -73,7 +74,7 @@ def load_spec(path: str, *, kind: str | None, name: str | None, storage: str | N
     if kind not in STUDY_KINDS:
         raise SweepError(f"{path}: set `study:` to one of {list(STUDY_KINDS)} (or pass --study)")
     config_class = _module(kind).__dict__[f"{kind.capitalize()}Config"]
-    parser = ArgumentParser(exit_on_error=False)
+    parser = ConfigParser(exit_on_error=False)
     parser.add_class_arguments(config_class, "config")
     try:
         parsed = parser.parse_object({"config": raw})
@@ -182,7 +183,7 @@ def status(argv: list[str]) -> int:
 
     from sweeps.study import grid_progress, open_storage
 
-    parser = argparse.ArgumentParser(prog="zoo sweep status", description="a study's progress")
+    parser = ArgumentParser(prog="zoo sweep status", description="a study's progress")
     parser.add_argument("--config", help="YAML of the study (for its name, storage and grid)")
     parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
     parser.add_argument("--name", default=None, help="study name")

@@ -7,15 +7,27 @@ that pick a backbone preset: `zoo fit --config configs/experiments/darkroom_ad.y
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from datamodules.history import HistoryDataModule
-from datamodules.storage import DatasetError
+from zoo.checkpoints import check_resumable, read_checkpoint
+from zoo.errors import UsageError
 from zoo.model import InContextLearner
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger from every run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch").addFilter(_NoAdverts())
 
 LINKED_FROM_DATA = ("num_observations", "observation_factors", "num_actions", "context_len", "env")
 """Attributes of the instantiated datamodule passed to the model's arguments of the same name."""
@@ -46,38 +58,74 @@ def trainer_defaults() -> dict[str, Any]:
     }
 
 
+class ZooArgumentParser(LightningArgumentParser):
+    """Lightning's parser, whose errors are one line (`UsageError`) instead of a usage dump."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error:  # jsonargparse trying alternatives internally
+            return super().error(message, ex)
+        raise UsageError(concise(message))
+
+
+def concise(message: str, *, limit: int = 300) -> str:
+    """jsonargparse's message on one line; of an error under a union of types (a callback list,
+    say) only the first alternative's error, which names the bad value."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if "Errors:" in lines:
+        first = lines[lines.index("Errors:") + 1].removeprefix("- ")
+        key = lines[0] if lines[0].startswith("Parser key") else ""
+        lines = [key, first] if key else [first]
+    text = " ".join(lines) or "invalid arguments"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 class ZooCLI(LightningCLI):
-    """LightningCLI with the data-to-model links of the zoo."""
+    """LightningCLI with the data-to-model links of the zoo, and its user errors as one line."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """As LightningCLI's; then a `--ckpt_path` must be a readable `zoo fit` checkpoint
+        (before Lightning reads its hyper-parameters)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self.checkpoint = read_checkpoint(path) if path else None
+
     def instantiate_classes(self) -> None:
-        """As LightningCLI's, with a one-line error for a bad dataset or argument value."""
+        """As LightningCLI's, with a one-line error for a bad argument value."""
         try:
             super().instantiate_classes()
-        except (DatasetError, ValueError) as e:
-            self.parser.error(str(e))
+        except (ValueError, MisconfigurationException) as e:
+            raise UsageError(concise(str(e))) from e
         if not self.trainer.loggers:  # `--trainer.logger false`: nothing to monitor the rate into
             self.trainer.callbacks[:] = [
                 c for c in self.trainer.callbacks if not isinstance(c, LearningRateMonitor)
             ]
 
+    def before_fit(self) -> None:
+        """A resumed run must continue on the data it was trained on."""
+        if self.checkpoint is not None:
+            check_resumable(self.config.fit.ckpt_path, self.checkpoint, self.datamodule)
+
 
 def make_cli(args: list[str], *, run: bool = True) -> ZooCLI:
     """The CLI on `args` (a sub-command and its options); runs it unless `run=False`."""
-    # LightningCLI reads `args`; it warns when sys.argv holds the `zoo` command line as well
-    argv, sys.argv = sys.argv, sys.argv[:1]
+    # While it runs, sys.argv is the `zoo` command line it was given: Lightning's DDP launcher
+    # starts the other ranks by running sys.argv again.
+    argv, sys.argv = sys.argv, [sys.argv[0], *args]
     try:
         return ZooCLI(
             model_class=InContextLearner,
             datamodule_class=HistoryDataModule,
-            args=args,
+            args=None,
             run=run,
             seed_everything_default=0,
             trainer_defaults=trainer_defaults(),
             save_config_kwargs={"overwrite": True},
+            parser_class=ZooArgumentParser,
             parser_kwargs={"prog": "zoo", "default_env": False},
         )
     finally:

@@ -1,0 +1,57 @@
+"""The errors a user can cause, and how the command layer tells them from bugs.
+
+A user error (a missing or damaged file, a bad option value, a checkpoint that does not fit the
+data) is printed by `zoo` as one line on stderr with exit code 2; anything else is a bug and keeps
+its traceback. `zoo --debug ...` (or `ZOO_DEBUG=1`) shows the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class UserError(Exception):
+    """Bad input from the user: one line that says what to fix; nothing already written is lost."""
+
+
+class UsageError(UserError):
+    """A bad command-line option or value (the hint points at `--help`)."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, damaged, not a `zoo fit` checkpoint, or not for this data."""
+
+
+USER_ERRORS: tuple[str, ...] = (
+    "zoo.errors:UserError",
+    "datamodules.storage:DatasetError",
+    "sweeps.study:SweepError",
+    "zoo.report_data:ReportError",
+)
+"""Exception classes that are the user's to fix, as `module:class`. A class counts only once its
+module is imported (an error cannot come from a module that never ran), so `zoo --help` and
+`zoo collect` never import optuna or torch to classify an error."""
+
+
+def is_user_error(error: BaseException) -> bool:
+    for spec in USER_ERRORS:
+        module_name, class_name = spec.split(":")
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(error, getattr(module, class_name)):
+            return True
+    return False
+
+
+def one_line(message: object) -> str:
+    """A message folded onto one line (library messages may wrap)."""
+    return " ".join(str(message).split())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors raise `UsageError` (one line) instead of printing the usage and
+    exiting; `--help` is unchanged."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
