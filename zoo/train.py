@@ -20,6 +20,7 @@ from zoo.checkpoints import check_resumable, read_checkpoint
 from zoo.errors import UsageError
 from zoo.model import InContextLearner
 
+
 class _NoAdverts(logging.Filter):
     """Drops Lightning's advertisement for its cloud logger from every run's output."""
 
