@@ -1,7 +1,9 @@
 """Causal transformer: an x-transformers `Decoder` with rotary positions and an attention window.
 
 Each token attends to at most the last `context_len` tokens, itself included
-(x-transformers' `attn_max_attend_past = context_len - 1`). The incremental path keeps every
+(x-transformers' `attn_max_attend_past = context_len - 1`). The window is switched on only for
+sequences longer than it: a training window no longer than the attention window runs SDPA's plain
+causal path, with no mask to build or apply (about 10% of the training step on CPU). The incremental path keeps every
 layer's keys and values for the last `context_len - 1` tokens (x-transformers' KV cache), so a
 stream of any length costs O(context_len) per token and equals the parallel forward with the same
 window exactly. It is *not* a recompute over the last `context_len` tokens: with several layers the
@@ -51,6 +53,7 @@ class TransformerBackbone(Backbone):
         context_len: int,
         ff_mult: int = 4,
         dropout: float = 0.0,
+        attn_dropout: float = 0.0,
     ) -> None:
         """
         Args:
@@ -59,7 +62,10 @@ class TransformerBackbone(Backbone):
             heads: attention heads; must divide d_model (head width = d_model // heads).
             context_len: attention window, in tokens, the current token included.
             ff_mult: feed-forward hidden width as a multiple of d_model.
-            dropout: dropout on attention weights and in the feed-forward blocks.
+            dropout: dropout in the feed-forward blocks.
+            attn_dropout: dropout on the attention weights. On CPU any value above 0 moves SDPA
+                from its fused kernel to the unfused math path and draws a mask over every
+                [T, T] attention map: about twice the training step (BENCHMARKS.md).
         """
         super().__init__()
         if d_model % heads != 0 or d_model // heads < 8:
@@ -80,13 +86,16 @@ class TransformerBackbone(Backbone):
             heads=heads,
             attn_dim_head=self.d_head,
             ff_mult=ff_mult,
-            attn_dropout=dropout,
+            attn_dropout=attn_dropout,
             ff_dropout=dropout,
             rotary_pos_emb=True,
             attn_flash=True,
             attn_max_attend_past=context_len - 1,
             verbose=False,  # its only message asks for rotary width >= 32, which small heads lack
         )
+        # x-transformers reads `max_attend_past` from each attention module at every forward
+        self._attentions = [m for m in self.decoder.modules() if hasattr(m, "max_attend_past")]
+        assert len(self._attentions) == depth
 
     def init_state(
         self,
@@ -101,6 +110,10 @@ class TransformerBackbone(Backbone):
     def forward(
         self, x: Tensor, *, state: TransformerState | None = None
     ) -> tuple[Tensor, TransformerState]:
+        cached = 0 if state is None else state.keys[0].shape[-2]
+        window = self.window_for(cached + x.shape[1])
+        for attention in self._attentions:
+            attention.max_attend_past = window
         if state is None:
             y, intermediates = self.decoder(x, return_hiddens=True)
         else:
@@ -108,6 +121,10 @@ class TransformerBackbone(Backbone):
                 x, cache=self._as_cache(state), cache_age=x.shape[1], return_hiddens=True
             )
         return y, self._trimmed_state(intermediates)
+
+    def window_for(self, keys: int) -> int | None:
+        """The attention window for `keys` positions: None (plain causal) when all of them fit."""
+        return self.context_len - 1 if keys > self.context_len else None
 
     def _as_cache(self, state: TransformerState) -> LayerIntermediates:
         """The x-transformers cache object for a state (only the fields its decoder reads)."""

@@ -13,13 +13,15 @@ one vectorised index per shard straight from the memory maps, so sampling stays 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from datamodules.storage import HistoryDataset, check_content, open_dataset
 
@@ -153,6 +155,67 @@ class WindowDataset(Dataset):
         return {key: value[0] for key, value in self.__getitems__([index]).items()}
 
 
+class EpochSampler(DistributedSampler):
+    """The training windows of one epoch on this rank, in an order fixed by (seed, epoch) alone.
+
+    torch's `DistributedSampler`: a seeded permutation of every window per epoch (Lightning sets
+    the epoch), sharded across ranks so that no two ranks draw the same window; or, with
+    `num_samples`, that many windows drawn with replacement per epoch. Because the order depends on
+    nothing else, a run resumed mid-epoch replays it: `skip` drops the first indices of the next
+    epoch iterated (those the interrupted run had already trained on).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        num_samples: int | None = None,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.with_replacement = num_samples is not None
+        if num_samples is not None:
+            self.num_samples = math.ceil(num_samples / num_replicas)
+            self.total_size = self.num_samples * num_replicas
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.with_replacement:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            drawn = torch.randint(len(self.dataset), (self.total_size,), generator=generator)
+            indices = drawn[self.rank : self.total_size : self.num_replicas].tolist()
+        else:
+            indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints and restores on resume
+    (Lightning's `state_dict` / `load_state_dict` interface for loaders): the epoch and how many
+    batches the model consumed in it, counted by `HistoryDataModule.on_after_batch_transfer`
+    (so batches Lightning prefetched but did not train on are not counted)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumed = 0
+
+    def __iter__(self) -> Any:
+        sampler = self.sampler
+        self.consumed = getattr(sampler, "skip", 0) // self.batch_size if self.batch_size else 0
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(getattr(self.sampler, "epoch", 0)), "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.sampler, EpochSampler) and self.batch_size:
+            self.sampler.set_epoch(state["epoch"])
+            self.sampler.skip = state["consumed"] * self.batch_size
+
+
 def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Collate function: `WindowDataset.__getitems__` already returns a collated batch."""
     return batch
@@ -267,6 +330,7 @@ class HistoryDataModule(pl.LightningDataModule):
         self.val_tasks = split_tasks(self.dataset.task_index, val_fraction=val_fraction, seed=seed)
         self.train_windows: WindowDataset | None = None
         self.val_windows: WindowDataset | None = None
+        self._train_loader: ResumableLoader | None = None
 
     def split_histories(self) -> tuple[np.ndarray, np.ndarray]:
         """Global indices of the (train, validation) histories: split by task."""
@@ -298,9 +362,9 @@ class HistoryDataModule(pl.LightningDataModule):
         self.train_windows = self._windows(train, "training")
         self.val_windows = self._windows(val, "validation") if len(val) else None
 
-    def _loader(self, dataset: Dataset, sampler: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Any, *, cls: type = DataLoader) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(
+        return cls(
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=sampler,
@@ -311,16 +375,26 @@ class HistoryDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Every training window once per epoch in a seeded order (or `train_windows_per_epoch`
+        drawn with replacement), sharded across the ranks of a distributed run."""
         self.setup()
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        per_epoch = self.hparams.train_windows_per_epoch
-        sampler = RandomSampler(
+        trainer = self.trainer
+        sampler = EpochSampler(
             self.train_windows,
-            replacement=per_epoch is not None,
-            num_samples=per_epoch,
-            generator=generator,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            seed=self.hparams.seed,
+            num_samples=self.hparams.train_windows_per_epoch,
         )
-        return self._loader(self.train_windows, sampler)
+        self._train_loader = self._loader(self.train_windows, sampler, cls=ResumableLoader)
+        return self._train_loader
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts the training batches the model consumed (the loader's resumable position)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.consumed += 1
+        return batch
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()

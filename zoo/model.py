@@ -42,6 +42,7 @@ class InContextLearner(pl.LightningModule):
         warmup_steps: int = 500,
         min_lr_ratio: float = 0.1,
         embedding_dropout: float = 0.0,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -66,6 +67,10 @@ class InContextLearner(pl.LightningModule):
                 at the last step of the run.
             min_lr_ratio: final learning rate as a fraction of `lr`.
             embedding_dropout: dropout on the token embeddings.
+            compile: run the training and validation loss through `torch.compile` (in-context
+                evaluation stays eager: its shapes change every step). Same numbers to float
+                precision; faster where BENCHMARKS.md says so (the reference transformer on
+                CPU), and a compile of tens of seconds at the first step.
         """
         super().__init__()
         if not isinstance(backbone, Backbone):
@@ -178,6 +183,14 @@ class InContextLearner(pl.LightningModule):
 
     # -------------------------------------------------------------- training
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(cross-entropy, action accuracy) of a batch of windows; compiled if `compile`."""
+        if not self.hparams.get("compile"):
+            return self._window_loss(batch)
+        if "_compiled_loss" not in self.__dict__:
+            self.__dict__["_compiled_loss"] = torch.compile(self._window_loss)
+        return self.__dict__["_compiled_loss"](batch)
+
+    def _window_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         actions = batch["actions"].long()
         prev_actions, prev_rewards = self.previous(actions, batch["rewards"])
         logits, _ = self(batch["observations"], prev_actions, prev_rewards)
@@ -201,8 +214,9 @@ class InContextLearner(pl.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, accuracy = self._loss(batch)
         size = len(batch["actions"])
-        self.log("val/loss", loss, prog_bar=True, batch_size=size)
-        self.log("val/action_acc", accuracy, batch_size=size)
+        # averaged over every rank's windows (one all-reduce per validation, none in training)
+        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("val/action_acc", accuracy, batch_size=size, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

@@ -28,7 +28,8 @@ class _NoAdverts(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
-logging.getLogger("lightning.pytorch").addFilter(_NoAdverts())
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdverts())  # the loggers Lightning's messages go to
 
 LINKED_FROM_DATA = ("num_observations", "observation_factors", "num_actions", "context_len", "env")
 """Attributes of the instantiated datamodule passed to the model's arguments of the same name."""

@@ -27,6 +27,29 @@ def test_one_layer_attends_to_exactly_the_last_context_len_tokens() -> None:
         torch.testing.assert_close(backbone(outside)[0][:, t], y, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("length", [6, 8, 30])
+def test_the_window_equals_x_transformers_own_max_attend_past(length: int) -> None:
+    """The window switched on only when needed is the library's sliding window."""
+    from x_transformers import Decoder
+
+    backbone = model(depth=2, context_len=8)
+    reference = Decoder(
+        dim=16,
+        depth=2,
+        heads=2,
+        attn_dim_head=8,
+        rotary_pos_emb=True,
+        attn_flash=True,
+        attn_max_attend_past=7,
+        verbose=False,
+    ).eval()
+    reference.load_state_dict(backbone.decoder.state_dict())
+    x = torch.randn(2, length, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x)[0], reference(x), atol=1e-5, rtol=0)
+    assert (backbone.window_for(length) is None) == (length <= 8)
+
+
 def test_stream_keeps_context_len_minus_one_cached_tokens_per_layer() -> None:
     backbone = model(depth=3, context_len=5)
     state = backbone.init_state(2)

@@ -1,0 +1,236 @@
+"""Training throughput as `zoo fit` runs it, for every backbone, against a bare loop and the
+machine's fp32 matmul ceiling.
+
+For each backbone x size preset, on the reference experiment (configs/experiments/darkroom_ad.yaml:
+batch 32 x 160 steps of Dark Room histories):
+- `zoo fit`: the LightningModule, DataModule and Trainer exactly as the CLI builds them from the
+  experiment (with `--model.backbone <preset>`); the time of a step is the time between two
+  consecutive training batches (data, forward, backward, optimizer, logging, callbacks), median
+  over the timed steps after a warm-up;
+- bare: the same model on the same batches in a plain PyTorch loop (forward, backward, AdamW);
+- the ceiling: an fp32 [n, n] x [n, n] matmul at the same thread count.
+Prints tokens/s, GFLOP/s by the 6N rule (N = parameters; attention's own matmuls added for the
+transformer), the fraction of the ceiling, Lightning's overhead (fit / bare) and each member's
+step time relative to the transformer's. Numbers mean something only on a quiet machine: the
+script prints the load it started under.
+
+    python bench/train_throughput.py                          # all backbones, 100k and 400k
+    python bench/train_throughput.py --backbones transformer gru --sizes 100k
+    python bench/train_throughput.py --quick                  # tiny sizes: proves it runs
+    python bench/train_throughput.py --profile transformer    # torch.profiler table, one preset
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from backbones import BACKBONES, count_parameters
+from backbones.presets import preset_path
+from zoo.train import make_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = ROOT / "configs" / "experiments" / "darkroom_ad.yaml"
+AS_IS = "experiment"
+"""`--backbones experiment`: the experiment's own backbone, settings and all (the reference run)."""
+
+
+@dataclass
+class Result:
+    backbone: str
+    size: str
+    parameters: int
+    tokens_per_step: int
+    flop_per_step: float
+    fit_ms: float
+    bare_ms: float
+    fit_steps: int
+
+
+class StepTimer(pl.Callback):
+    """Wall time between the starts of consecutive training batches."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.starts.append(time.perf_counter())
+
+    def step_seconds(self, warmup: int) -> list[float]:
+        times = [b - a for a, b in zip(self.starts, self.starts[1:])]
+        return times[warmup:]
+
+
+def matmul_ceiling(n: int = 1024, repeats: int = 20) -> float:
+    """GFLOP/s of an fp32 square matmul (best of `repeats`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def flop_per_step(model: torch.nn.Module, batch: int, length: int) -> float:
+    """6 N per token (forward + backward), plus the transformer's attention matmuls: per layer and
+    token 2 x 2 x d x (keys attended, T/2 on average when causal), three times for the backward."""
+    tokens = batch * length
+    flop = 6.0 * count_parameters(model) * tokens
+    backbone = model.backbone
+    if hasattr(backbone, "context_len") and hasattr(backbone, "heads"):
+        attended = min(length, backbone.context_len) / 2
+        flop += 3 * 4 * backbone.d_model * attended * backbone.depth * tokens
+    return flop
+
+
+def fit_args(backbone: str, size: str, *, data: str | None, steps: int, root: str) -> list[str]:
+    chosen = [] if backbone == AS_IS else [f"--model.backbone={preset_path(backbone, size)}"]
+    args = [
+        f"--config={EXPERIMENT}",
+        *chosen,
+        f"--trainer.max_steps={steps}",
+        f"--trainer.val_check_interval={steps + 1}",  # no validation inside the timed steps
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+    return [*args, f"--data.path={data}"] if data else args
+
+
+def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
+    with tempfile.TemporaryDirectory() as root:
+        total = args.warmup + args.steps + 1
+        cli = make_cli(fit_args(backbone, size, data=args.data, steps=total, root=root), run=False)
+        timer = StepTimer()
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        fit = timer.step_seconds(args.warmup)
+        model, data = cli.model, cli.datamodule
+        batches = [b for _, b in zip(range(8), data.train_dataloader())]
+        bare = bare_loop(model, batches, warmup=args.warmup, steps=args.steps)
+    size_t = batches[0]["actions"].shape
+    return Result(
+        backbone=backbone,
+        size=size,
+        parameters=count_parameters(model),
+        tokens_per_step=size_t.numel(),
+        flop_per_step=flop_per_step(model, *size_t),
+        fit_ms=1000 * statistics.median(fit),
+        bare_ms=1000 * statistics.median(bare),
+        fit_steps=len(fit),
+    )
+
+
+def bare_loop(model, batches, *, warmup: int, steps: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Forward, backward and the model's own optimizer, nothing else."""
+    model.train()
+    optimizer = model.configure_optimizers()["optimizer"]
+    times = []
+    for i in range(warmup + steps):
+        batch = batches[i % len(batches)]
+        start = time.perf_counter()
+        loss, _ = model._loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
+def profile(backbone: str, size: str, args: argparse.Namespace) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with tempfile.TemporaryDirectory() as root:
+        cli = make_cli(fit_args(backbone, size, data=args.data, steps=1, root=root), run=False)
+        model, data = cli.model, cli.datamodule
+        data.setup()
+        model.trainer = None  # type: ignore[assignment]
+        batches = [next(iter(data.train_dataloader()))]
+        model.configure_optimizers = lambda: {  # type: ignore[method-assign]
+            "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+        }
+        bare_loop(model, batches, warmup=3, steps=1)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            bare_loop(model, batches, warmup=0, steps=3)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=[AS_IS, *sorted(BACKBONES)],
+        help=f"registered names, and `{AS_IS}` for the experiment's own backbone",
+    )
+    parser.add_argument("--sizes", nargs="+", default=["100k", "400k"])
+    parser.add_argument("--data", help="dataset (default: the experiment's, data/darkroom)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="tiny presets, few steps")
+    parser.add_argument("--profile", metavar="BACKBONE", help="profile one bare step instead")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.steps, args.warmup = ["tiny"], 3, 1
+    torch.set_num_threads(args.threads)
+    data = Path(args.data or ROOT / "data" / "darkroom")
+    if not data.is_dir():
+        print(f"no dataset at {data}: zoo collect --config configs/collect/darkroom.yaml first")
+        return 2
+    args.data = str(data)
+    if args.profile:
+        profile(args.profile, args.sizes[0], args)
+        return 0
+
+    ceiling = matmul_ceiling()
+    load = os.getloadavg()
+    print(f"# train_throughput: torch {torch.__version__}, {args.threads} threads, load at start")
+    print(f"# {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
+    print(f"# experiment {EXPERIMENT.relative_to(ROOT)}, data {data}; median of {args.steps} steps")
+    results = [
+        measure(b, s, args)
+        for s in args.sizes
+        for b in args.backbones
+        if b != AS_IS or s == args.sizes[0]
+    ]
+    print()
+    print(
+        "| backbone | size | params | fit ms/step | bare ms/step | fit / bare | fit tokens/s "
+        "| fit GFLOP/s | of ceiling | fit vs transformer | bare vs transformer |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        reference = next(
+            (x for x in results if x.size == r.size and x.backbone == "transformer"), None
+        )
+        gflops = r.flop_per_step / (r.fit_ms / 1000) / 1e9
+        vs = (
+            (f"{r.fit_ms / reference.fit_ms:.2f}x", f"{r.bare_ms / reference.bare_ms:.2f}x")
+            if reference
+            else ("-", "-")
+        )
+        print(
+            f"| {r.backbone} | {'-' if r.backbone == AS_IS else r.size} | {r.parameters:,} | {r.fit_ms:.1f} | {r.bare_ms:.1f} "
+            f"| {r.fit_ms / r.bare_ms:.2f} | {r.tokens_per_step / (r.fit_ms / 1000):,.0f} "
+            f"| {gflops:.1f} | {gflops / ceiling:.1%} | {vs[0]} | {vs[1]} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""`zoo fit` beyond one process: Lightning's DDP over 2 CPU processes (gloo), windows sharded per
+rank, and a run killed mid-epoch that resumes to the very parameters of an uninterrupted one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backbones.presets import preset_path
+from datamodules.history import EpochSampler, HistoryDataModule
+from zoo.cli import main as zoo
+from zoo.train import make_cli
+
+ZOO = Path(sys.executable).with_name("zoo")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("collect") / "darkroom"
+    args = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--no_progress"]
+    assert zoo(["collect", *args, "--output", str(path)]) == 0
+    return path
+
+
+def fit_args(dataset: Path, root: Path, *, max_steps: int, every: int = 3) -> list[str]:
+    return [
+        f"--data.path={dataset}",
+        "--data.context_episodes=1",
+        "--data.batch_size=4",
+        "--data.val_windows=8",
+        f"--model.backbone={preset_path('gru', 'tiny')}",
+        "--model.warmup_steps=1",
+        f"--trainer.max_steps={max_steps}",
+        f"--trainer.val_check_interval={every}",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+def test_every_rank_draws_other_windows(dataset: Path) -> None:
+    data = HistoryDataModule(path=str(dataset), context_len=20)
+    data.setup()
+    windows = len(data.train_windows)
+    shards = [
+        list(EpochSampler(data.train_windows, num_replicas=2, rank=rank, seed=0)) for rank in (0, 1)
+    ]
+    # disjoint but for the padding that evens the ranks out (torch's DistributedSampler)
+    padding = len(shards[0]) + len(shards[1]) - windows
+    assert padding == windows % 2 and len(set(shards[0]) & set(shards[1])) <= padding
+    assert set(shards[0]) | set(shards[1]) == set(range(windows))
+    one = EpochSampler(data.train_windows, seed=0)
+    first = list(one)
+    one.set_epoch(1)
+    assert sorted(first) == list(range(windows)) and list(one) != first  # a new order per epoch
+
+
+@pytest.mark.slow
+def test_ddp_trains_on_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
+    """The `zoo` command line, as a user runs it: Lightning starts rank 1 by running it again."""
+    args = [*fit_args(dataset, tmp_path, max_steps=4, every=2)]
+    args += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(ZOO), "fit", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Starting with 2 processes" in result.stderr + result.stdout
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4
+
+
+class Killed(Exception):
+    """Stands for the process dying after a checkpoint was written."""
+
+
+def fit_in_process(
+    args: list[str], *, kill_at: int | None = None, ckpt: Path | None = None
+) -> dict[str, torch.Tensor]:
+    import lightning.pytorch as pl
+
+    class Kill(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            if trainer.global_step == kill_at:
+                raise Killed
+
+    cli = make_cli(args, run=False)
+    if kill_at is not None:
+        cli.trainer.callbacks.append(Kill())
+    with contextlib.suppress(Killed):
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)
+    return {k: v.clone() for k, v in cli.model.state_dict().items()}
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_parameters(
+    dataset: Path, tmp_path: Path
+) -> None:
+    straight = fit_in_process(fit_args(dataset, tmp_path / "straight", max_steps=9))
+    args = fit_args(dataset, tmp_path / "killed", max_steps=9)
+    fit_in_process(args, kill_at=4)  # killed after the checkpoint of step 3
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["global_step"] == 3
+    assert json.dumps(state["loops"]["fit_loop"]["state_dict"]["combined_loader"])
+    resumed = fit_in_process(args, ckpt=checkpoint)
+    for key, value in straight.items():
+        np.testing.assert_array_equal(resumed[key].numpy(), value.numpy(), key)
