@@ -13,7 +13,9 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WHICH=${1:-both}
 OUT=runs/reference
-EVAL=(--episodes 40 --tasks 32 --mode stream --seed 0)
+# every one of Dark Room's 16 held-out goals exactly once, under evaluation seeds 0, 1 and 2
+EVAL=(--episodes 40 --tasks 16 --mode stream)
+SEEDS=(0 1 2)
 steps=()
 [[ -n "${STEPS:-}" ]] && steps=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
 
@@ -30,26 +32,32 @@ reference() {  # ad|ed, collect config, experiment config
   timed "$kind-collect" "$ZOO" collect --config "$2" --overwrite --no_progress
   timed "$kind-fit" "$ZOO" fit --config "$3" --trainer.default_root_dir "$OUT/$kind" \
     --trainer.logger false --trainer.enable_progress_bar false "${steps[@]}"
-  timed "$kind-evaluate" "$ZOO" evaluate "$OUT/$kind/checkpoints/last.ckpt" "${EVAL[@]}" \
-    --out "$OUT/$kind/eval"
+  for seed in "${SEEDS[@]}"; do
+    timed "$kind-evaluate-$seed" "$ZOO" evaluate "$OUT/$kind/checkpoints/last.ckpt" "${EVAL[@]}" \
+      --seed "$seed" --out "$OUT/$kind/eval-$seed"
+  done
   echo "$kind total: $((SECONDS - start)) s"
-  "$PY" - "$OUT/$kind/eval/returns.json" "$kind" <<'PY'
+  "$PY" - "$kind" "$OUT/$kind"/eval-*/returns.json <<'PY'
 import json, sys
 import numpy as np
-result, kind = json.load(open(sys.argv[1])), sys.argv[2]
-curve = np.asarray(result["returns"]).mean(0)
-optimal = float(np.mean(result["optimal"]))
-s = result["summary"]
-print(f"{kind}: held-out return by episode (mean of {len(result['returns'])} tasks, "
-      f"{result['mode']}, optimal {optimal:.2f}):")
-print("  " + "  ".join(f"ep{k}={curve[k - 1]:.2f}" for k in (1, 2, 5, 10, 20, 30, 40)))
-print(f"  final (last 5) {s['return_final']:.2f} = {s['fraction_optimal']:.1%} of optimal, "
-      f"auc {s['auc']:.2f}")
-if result["source"]:
-    source = np.asarray(result["source"]["returns"]).mean(0)
-    reach = np.flatnonzero(source >= 0.8 * optimal)
-    print(f"  source learner on the same tasks: ep1={source[0]:.2f} ep40={source[-1]:.2f}, "
-          f"first episode >= 80% of optimal: {reach[0] + 1 if len(reach) else 'never'}")
+kind, results = sys.argv[1], [json.load(open(p)) for p in sys.argv[2:]]
+for result in results:
+    curve = np.asarray(result["returns"]).mean(0)
+    optimal = float(np.mean(result["optimal"]))
+    s = result["summary"]
+    print(f"{kind}, evaluation seed {result['seed']}: held-out return by episode (mean of "
+          f"{len(result['returns'])} tasks, {result['mode']}, optimal {optimal:.2f}):")
+    print("  " + "  ".join(f"ep{k}={curve[k - 1]:.2f}" for k in (1, 2, 5, 10, 20, 30, 40)))
+    print(f"  final (last 5) {s['return_final']:.2f} = {s['fraction_optimal']:.1%} of optimal, "
+          f"auc {s['auc']:.2f}")
+    if result["source"]:
+        source = np.asarray(result["source"]["returns"]).mean(0)
+        reach = np.flatnonzero(source >= 0.8 * optimal)
+        print(f"  source learner on the same tasks: ep1={source[0]:.2f} ep40={source[-1]:.2f}, "
+              f"first episode >= 80% of optimal: {reach[0] + 1 if len(reach) else 'never'}")
+fractions = [r["summary"]["fraction_optimal"] for r in results]
+print(f"{kind}: final return {np.mean(fractions):.1%} of optimal on average over "
+      f"{len(results)} evaluation seeds ({', '.join(f'{f:.1%}' for f in fractions)})")
 PY
 }
 

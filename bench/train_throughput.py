@@ -23,12 +23,14 @@ script prints the load it started under.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -44,7 +46,7 @@ AS_IS = "experiment"
 """`--backbones experiment`: the experiment's own backbone, settings and all (the reference run)."""
 
 
-@dataclass
+@dataclasses.dataclass
 class Result:
     backbone: str
     size: str
@@ -94,8 +96,12 @@ def flop_per_step(model: torch.nn.Module, batch: int, length: int) -> float:
     return flop
 
 
-def fit_args(backbone: str, size: str, *, data: str | None, steps: int, root: str) -> list[str]:
+def fit_args(
+    backbone: str, size: str, *, data: str | None, steps: int, root: str, compile: str
+) -> list[str]:
     chosen = [] if backbone == AS_IS else [f"--model.backbone={preset_path(backbone, size)}"]
+    if compile != "experiment" and backbone != AS_IS:
+        chosen.append(f"--model.compile={compile}")
     args = [
         f"--config={EXPERIMENT}",
         *chosen,
@@ -113,7 +119,10 @@ def fit_args(backbone: str, size: str, *, data: str | None, steps: int, root: st
 def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory() as root:
         total = args.warmup + args.steps + 1
-        cli = make_cli(fit_args(backbone, size, data=args.data, steps=total, root=root), run=False)
+        cli = make_cli(
+            fit_args(backbone, size, data=args.data, steps=total, root=root, compile=args.compile),
+            run=False,
+        )
         timer = StepTimer()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -132,6 +141,19 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         bare_ms=1000 * statistics.median(bare),
         fit_steps=len(fit),
     )
+
+
+def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Result:
+    """`measure` in a fresh process, as `zoo fit` runs: nothing one member leaves behind (compiled
+    kernels, worker pools, allocator state) slows the next."""
+    command = [sys.executable, __file__, "--one", backbone, size, "--data", args.data]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--threads", str(args.threads), "--compile", args.compile]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{backbone} {size} failed:\n{done.stderr[-3000:]}")
+    return Result(**json.loads(lines[-1]))
 
 
 def bare_loop(model, batches, *, warmup: int, steps: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -155,7 +177,10 @@ def profile(backbone: str, size: str, args: argparse.Namespace) -> None:
     from torch.profiler import profile as torch_profile
 
     with tempfile.TemporaryDirectory() as root:
-        cli = make_cli(fit_args(backbone, size, data=args.data, steps=1, root=root), run=False)
+        cli = make_cli(
+            fit_args(backbone, size, data=args.data, steps=1, root=root, compile=args.compile),
+            run=False,
+        )
         model, data = cli.model, cli.datamodule
         data.setup()
         model.trainer = None  # type: ignore[assignment]
@@ -182,8 +207,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--compile",
+        choices=("false", "true", "experiment"),
+        default="false",
+        help="torch.compile for the presets (the `experiment` row keeps its own setting)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny presets, few steps")
     parser.add_argument("--profile", metavar="BACKBONE", help="profile one bare step instead")
+    parser.add_argument("--one", nargs=2, metavar=("BACKBONE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.steps, args.warmup = ["tiny"], 3, 1
@@ -196,14 +228,18 @@ def main() -> int:
     if args.profile:
         profile(args.profile, args.sizes[0], args)
         return 0
+    if args.one:
+        print(json.dumps(dataclasses.asdict(measure(*args.one, args))))
+        return 0
 
     ceiling = matmul_ceiling()
     load = os.getloadavg()
     print(f"# train_throughput: torch {torch.__version__}, {args.threads} threads, load at start")
     print(f"# {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
     print(f"# experiment {EXPERIMENT.relative_to(ROOT)}, data {data}; median of {args.steps} steps")
+    print(f"# presets with --model.compile={args.compile}")
     results = [
-        measure(b, s, args)
+        measure_in_child(b, s, args)
         for s in args.sizes
         for b in args.backbones
         if b != AS_IS or s == args.sizes[0]
