@@ -17,20 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from backbones.presets import preset_path
 from datamodules import storage
 from datamodules.history import HistoryDataModule
 from datamodules.storage import MANIFEST, SHARD_META, DatasetError, open_dataset, sha256_of
 from zoo.cli import main as zoo
 from zoo.errors import UsageError
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def collect(path: Path, *extra: str) -> Path:
@@ -45,29 +36,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(tiny_fit_args, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run")
-    assert zoo(["fit", *fit_args(dataset, root)]) == 0
+    assert zoo(["fit", *tiny_fit_args(dataset, root)]) == 0
     return root / "checkpoints" / "last.ckpt"
-
-
-def fit_args(dataset: Path, root: Path, *extra: str) -> list[str]:
-    return [
-        f"--data.path={dataset}",
-        "--data.context_episodes=1",
-        "--data.batch_size=4",
-        "--data.val_windows=8",
-        f"--model.backbone={preset_path('gru', 'tiny')}",
-        "--model.warmup_steps=1",
-        "--trainer.max_steps=2",
-        "--trainer.val_check_interval=2",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.logger=false",
-        f"--trainer.default_root_dir={root}",
-        *extra,
-    ]
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -105,14 +77,14 @@ def copy_of(dataset: Path, tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------------- dataset content
 def test_flipped_bytes_in_a_shard_are_refused_before_training(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_fit_args, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = copy_of(dataset, tmp_path)
     path = data / "shard-00001" / "observations.npy"
     raw = bytearray(path.read_bytes())
     raw[-7] ^= 0x01  # stays a valid observation: only the checksum can tell
     path.write_bytes(bytes(raw))
-    line = refused(["fit", *fit_args(data, tmp_path / "runs")], capsys)
+    line = refused(["fit", *tiny_fit_args(data, tmp_path / "runs")], capsys)
     assert f"{path}: sha256 checksum mismatch" in line
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
@@ -130,13 +102,13 @@ def test_flipped_bytes_in_a_shard_are_refused_before_training(
     ],
 )
 def test_values_the_env_cannot_produce_are_refused(
-    key: str, damage, fault: str, dataset: Path, tmp_path: Path, capsys
+    tiny_fit_args, key: str, damage, fault: str, dataset: Path, tmp_path: Path, capsys
 ) -> None:
     data = copy_of(dataset, tmp_path)
     original = np.load(data / "shard-00000" / f"{key}.npy")
     rewrite(data, 0, key, damage(original))
     open_dataset(data, verify="checksum")  # the checksums agree: only the values are wrong
-    line = refused(["fit", *fit_args(data, tmp_path / "runs")], capsys)
+    line = refused(["fit", *tiny_fit_args(data, tmp_path / "runs")], capsys)
     assert f"shard-00000/{key}.npy" in line and fault in line
     assert not (tmp_path / "runs").exists()
 
@@ -190,31 +162,33 @@ CHECKPOINT_FAULTS = {
 
 @pytest.mark.parametrize("kind", sorted(CHECKPOINT_FAULTS))
 def test_a_bad_checkpoint_is_one_line_in_evaluate_and_resume(
-    kind: str, dataset: Path, checkpoint: Path, tmp_path: Path, capsys
+    tiny_fit_args, kind: str, dataset: Path, checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
     path = bad_checkpoint(kind, tmp_path, checkpoint)
     line = refused(["evaluate", str(path), f"--out={tmp_path / 'eval'}"], capsys)
     assert str(path) in line and CHECKPOINT_FAULTS[kind] in line
-    line = refused(["fit", *fit_args(dataset, tmp_path / "runs"), f"--ckpt_path={path}"], capsys)
+    line = refused(
+        ["fit", *tiny_fit_args(dataset, tmp_path / "runs"), f"--ckpt_path={path}"], capsys
+    )
     assert str(path) in line and CHECKPOINT_FAULTS[kind] in line
     assert not (tmp_path / "eval").exists() and not (tmp_path / "runs").exists()
 
 
 def test_resuming_on_the_data_of_another_env_is_refused(
-    checkpoint: Path, tmp_path: Path, capsys
+    tiny_fit_args, checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
     args = ["--env", "key_to_door", "--num_tasks", "4", "--episodes", "2", "--no_progress"]
     assert zoo(["collect", *args, "--output", str(tmp_path / "k2d")]) == 0
-    argv = ["fit", *fit_args(tmp_path / "k2d", tmp_path / "runs"), f"--ckpt_path={checkpoint}"]
+    argv = ["fit", *tiny_fit_args(tmp_path / "k2d", tmp_path / "runs"), f"--ckpt_path={checkpoint}"]
     line = refused(argv, capsys)
     assert "trained on env 'darkroom', the data at" in line and "'key_to_door'" in line
 
 
 def test_resuming_on_another_collection_of_the_same_env_is_refused(
-    checkpoint: Path, tmp_path: Path, capsys
+    tiny_fit_args, checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
     other = collect(tmp_path / "other", "--seed", "7")
-    argv = ["fit", *fit_args(other, tmp_path / "runs"), f"--ckpt_path={checkpoint}"]
+    argv = ["fit", *tiny_fit_args(other, tmp_path / "runs"), f"--ckpt_path={checkpoint}"]
     assert "trained on another collection of 'darkroom'" in refused(argv, capsys)
 
 
@@ -236,10 +210,10 @@ def test_a_checkpoint_is_loaded_without_running_pickled_code(checkpoint: Path) -
     ],
 )
 def test_a_bad_option_value_is_one_line(
-    option: str, message: str | None, dataset: Path, tmp_path: Path, capsys
+    tiny_fit_args, option: str, message: str | None, dataset: Path, tmp_path: Path, capsys
 ) -> None:
     extra = [option] if message else [option, "--trainer.callbacks.every_n_steps=0"]
-    line = refused(["fit", *fit_args(dataset, tmp_path / "runs"), *extra], capsys)
+    line = refused(["fit", *tiny_fit_args(dataset, tmp_path / "runs"), *extra], capsys)
     assert (message or "every_n_steps must be >= 1, got 0") in line
     assert not (tmp_path / "runs").exists()
 
@@ -261,9 +235,9 @@ def test_every_command_reports_a_typo_in_one_line(argv: list[str], capsys) -> No
 
 
 def test_the_debug_switch_shows_the_traceback(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_fit_args, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    argv = ["fit", *fit_args(dataset, tmp_path / "runs"), "--data.batch_size=-3"]
+    argv = ["fit", *tiny_fit_args(dataset, tmp_path / "runs"), "--data.batch_size=-3"]
     with pytest.raises(UsageError, match="batch_size"):
         zoo(["--debug", *argv])
     monkeypatch.setenv("ZOO_DEBUG", "1")
@@ -271,8 +245,10 @@ def test_the_debug_switch_shows_the_traceback(
         zoo(argv)
 
 
-def test_a_diverging_run_stops_with_one_line(dataset: Path, tmp_path: Path, capsys) -> None:
-    argv = ["fit", *fit_args(dataset, tmp_path / "runs"), "--model.lr=1e30"]
+def test_a_diverging_run_stops_with_one_line(
+    tiny_fit_args, dataset: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["fit", *tiny_fit_args(dataset, tmp_path / "runs"), "--model.lr=1e30"]
     assert "training diverged" in refused([*argv, "--model.warmup_steps=0"], capsys)
 
 
@@ -288,7 +264,7 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_refused_commands_leave_everything_as_it_was(
-    dataset: Path, checkpoint: Path, tmp_path: Path, capsys
+    tiny_fit_args, dataset: Path, checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
     work = tmp_path / "work"
     data = Path(shutil.copytree(dataset, work / "data"))
@@ -305,9 +281,9 @@ def test_refused_commands_leave_everything_as_it_was(
     commands = [
         # another collection into an existing dataset (no --overwrite)
         ["collect", "--env", "darkroom", "--num_tasks", "5", "--output", str(data)],
-        ["fit", *fit_args(damaged, run), f"--ckpt_path={ckpt}"],
-        ["fit", *fit_args(data, run), "--model.lr=0"],
-        ["fit", *fit_args(data, run), f"--ckpt_path={work / 'eval' / 'returns.json'}"],
+        ["fit", *tiny_fit_args(damaged, run), f"--ckpt_path={ckpt}"],
+        ["fit", *tiny_fit_args(data, run), "--model.lr=0"],
+        ["fit", *tiny_fit_args(data, run), f"--ckpt_path={work / 'eval' / 'returns.json'}"],
         ["evaluate", str(ckpt), "--env=key_to_door", f"--out={work / 'eval'}"],
         ["evaluate", str(work / "eval" / "returns.json"), f"--out={work / 'eval'}"],
         ["report", "--results", str(work / "nowhere"), "--out", str(work / "report")],

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from backbones.presets import preset_path
 from datamodules.history import EpochSampler, HistoryDataModule
 from zoo.cli import main as zoo
 from zoo.train import make_cli
@@ -28,24 +27,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--no_progress"]
     assert zoo(["collect", *args, "--output", str(path)]) == 0
     return path
-
-
-def fit_args(dataset: Path, root: Path, *, max_steps: int, every: int = 3) -> list[str]:
-    return [
-        f"--data.path={dataset}",
-        "--data.context_episodes=1",
-        "--data.batch_size=4",
-        "--data.val_windows=8",
-        f"--model.backbone={preset_path('gru', 'tiny')}",
-        "--model.warmup_steps=1",
-        f"--trainer.max_steps={max_steps}",
-        f"--trainer.val_check_interval={every}",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.logger=false",
-        f"--trainer.default_root_dir={root}",
-    ]
 
 
 def test_every_rank_draws_other_windows(dataset: Path) -> None:
@@ -66,9 +47,9 @@ def test_every_rank_draws_other_windows(dataset: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_trains_on_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
+def test_ddp_trains_on_two_cpu_processes(tiny_fit_args, dataset: Path, tmp_path: Path) -> None:
     """The `zoo` command line, as a user runs it: Lightning starts rank 1 by running it again."""
-    args = [*fit_args(dataset, tmp_path, max_steps=4, every=2)]
+    args = [*tiny_fit_args(dataset, tmp_path, max_steps=4, every=2)]
     args += ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -103,10 +84,10 @@ def fit_in_process(
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_parameters(
-    dataset: Path, tmp_path: Path
+    tiny_fit_args, dataset: Path, tmp_path: Path
 ) -> None:
-    straight = fit_in_process(fit_args(dataset, tmp_path / "straight", max_steps=9))
-    args = fit_args(dataset, tmp_path / "killed", max_steps=9)
+    straight = fit_in_process(tiny_fit_args(dataset, tmp_path / "straight", max_steps=9, every=3))
+    args = tiny_fit_args(dataset, tmp_path / "killed", max_steps=9, every=3)
     fit_in_process(args, kill_at=4)  # killed after the checkpoint of step 3
     checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)

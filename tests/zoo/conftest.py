@@ -1,0 +1,37 @@
+"""Shared pieces of the `zoo` command tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backbones.presets import preset_path
+
+
+def _tiny_fit_args(
+    dataset: Path, root: Path, *extra: str, max_steps: int = 2, every: int = 2
+) -> list[str]:
+    """`zoo fit` options for a few steps of the tiny GRU, no logger, checkpoints under `root`."""
+    return [
+        f"--data.path={dataset}",
+        "--data.context_episodes=1",
+        "--data.batch_size=4",
+        "--data.val_windows=8",
+        f"--model.backbone={preset_path('gru', 'tiny')}",
+        "--model.warmup_steps=1",
+        f"--trainer.max_steps={max_steps}",
+        f"--trainer.val_check_interval={every}",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_fit_args() -> Callable[..., list[str]]:
+    return _tiny_fit_args
