@@ -94,7 +94,9 @@ class ZooCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        self.checkpoint = read_checkpoint(path) if path else None
+        # keep only what the resume check reads, not a second copy of the weights
+        hparams = read_checkpoint(path)["hyper_parameters"] if path else None
+        self.checkpoint = None if hparams is None else {"hyper_parameters": hparams}
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's, with a one-line error for a bad argument value."""
