@@ -18,6 +18,7 @@ script prints the load it started under.
     python bench/train_throughput.py --backbones transformer gru --sizes 100k
     python bench/train_throughput.py --quick                  # tiny sizes: proves it runs
     python bench/train_throughput.py --profile transformer    # torch.profiler table, one preset
+    python bench/train_throughput.py --backbones experiment --set model.embedding_dropout=0.1
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ class Result:
     flop_per_step: float
     fit_ms: float
     bare_ms: float
-    fit_steps: int
 
 
 class StepTimer(pl.Callback):
@@ -97,12 +97,12 @@ def flop_per_step(model: torch.nn.Module, batch: int, length: int) -> float:
 
 
 def fit_args(
-    backbone: str, size: str, *, data: str | None, steps: int, root: str, compile: str
+    backbone: str, size: str, args: argparse.Namespace, *, steps: int, root: str
 ) -> list[str]:
     chosen = [] if backbone == AS_IS else [f"--model.backbone={preset_path(backbone, size)}"]
-    if compile != "experiment" and backbone != AS_IS:
-        chosen.append(f"--model.compile={compile}")
-    args = [
+    if args.compile != "experiment" and backbone != AS_IS:
+        chosen.append(f"--model.compile={args.compile}")
+    return [
         f"--config={EXPERIMENT}",
         *chosen,
         f"--trainer.max_steps={steps}",
@@ -112,34 +112,32 @@ def fit_args(
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={root}",
+        f"--data.path={args.data}",
+        *(f"--{setting}" for setting in args.set),
     ]
-    return [*args, f"--data.path={data}"] if data else args
 
 
 def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory() as root:
         total = args.warmup + args.steps + 1
-        cli = make_cli(
-            fit_args(backbone, size, data=args.data, steps=total, root=root, compile=args.compile),
-            run=False,
-        )
+        cli = make_cli(fit_args(backbone, size, args, steps=total, root=root), run=False)
         timer = StepTimer()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, cli.datamodule)
         fit = timer.step_seconds(args.warmup)
         model, data = cli.model, cli.datamodule
         batches = [b for _, b in zip(range(8), data.train_dataloader())]
-        bare = bare_loop(model, batches, warmup=args.warmup, steps=args.steps)
-    size_t = batches[0]["actions"].shape
+        optimizer = model.configure_optimizers()["optimizer"]  # the model's own, as fit used
+        bare = bare_loop(model, batches, optimizer, warmup=args.warmup, steps=args.steps)
+    shape = batches[0]["actions"].shape
     return Result(
         backbone=backbone,
         size=size,
         parameters=count_parameters(model),
-        tokens_per_step=size_t.numel(),
-        flop_per_step=flop_per_step(model, *size_t),
+        tokens_per_step=shape.numel(),
+        flop_per_step=flop_per_step(model, *shape),
         fit_ms=1000 * statistics.median(fit),
         bare_ms=1000 * statistics.median(bare),
-        fit_steps=len(fit),
     )
 
 
@@ -149,6 +147,7 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     command = [sys.executable, __file__, "--one", backbone, size, "--data", args.data]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads), "--compile", args.compile]
+    command += [f"--set={setting}" for setting in args.set]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -156,10 +155,9 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     return Result(**json.loads(lines[-1]))
 
 
-def bare_loop(model, batches, *, warmup: int, steps: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """Forward, backward and the model's own optimizer, nothing else."""
+def bare_loop(model, batches, optimizer, *, warmup: int, steps: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Forward, backward and an optimizer step, nothing else."""
     model.train()
-    optimizer = model.configure_optimizers()["optimizer"]
     times = []
     for i in range(warmup + steps):
         batch = batches[i % len(batches)]
@@ -177,20 +175,13 @@ def profile(backbone: str, size: str, args: argparse.Namespace) -> None:
     from torch.profiler import profile as torch_profile
 
     with tempfile.TemporaryDirectory() as root:
-        cli = make_cli(
-            fit_args(backbone, size, data=args.data, steps=1, root=root, compile=args.compile),
-            run=False,
-        )
+        cli = make_cli(fit_args(backbone, size, args, steps=1, root=root), run=False)
         model, data = cli.model, cli.datamodule
-        data.setup()
-        model.trainer = None  # type: ignore[assignment]
         batches = [next(iter(data.train_dataloader()))]
-        model.configure_optimizers = lambda: {  # type: ignore[method-assign]
-            "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
-        }
-        bare_loop(model, batches, warmup=3, steps=1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr)  # no Trainer here
+        bare_loop(model, batches, optimizer, warmup=3, steps=1)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            bare_loop(model, batches, warmup=0, steps=3)
+            bare_loop(model, batches, optimizer, warmup=0, steps=3)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
@@ -212,6 +203,14 @@ def main() -> int:
         choices=("false", "true", "experiment"),
         default="false",
         help="torch.compile for the presets (the `experiment` row keeps its own setting)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `zoo fit` option for every row, without its dashes (repeatable), e.g. "
+        "model.embedding_dropout=0.1",
     )
     parser.add_argument("--quick", action="store_true", help="tiny presets, few steps")
     parser.add_argument("--profile", metavar="BACKBONE", help="profile one bare step instead")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
-from datamodules.storage import HistoryDataset, check_content, open_dataset
+from datamodules.storage import HistoryDataset, check_content, history_last_steps, open_dataset
 
 Mode = Literal["ad", "ed"]
 
@@ -56,9 +56,8 @@ def episode_table(
     first = 0  # global index of the shard's first history
     for shard_id, shard in enumerate(dataset.shards):
         offsets = np.asarray(shard.offsets)
-        is_end = np.array(shard.done, dtype=bool)
-        nonempty = offsets[1:] > offsets[:-1]
-        is_end[offsets[1:][nonempty] - 1] = True  # a history's last step ends its last episode
+        # a history's last step ends its last episode
+        is_end = np.asarray(shard.done, dtype=bool) | history_last_steps(shard)
         ends = np.flatnonzero(is_end)
         starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
         history = np.searchsorted(offsets, starts, side="right") - 1 + first
@@ -159,7 +158,8 @@ class EpochSampler(DistributedSampler):
     """The training windows of one epoch on this rank, in an order fixed by (seed, epoch) alone.
 
     torch's `DistributedSampler`: a seeded permutation of every window per epoch (Lightning sets
-    the epoch), sharded across ranks so that no two ranks draw the same window; or, with
+    the epoch), sharded across ranks so that no two ranks draw the same window (but for the few
+    that pad every rank to the same count); or, with
     `num_samples`, that many windows drawn with replacement per epoch. Because the order depends on
     nothing else, a run resumed mid-epoch replays it: `skip` drops the first indices of the next
     epoch iterated (those the interrupted run had already trained on).

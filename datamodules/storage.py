@@ -572,17 +572,21 @@ def _content_fault(shard_dir: Path, file: str, what: str) -> DatasetError:
     )
 
 
+def history_last_steps(shard: Histories) -> np.ndarray:
+    """`[N]` bool: True at the last step of each (non-empty) history of a shard."""
+    offsets = np.asarray(shard.offsets)
+    last = np.zeros(shard.num_steps, dtype=bool)
+    last[offsets[1:][offsets[1:] > offsets[:-1]] - 1] = True
+    return last
+
+
 def _check_episodes(shard: Histories, episode_len: int, fault: Callable[..., DatasetError]) -> None:
     """Episode structure of one shard (see `check_content`)."""
-    offsets = np.asarray(shard.offsets)
     done = np.asarray(shard.done, dtype=bool)
     episode = np.asarray(shard.episode, dtype=np.int64)
-    n = len(done)
-    if n == 0:
+    if len(done) == 0:
         return
-    history_end = np.zeros(n, dtype=bool)
-    ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1
-    history_end[ends] = True
+    history_end = history_last_steps(shard)
     if not done[history_end].all():
         raise fault("done.npy", "a history does not end with the end of an episode")
     step = np.diff(episode)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.errors import ArgumentParser, UsageError, one_line
+from zoo.errors import ArgumentParser, UsageError, is_user_error, one_line
 from zoo.evaluation import (
     CONTEXT_MODES,
     family_of,
@@ -184,7 +184,9 @@ def main(argv: list[str]) -> int:
     out = args.out or Path(args.checkpoint).resolve().parent.parent / f"eval-{args.mode}"
     try:
         result = evaluate_checkpoint(args)
-    except ValueError as e:  # e.g. more tasks than the split has
+    except ValueError as e:  # e.g. a split the env does not have
+        if is_user_error(e):  # already says what to fix (an env mismatch)
+            raise
         raise UsageError(one_line(e)) from e
     write_outputs(result, out)
     summary = result["summary"]

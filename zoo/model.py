@@ -9,6 +9,7 @@ token at a time with the backbone's carried state.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Literal
@@ -186,9 +187,13 @@ class InContextLearner(pl.LightningModule):
         """(cross-entropy, action accuracy) of a batch of windows; compiled if `compile`."""
         if not self.hparams.get("compile"):
             return self._window_loss(batch)
-        if "_compiled_loss" not in self.__dict__:
-            self.__dict__["_compiled_loss"] = torch.compile(self._window_loss)
-        return self.__dict__["_compiled_loss"](batch)
+        return self._compiled_loss(batch)
+
+    @functools.cached_property
+    def _compiled_loss(self) -> Any:
+        """`_window_loss` through torch.compile, built at its first use (a plain attribute, not a
+        submodule: the checkpoint's state is unchanged)."""
+        return torch.compile(self._window_loss)
 
     def _window_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         actions = batch["actions"].long()
