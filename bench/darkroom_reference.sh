@@ -13,8 +13,9 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WHICH=${1:-both}
 OUT=runs/reference
-# every one of Dark Room's 16 held-out goals exactly once, under evaluation seeds 0, 1 and 2
-EVAL=(--episodes 40 --tasks 16 --mode stream)
+# every one of Dark Room's 16 held-out goals exactly once (the default), under evaluation seeds
+# 0, 1 and 2, played by the checkpoint chosen on the validation goals (never on test goals)
+EVAL=(--episodes 40 --mode stream)
 SEEDS=(0 1 2)
 steps=()
 [[ -n "${STEPS:-}" ]] && steps=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
@@ -32,8 +33,11 @@ reference() {  # ad|ed, collect config, experiment config
   timed "$kind-collect" "$ZOO" collect --config "$2" --overwrite --no_progress
   timed "$kind-fit" "$ZOO" fit --config "$3" --trainer.default_root_dir "$OUT/$kind" \
     --trainer.logger false --trainer.enable_progress_bar false "${steps[@]}"
+  local selected
+  selected=$(ls "$OUT/$kind"/checkpoints/selected-step*.ckpt)
+  echo "$kind: selected on validation goals: $(basename "$selected")"
   for seed in "${SEEDS[@]}"; do
-    timed "$kind-evaluate-$seed" "$ZOO" evaluate "$OUT/$kind/checkpoints/last.ckpt" "${EVAL[@]}" \
+    timed "$kind-evaluate-$seed" "$ZOO" evaluate "$selected" "${EVAL[@]}" \
       --seed "$seed" --out "$OUT/$kind/eval-$seed"
   done
   echo "$kind total: $((SECONDS - start)) s"

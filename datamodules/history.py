@@ -328,6 +328,9 @@ class HistoryDataModule(pl.LightningDataModule):
             "fingerprint": manifest.fingerprint,  # what was collected: a resumed run must match
         }
         self.val_tasks = split_tasks(self.dataset.task_index, val_fraction=val_fraction, seed=seed)
+        # the validation goals, recorded in the model: in-context model selection plays these
+        # training-distribution tasks whose histories training never sees, never the test split
+        self.env["val_tasks"] = self.dataset.tasks[self.val_tasks].tolist()
         self.train_windows: WindowDataset | None = None
         self.val_windows: WindowDataset | None = None
         self._train_loader: ResumableLoader | None = None

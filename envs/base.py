@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
@@ -18,9 +19,23 @@ from typing import Any, ClassVar, Literal, TypeVar
 import gymnasium as gym
 import numpy as np
 
-Split = Literal["train", "test", "ood"]
-"""`train`: tasks for training data; `test`: held-out tasks of the same distribution (never in
-training data); `ood`: out-of-distribution tasks, for families that define them (bandit)."""
+Split = Literal["train", "val", "test", "ood"]
+"""`train`: tasks for training data; `val`: the validation tasks of one training run, training
+tasks whose histories the run held out (recorded in the model by its datamodule, not a split of the
+family: model selection reads them, never `test`); `test`: held-out tasks of the same distribution
+(never in training data, played once by the chosen model); `ood`: out-of-distribution tasks, for
+families that define them (bandit)."""
+
+
+def draw_tasks(pool: np.ndarray, num_tasks: int, *, seed: int) -> np.ndarray:
+    """`num_tasks` rows of `pool` (any task array): seeded shuffles of the whole pool, one after another, so each task
+    appears equally often (within one) whatever `num_tasks` is."""
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be at least 1, got {num_tasks}")
+    rng = np.random.default_rng(seed)
+    rounds = math.ceil(num_tasks / len(pool))
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(rounds)])[:num_tasks]
+    return pool[order]
 
 
 class EnvFamily(ABC):
@@ -28,7 +43,7 @@ class EnvFamily(ABC):
     cells for the grid worlds, float64 arm means for bandits).
 
     Subclasses are `@dataclasses.dataclass(frozen=True)` with defaults for every field, so
-    `family_from_params(name, params)` rebuilds the family recorded in a dataset's manifest.
+    `make_family(name, **params)` rebuilds the family recorded in a dataset's manifest.
     """
 
     name: ClassVar[str] = ""  # set by @register_env
@@ -64,6 +79,11 @@ class EnvFamily(ABC):
     def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
         """`num_tasks` tasks of `split` as an array `[num_tasks, task_dim]`, deterministic in
         `seed`. The train and test splits are disjoint for every seed."""
+
+    def split_size(self, split: Split) -> int | None:
+        """How many distinct tasks `split` has (`sample_tasks` of that many draws each once), or
+        None where tasks are drawn from a continuous distribution (bandit arm means)."""
+        return None
 
     @abstractmethod
     def make_env(self, task: np.ndarray, **kwargs: Any) -> gym.Env:

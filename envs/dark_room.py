@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Split, register_env
+from envs.base import register_env
 from envs.grid import (
     GridEnv,
     GridFamily,
@@ -21,8 +21,6 @@ from envs.grid import (
     all_cells,
     check_cell,
     distance,
-    draw_tasks,
-    split_tasks,
 )
 
 
@@ -99,15 +97,9 @@ class DarkRoom(GridFamily):
     env_id: ClassVar[str] = "zoo/DarkRoom-v0"
     terminate_on_goal: ClassVar[bool] = False
 
-    def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
-        pool = split_tasks(
-            all_cells(self.size),
-            split,
-            test_fraction=self.test_fraction,
-            split_seed=self.split_seed,
-            family=self.name,
-        )
-        return draw_tasks(pool, num_tasks, seed=seed)
+    def all_tasks(self) -> np.ndarray:
+        """Every goal cell, `[size**2, 2]`."""
+        return all_cells(self.size)
 
     def make_env(self, task: np.ndarray, **kwargs: Any) -> gym.Env:
         goal = tuple(int(v) for v in check_cell("goal", task, self.size))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from abc import abstractmethod
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvFamily, Split
+from envs.base import EnvFamily, Split, draw_tasks
 from envs.vector import TaskVectorEnv
 
 NOOP, UP, RIGHT, DOWN, LEFT = range(5)
@@ -52,6 +51,25 @@ class GridFamily(EnvFamily):
     @property
     def num_actions(self) -> int:
         return len(MOVES)
+
+    def all_tasks(self) -> np.ndarray:
+        """Every task of the family, `[n, task_dim]`, in a fixed order (the splits partition it)."""
+        raise NotImplementedError
+
+    def _pool(self, split: Split) -> np.ndarray:
+        return split_tasks(
+            self.all_tasks(),
+            split,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
+            family=self.name,
+        )
+
+    def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
+        return draw_tasks(self._pool(split), num_tasks, seed=seed)
+
+    def split_size(self, split: Split) -> int | None:
+        return len(self._pool(split))
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,17 +115,6 @@ def split_tasks(
     num_test = min(max(1, round(test_fraction * len(all_tasks))), len(all_tasks) - 1)
     chosen = order[:num_test] if split == "test" else order[num_test:]
     return all_tasks[np.sort(chosen)]
-
-
-def draw_tasks(pool: np.ndarray, num_tasks: int, *, seed: int) -> np.ndarray:
-    """`num_tasks` rows of `pool`: seeded shuffles of the whole pool, one after another, so each task
-    appears equally often (within one) whatever `num_tasks` is."""
-    if num_tasks < 1:
-        raise ValueError(f"num_tasks must be at least 1, got {num_tasks}")
-    rng = np.random.default_rng(seed)
-    rounds = math.ceil(num_tasks / len(pool))
-    order = np.concatenate([rng.permutation(len(pool)) for _ in range(rounds)])[:num_tasks]
-    return pool[order]
 
 
 def check_cell(name: str, value: Any, size: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Split, register_env
+from envs.base import register_env
 from envs.grid import (
     GridEnv,
     GridFamily,
@@ -22,8 +22,6 @@ from envs.grid import (
     all_cells,
     check_cell,
     distance,
-    draw_tasks,
-    split_tasks,
 )
 
 
@@ -125,16 +123,6 @@ class KeyToDoor(GridFamily):
         key, door = np.divmod(np.arange(len(cells) ** 2), len(cells))
         different = key != door
         return np.concatenate([cells[key[different]], cells[door[different]]], axis=1)
-
-    def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
-        pool = split_tasks(
-            self.all_tasks(),
-            split,
-            test_fraction=self.test_fraction,
-            split_seed=self.split_seed,
-            family=self.name,
-        )
-        return draw_tasks(pool, num_tasks, seed=seed)
 
     def make_env(self, task: np.ndarray, **kwargs: Any) -> gym.Env:
         task = self._check_tasks(np.asarray(task)[None])[0]

@@ -8,6 +8,7 @@ is the final in-context return.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import optuna
 
@@ -32,6 +33,10 @@ class AblationConfig:
     """Size preset of every backbone (tiny, 100k, 400k, 1.6m): matched parameter counts."""
     fit_args: list[str] = dataclasses.field(default_factory=list)
     """Extra `zoo fit` arguments for every trial, e.g. ["--trainer.max_steps=300"]."""
+    tuned: str | None = None
+    """Directory of tuned settings, `<tuned>/<backbone>.yaml` as the tuning study wrote them
+    (`zoo sweep` on a tune config with `output:`), applied after each backbone's preset; a
+    backbone without a file trains on the experiment's settings and its rows say "untuned"."""
     evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
     """In-context evaluation of every trial on held-out tasks."""
     runs_dir: str = "runs/sweeps"
@@ -69,13 +74,23 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
     if earlier is not None:
         trial.set_user_attr("duplicate_of", earlier)
         raise optuna.TrialPruned(f"grid point already taken by trial {earlier}")
+    tuned = tuned_path(config, backbone)
+    trial.set_user_attr("tuned_from", None if tuned is None else str(tuned))
     return run_trial(
         trial,
         experiment=config.experiment,
         backbone_preset=str(preset_path(backbone, config.size)),
         context_episodes=context_episodes,
         seed=seed,
-        fit_args=config.fit_args,
+        fit_args=[*(["--config", str(tuned)] if tuned else []), *config.fit_args],
         evaluation=config.evaluation,
         runs_dir=config.runs_dir,
     )
+
+
+def tuned_path(config: AblationConfig, backbone: str) -> Path | None:
+    """The tuned settings of `backbone` (`<tuned>/<backbone>.yaml`), or None if it has none."""
+    if config.tuned is None:
+        return None
+    path = Path(config.tuned) / f"{backbone}.yaml"
+    return path if path.is_file() else None

@@ -30,20 +30,39 @@ PRUNED_EXIT_CODE = 3
 
 @dataclasses.dataclass
 class EvaluationSettings:
-    """How every trial is evaluated in context on held-out tasks (frozen weights)."""
+    """How every trial selects its checkpoint (validation tasks) and is scored (test tasks).
 
-    tasks: int = 16
-    """Held-out tasks, one sub-env each."""
+    During training, at every validation (`--trainer.val_check_interval`), the learner plays the
+    run's validation tasks in context (training-distribution tasks whose histories it never
+    trained on); the checkpoint with the best `val/return_final` is kept, training stops after
+    `patience` validations without improvement (or at `--trainer.max_steps`), and the pruner
+    reads the same number. Then, once, the kept checkpoint plays the `test` split under every
+    seed of `seeds`."""
+
+    tasks: int | None = None
+    """Test tasks, one sub-env each; None: every test task of the env exactly once per seed."""
     episodes: int = 20
-    """In-context episodes per task."""
+    """In-context episodes per task (validation and test)."""
     mode: str = "stream"
     """Context mode: `stream` (state carried) or `window` (fresh forward over the last steps)."""
     final_episodes: int = 5
-    """Episodes averaged into the final return (the objective)."""
-    every_n_steps: int = 0
-    """Evaluate (and report to the pruner) every this many training steps; 0: only at the end."""
-    seed: int = 0
-    """Seed of the held-out tasks and of the evaluation's sampling."""
+    """Episodes averaged into the final return."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    """Evaluation seeds of the test play (task order, env and action sampling)."""
+    patience: int = 0
+    """Validations without a better `val/return_final` before training stops; 0: never stop
+    early (train to `--trainer.max_steps`)."""
+    test: bool = True
+    """Play the test split with the selected checkpoint; false for tuning, whose objective is the
+    best validation return (tuning never sees a test task)."""
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("evaluation.seeds must list at least one seed")
+        if self.tasks is not None and self.tasks < 1:
+            raise ValueError(f"evaluation.tasks must be >= 1 (or null), got {self.tasks}")
+        if self.patience < 0:
+            raise ValueError(f"evaluation.patience must be >= 0, got {self.patience}")
 
 
 def run_trial(
@@ -100,7 +119,7 @@ def run_trial(
     result = json.loads(result_path.read_text())
     for key, value in result["attrs"].items():
         trial.set_user_attr(key, value)
-    return float(result["attrs"]["return_final"])
+    return float(result["attrs"]["objective"])
 
 
 def _storage_url(study: optuna.Study) -> str:
@@ -124,9 +143,10 @@ def _die_with_parent() -> None:
 def _child(spec_path: str) -> int:
     import lightning.pytorch as pl
     import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from backbones import count_parameters
-    from zoo.evaluate import evaluate_checkpoint, parse_args, write_outputs
+    from zoo.checkpoints import read_checkpoint
     from zoo.evaluation import InContextEvaluation
     from zoo.train import make_cli
 
@@ -135,19 +155,12 @@ def _child(spec_path: str) -> int:
     run_dir = Path(spec["run_dir"])
     study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
     trial = optuna.trial.Trial(study, spec["trial_id"])
+    monitor = "val/return_final"
 
     class Report(pl.Callback):
-        """Training throughput, and intermediate in-context returns for the pruner by step."""
+        """Training throughput; the validation return reported to the pruner, by step."""
 
         def __init__(self) -> None:
-            self.evaluation = InContextEvaluation(
-                every_n_steps=max(settings.every_n_steps, 1),
-                episodes=settings.episodes,
-                tasks=settings.tasks,
-                mode=settings.mode,  # type: ignore[arg-type]
-                final_episodes=settings.final_episodes,
-                seed=settings.seed,
-            )
             self.train_seconds, self.tokens, self._start = 0.0, 0, 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
@@ -156,13 +169,13 @@ def _child(spec_path: str) -> int:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
             self.train_seconds += time.perf_counter() - self._start
             self.tokens += int(batch["actions"].numel())
-            step = trainer.global_step
-            if settings.every_n_steps and step % settings.every_n_steps == 0:
-                summary = self.evaluation.evaluate(pl_module)
-                pl_module.log_dict({f"eval/{k}": v for k, v in summary.items()})
-                trial.report(summary["return_final"], step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step}")
+
+        def on_validation_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+            if trainer.sanity_checking or monitor not in trainer.callback_metrics:
+                return
+            trial.report(float(trainer.callback_metrics[monitor]), trainer.global_step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
     args = list(spec["fit_args"])
     cli = make_cli(args, run=False)
@@ -171,42 +184,121 @@ def _child(spec_path: str) -> int:
         # an attention window follows the training context it is swept with
         args.append(f"--model.backbone.init_args.context_len={cli.datamodule.context_len}")
         cli = make_cli(args, run=False)
+    if len(cli.datamodule.val_tasks) == 0:
+        raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
+    # the study decides how trials are evaluated: the experiment's own evaluation is replaced
+    callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, InContextEvaluation)]
     report = Report()
-    cli.trainer.callbacks.append(report)
+    selected = ModelCheckpoint(
+        dirpath=run_dir / "selected",
+        monitor=monitor,
+        mode="max",
+        filename="step{step}",
+        auto_insert_metric_name=False,
+        save_top_k=1,
+    )
+    early = EarlyStopping(monitor=monitor, mode="max", patience=max(settings.patience, 1))
+    callbacks += [
+        InContextEvaluation(
+            episodes=settings.episodes,
+            mode=settings.mode,  # type: ignore[arg-type]
+            split="val",
+            final_episodes=settings.final_episodes,
+        ),
+        report,
+        *([early] if settings.patience else []),
+        selected,
+    ]
+    cli.trainer.callbacks[:] = callbacks
     try:
         cli.trainer.fit(cli.model, cli.datamodule)
     except optuna.TrialPruned:
         return PRUNED_EXIT_CODE
-    checkpoint = run_dir / "final.ckpt"  # the weights at the end of training, evaluated below
-    cli.trainer.save_checkpoint(checkpoint)
-    eval_args = [str(checkpoint), "--episodes", str(settings.episodes)]
-    eval_args += ["--tasks", str(settings.tasks), "--mode", settings.mode]
-    eval_args += ["--final_episodes", str(settings.final_episodes), "--seed", str(settings.seed)]
-    result = evaluate_checkpoint(parse_args(eval_args))
-    write_outputs(result, run_dir / "eval")
-    returns = result["returns"]
+    max_steps = cli.trainer.max_steps
+    steps = cli.trainer.global_step
+    if not selected.best_model_path:  # no validation ran: the weights at the end are the choice
+        cli.trainer.save_checkpoint(run_dir / "selected" / f"step{steps}.ckpt")
+        selected.best_model_path = str(run_dir / "selected" / f"step{steps}.ckpt")
+    checkpoint = selected.best_model_path
+    best_step = int(read_checkpoint(checkpoint)["global_step"])
+    score = selected.best_model_score
     attrs: dict[str, Any] = {
-        **result["summary"],
-        "curve": [float(sum(col) / len(col)) for col in zip(*returns)],
+        "val_return_final": None if score is None else float(score),
+        "selected_step": best_step,
+        "steps_trained": steps,
+        "max_steps": max_steps,
+        # the run ended at its step budget, not because validation stopped improving
+        "budget_capped": bool(max_steps > 0 and steps >= max_steps),
         "parameters": count_parameters(cli.model.backbone),
         "parameters_total": count_parameters(cli.model),
         "train_tokens_per_s": round(report.tokens / max(report.train_seconds, 1e-9), 1),
-        "eval_steps_per_s": round(result["env_steps"] / max(result["seconds"], 1e-9), 1),
-        "global_step": cli.trainer.global_step,
-        "checkpoint": str(checkpoint),
-        "eval_dir": str(run_dir / "eval"),
+        "global_step": steps,
+        "checkpoint": checkpoint,
         "fit_command": "zoo fit " + shlex.join(args),
-        "evaluate_command": "zoo evaluate " + shlex.join(eval_args),
     }
-    if result["source"]:
-        source = result["source"]["returns"]
-        attrs["source_learner"] = result["source"]["learner"]
-        attrs["source_curve"] = [float(sum(col) / len(col)) for col in zip(*source)]
-        attrs["source_return_final"] = result["source"]["summary"]["return_final"]
+    attrs["objective"] = attrs["val_return_final"]
+    if settings.test:
+        attrs.update(_play_test(checkpoint, settings, run_dir))
+        attrs["objective"] = attrs["return_final"]
     if torch.cuda.is_available():
         attrs["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     (run_dir / "result.json").write_text(json.dumps({"attrs": attrs}, indent=1) + "\n")
     return 0
+
+
+def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> dict[str, Any]:
+    """The selected checkpoint on the test split, once per evaluation seed: summaries over every
+    (seed, task) pair, per-seed final returns, the curves, the source learner on the same tasks."""
+    import numpy as np
+
+    from zoo.evaluate import evaluate_checkpoint, write_outputs
+    from zoo.evaluation import Evaluation, summarise
+
+    returns, optimal, source, finals, seconds, steps = [], [], [], [], 0.0, 0
+    source_learner = None
+    for seed in settings.seeds:
+        evaluation = Evaluation(
+            episodes=settings.episodes,
+            tasks=settings.tasks,
+            mode=settings.mode,  # type: ignore[arg-type]
+            split="test",
+            final_episodes=settings.final_episodes,
+            seed=seed,
+        )
+        result = evaluate_checkpoint(checkpoint, evaluation)
+        write_outputs(result, run_dir / f"test-seed{seed}")
+        returns.append(np.asarray(result["returns"]))
+        optimal.append(np.asarray(result["optimal"]))
+        finals.append(result["summary"]["return_final"])
+        seconds += result["seconds"]
+        steps += result["env_steps"]
+        if result["source"]:
+            source_learner = result["source"]["learner"]
+            source.append(np.asarray(result["source"]["returns"]))
+    every, best = np.concatenate(returns), np.concatenate(optimal)
+    attrs: dict[str, Any] = {
+        **summarise(every, best, final_episodes=settings.final_episodes),
+        "curve": every.mean(0).tolist(),
+        "test_tasks": len(returns[0]),
+        "eval_seeds": list(settings.seeds),
+        "return_final_by_seed": finals,
+        "eval_steps_per_s": round(steps / max(seconds, 1e-9), 1),
+        "eval_dir": str(run_dir / f"test-seed{settings.seeds[0]}"),
+        "evaluate_command": (
+            f"zoo evaluate {checkpoint} --split test --episodes {settings.episodes} "
+            f"--mode {settings.mode} --final_episodes {settings.final_episodes} "
+            + (f"--tasks {settings.tasks} " if settings.tasks else "")
+            + f"--seed <each of {' '.join(map(str, settings.seeds))}>"
+        ),
+    }
+    if source:
+        curves = np.concatenate(source)
+        attrs["source_learner"] = source_learner
+        attrs["source_curve"] = curves.mean(0).tolist()
+        attrs["source_return_final"] = summarise(
+            curves, best, final_episodes=settings.final_episodes
+        )["return_final"]
+    return attrs
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
 """Per-backbone tuning under a parameter budget (TPE), so the ablation compares tuned backbones.
 
-The search space: learning rate, warm-up, dropout, and depth; the width is then the largest that
-keeps the backbone within the budget (so deeper means narrower, never bigger). The objective is the
-final in-context return on held-out tasks; unpromising trials are pruned on the intermediate
-in-context return, reported by global step.
+The search space: learning rate, warm-up, dropout, AD's regularisers (token masking, label
+smoothing, attention dropout where the backbone has attention) and depth; the width is then the
+largest that keeps the backbone within the budget (so deeper means narrower, never bigger). The
+objective is the best in-context return on the run's *validation* tasks (training-distribution
+goals whose histories it did not train on); unpromising trials are pruned on the same number,
+reported by global step. No tuning trial plays a test task.
+
+The chosen settings are written as a `zoo fit` config fragment (`output`, by `zoo sweep` when the
+study ends, or `zoo sweep export`) that the ablation reads (`tuned:`): no hand-copied numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -48,6 +54,15 @@ class TuneConfig:
     """Dropout range, for backbones that take a `dropout` argument."""
     depths: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
     """Depths (blocks or layers) to choose from; the width follows from the budget."""
+    token_mask: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.3])
+    """Token-masking probabilities to choose from (AD: 0.3)."""
+    label_smoothing: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1])
+    """Label-smoothing amounts to choose from."""
+    attn_dropout: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1])
+    """Attention-dropout rates to choose from, for backbones that take `attn_dropout`."""
+    output: str | None = None
+    """Where the chosen settings go (a `zoo fit` config fragment, e.g.
+    configs/tuned/darkroom/transformer.yaml); None: not written."""
     fit_args: list[str] = dataclasses.field(default_factory=list)
     """Extra `zoo fit` arguments for every trial, e.g. ["--trainer.max_steps=300"]."""
     evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
@@ -98,19 +113,26 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
     preset, init_args = preset_init_args(config.backbone, config.size)
     budget = config.param_budget or count_parameters(create_backbone(config.backbone, **init_args))
     accepted = set(inspect.signature(BACKBONES[config.backbone].__init__).parameters)
-    lr = trial.suggest_float("lr", *config.lr, log=True)
-    warmup = trial.suggest_categorical("warmup_steps", config.warmup_steps)
+    model = {
+        "lr": trial.suggest_float("lr", *config.lr, log=True),
+        "warmup_steps": trial.suggest_categorical("warmup_steps", config.warmup_steps),
+        "token_mask": trial.suggest_categorical("token_mask", config.token_mask),
+        "label_smoothing": trial.suggest_categorical("label_smoothing", config.label_smoothing),
+    }
     overrides = {}
     depth_arg = next((name for name in DEPTH_ARGS if name in accepted), None)
     if depth_arg is not None:
         overrides[depth_arg] = trial.suggest_categorical("depth", config.depths)
     if "dropout" in accepted:
         overrides["dropout"] = trial.suggest_float("dropout", *config.dropout)
+    if "attn_dropout" in accepted:
+        overrides["attn_dropout"] = trial.suggest_categorical("attn_dropout", config.attn_dropout)
     shaped = widest_within_budget(config.backbone, {**init_args, **overrides}, budget)
     parameters = count_parameters(create_backbone(config.backbone, **shaped))
     trial.set_user_attr("backbone_init_args", shaped)
+    trial.set_user_attr("model_settings", model)
     trial.set_user_attr("param_budget", budget)
-    model_args = [f"--model.lr={lr}", f"--model.warmup_steps={warmup}"]
+    model_args = [f"--model.{k}={v}" for k, v in model.items()]
     model_args += [
         f"--model.backbone.init_args.{k}={v}" for k, v in shaped.items() if init_args.get(k) != v
     ]
@@ -122,6 +144,44 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
         context_episodes=config.context_episodes,
         seed=config.seed,
         fit_args=[*model_args, *config.fit_args],
-        evaluation=config.evaluation,
+        # tuning selects on validation tasks only: the test split is never played
+        evaluation=dataclasses.replace(config.evaluation, test=False),
         runs_dir=config.runs_dir,
     )
+
+
+def tuned_settings(study: optuna.Study, config: TuneConfig) -> tuple[dict[str, Any], str]:
+    """The best complete trial's settings as a `zoo fit` config fragment (`model:` keys, and the
+    backbone's `init_args`, applied after its preset), and a comment saying where they came from."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise SweepError(f"study {study.study_name!r} has no complete trial to take settings from")
+    best = study.best_trial
+    attrs = best.user_attrs
+    backbone = {k: v for k, v in attrs["backbone_init_args"].items() if k != "context_len"}
+    fragment = {"model": {**attrs["model_settings"], "backbone": {"init_args": backbone}}}
+    preset = preset_path(config.backbone, config.size)
+    if preset.is_relative_to(Path.cwd()):
+        preset = preset.relative_to(Path.cwd())
+    note = (
+        f"Tuned settings of {config.backbone}; apply after its preset:\n"
+        f"  zoo fit --config EXPERIMENT --model.backbone {preset} --config <this file>\n"
+        f"From study {study.study_name!r}: trial {best.number}, the best of {len(complete)} "
+        f"complete trial(s),\nvalidation return {best.value:.3f} at step "
+        f"{attrs.get('selected_step')} of {attrs.get('steps_trained')} "
+        f"({attrs.get('backbone_parameters')} backbone parameters, budget "
+        f"{attrs.get('param_budget')});\nselected on validation goals, never on test goals."
+    )
+    return fragment, note
+
+
+def write_tuned(study: optuna.Study, config: TuneConfig, path: str | None = None) -> Path:
+    """Write the study's chosen settings to `path` (default: the config's `output`)."""
+    target = Path(path or config.output or "")
+    if not str(target):
+        raise SweepError("no output path: set `output:` in the tuning config or pass --out")
+    fragment, note = tuned_settings(study, config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    comment = "".join(f"# {line}\n" for line in note.splitlines())
+    target.write_text(comment + yaml.safe_dump(fragment, sort_keys=False))
+    return target

@@ -18,6 +18,8 @@ import numpy as np
 from zoo.errors import ArgumentParser, UsageError, is_user_error, one_line
 from zoo.evaluation import (
     CONTEXT_MODES,
+    Evaluation,
+    evaluation_tasks,
     family_of,
     run_in_context,
     source_learning_curves,
@@ -33,10 +35,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="a checkpoint written by `zoo fit` (.ckpt)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task (K)")
     parser.add_argument(
-        "--tasks", type=int, default=32, help="held-out tasks (N), one sub-env each"
+        "--tasks",
+        type=int,
+        default=None,
+        help="tasks (N), one sub-env each (default: every task of the split once)",
     )
     parser.add_argument("--mode", choices=CONTEXT_MODES, default="stream", help="context mode")
-    parser.add_argument("--split", choices=("test", "ood", "train"), default="test")
+    parser.add_argument(
+        "--split",
+        choices=("test", "ood", "val", "train"),
+        default="test",
+        help="test: held out; val: the run's validation tasks (for model selection)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of tasks, envs and sampling")
     parser.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
     parser.add_argument(
@@ -58,63 +68,85 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     for name in ("episodes", "tasks", "final_episodes"):
-        if getattr(args, name) < 1:
+        value = getattr(args, name)
+        if value is not None and value < 1:
             parser.error(f"--{name} must be >= 1")
     return args
 
 
-def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the evaluation `args` describe; return everything `returns.json` holds."""
+def settings_of(args: argparse.Namespace) -> Evaluation:
+    """The evaluation settings a `zoo evaluate` command line asks for."""
+    return Evaluation(
+        episodes=args.episodes,
+        tasks=args.tasks,
+        mode=args.mode,
+        split=args.split,
+        final_episodes=args.final_episodes,
+        seed=args.seed,
+        greedy=args.greedy,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    settings: Evaluation,
+    *,
+    env: str | None = None,
+    source_episodes: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Play `settings` with the frozen learner of `checkpoint`; return everything `returns.json`
+    holds. `env`: the env the checkpoint must have been trained on; `source_episodes`: episodes of
+    the source learner's curve on the same tasks (None: K x the dataset's keep_every; 0: none)."""
     from datamodules.storage import DatasetError, open_dataset
     from zoo.model import load_learner
 
-    model = load_learner(args.checkpoint, map_location=args.device)
-    family = family_of(model, env=args.env)
-    tasks = family.sample_tasks(args.split, args.tasks, seed=args.seed)
+    model = load_learner(str(checkpoint), map_location=device)
+    family = family_of(model, env=env)
+    tasks = evaluation_tasks(model, family, settings.split, settings.tasks, seed=settings.seed)
     started = time.perf_counter()
     rollout = run_in_context(
         model,
         family,
         tasks,
-        episodes=args.episodes,
-        mode=args.mode,
-        seed=args.seed,
-        greedy=args.greedy,
+        episodes=settings.episodes,
+        mode=settings.mode,
+        seed=settings.seed,
+        greedy=settings.greedy,
     )
     seconds = time.perf_counter() - started
     optimal = family.optimal_return(tasks)
     result: dict[str, Any] = {
-        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "checkpoint": str(Path(checkpoint).resolve()),
         "env": model.env,
-        "mode": args.mode,
-        "split": args.split,
-        "seed": args.seed,
-        "greedy": args.greedy,
-        "episodes": args.episodes,
+        "mode": settings.mode,
+        "split": settings.split,
+        "seed": settings.seed,
+        "greedy": settings.greedy,
+        "episodes": settings.episodes,
         "tasks": tasks.tolist(),
         "optimal": optimal.tolist(),
         "returns": rollout.returns.tolist(),
-        "summary": summarise(rollout.returns, optimal, final_episodes=args.final_episodes),
+        "summary": summarise(rollout.returns, optimal, final_episodes=settings.final_episodes),
         "env_steps": int(rollout.observations.size),  # all tasks' steps, played in lock-step
         "seconds": round(seconds, 3),
         "source": None,
     }
-    source_episodes = args.source_episodes
     if source_episodes is None:
         try:
             keep_every = open_dataset(model.env["dataset"]).manifest.keep_every
         except (DatasetError, KeyError):
             keep_every = None  # the training data is not here: no source curve by default
-        source_episodes = args.episodes * keep_every if keep_every else 0
+        source_episodes = settings.episodes * keep_every if keep_every else 0
     if source_episodes > 0:
         learner, curves = source_learning_curves(
-            model, family, tasks, episodes=source_episodes, seed=args.seed
+            model, family, tasks, episodes=source_episodes, seed=settings.seed
         )
         result["source"] = {
             "learner": learner,
             "episodes": source_episodes,
             "returns": curves.tolist(),
-            "summary": summarise(curves, optimal, final_episodes=args.final_episodes),
+            "summary": summarise(curves, optimal, final_episodes=settings.final_episodes),
         }
     return result
 
@@ -183,7 +215,13 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out = args.out or Path(args.checkpoint).resolve().parent.parent / f"eval-{args.mode}"
     try:
-        result = evaluate_checkpoint(args)
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            settings_of(args),
+            env=args.env,
+            source_episodes=args.source_episodes,
+            device=args.device,
+        )
     except ValueError as e:  # e.g. a split the env does not have
         if is_user_error(e):  # already says what to fix (an env mismatch)
             raise
@@ -191,7 +229,7 @@ def main(argv: list[str]) -> int:
     write_outputs(result, out)
     summary = result["summary"]
     print(
-        f"{result['env']['name']} ({args.mode}, {args.tasks} {args.split} tasks, {args.episodes} "
+        f"{result['env']['name']} ({args.mode}, {len(result['tasks'])} {args.split} tasks, {args.episodes} "
         f"episodes): return first {summary['return_first']:.3f}, final "
         f"{summary['return_final']:.3f}, auc {summary['auc']:.3f}, "
         f"{summary['fraction_optimal']:.1%} of optimal"

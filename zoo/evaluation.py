@@ -12,14 +12,14 @@ Two context modes:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from envs.base import EnvFamily, Split, make_family
+from envs.base import EnvFamily, Split, draw_tasks, make_family
 from zoo.errors import CheckpointError, UserError
 from zoo.model import InContextLearner
 
@@ -29,6 +29,27 @@ CONTEXT_MODES: tuple[str, ...] = ("stream", "window")
 
 class EnvMismatchError(UserError, ValueError):
     """The env asked for is not the one the checkpoint was trained on."""
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What one in-context evaluation plays: shared by `zoo evaluate`, the in-training callback
+    and sweep trials."""
+
+    episodes: int = 20
+    """In-context episodes per task (K)."""
+    tasks: int | None = None
+    """Tasks (N), one sub-env each; None: every task of the split exactly once."""
+    mode: ContextMode = "stream"
+    """Context mode: `stream` (state carried) or `window` (fresh forward over the last steps)."""
+    split: Split = "test"
+    """`test` (held out), `val` (the run's validation tasks), `ood`, `train`."""
+    final_episodes: int = 5
+    """Episodes averaged into the final return."""
+    seed: int = 0
+    """Seed of the task order, the envs and the action sampling."""
+    greedy: bool = False
+    """Argmax actions instead of sampling."""
 
 
 @dataclasses.dataclass
@@ -174,17 +195,24 @@ def summarise(
     """Scalar summaries of per-task, per-episode returns `[N, K]` (means over tasks).
 
     `return_final`: mean of the last `final_episodes` episodes; `auc`: mean return over all K
-    episodes (the area under the curve, per episode); `fraction_optimal`: final over optimal return.
+    episodes (the area under the curve, per episode); `fraction_optimal`: final over optimal
+    return; `nauc`: auc over optimal; `episodes_to_80`: the first episode whose mean return reaches
+    80% of optimal (K + 1 when none does).
     """
     k = returns.shape[1]
     curve = returns.mean(0)
     final = returns[:, -min(final_episodes, k) :].mean()
+    best = optimal.mean()
+    reached = np.flatnonzero(curve >= 0.8 * best) if best > 0 else np.zeros(0, dtype=int)
     summary = {
         "return_first": float(curve[0]),
         "return_final": float(final),
         "auc": float(curve.mean()),
-        "fraction_optimal": float(final / optimal.mean()) if optimal.mean() > 0 else float("nan"),
-        "optimal": float(optimal.mean()),
+        "fraction_optimal": float(final / best) if best > 0 else float("nan"),
+        "nauc": float(curve.mean() / best) if best > 0 else float("nan"),
+        # the first episode whose mean return is >= 80% of optimal; K + 1: never within K
+        "episodes_to_80": int(reached[0] + 1) if len(reached) else k + 1,
+        "optimal": float(best),
     }
     for episode in sorted({1, max(k // 4, 1), max(k // 2, 1), k}):
         summary[f"return_at_{episode}"] = float(curve[episode - 1])
@@ -226,75 +254,103 @@ def source_learning_curves(
 
 
 class InContextEvaluation(pl.Callback):
-    """Every `every_n_steps` training steps, a small in-context evaluation on held-out tasks,
-    logged as `eval/return_final`, `eval/auc`, `eval/fraction_optimal`, ..."""
+    """At every validation (`trainer.val_check_interval`), the learner plays the run's validation
+    tasks in context with frozen weights, logged as `val/return_final`, `val/auc`,
+    `val/fraction_optimal`, ...: the in-context metric that model selection monitors
+    (`ModelCheckpoint(monitor="val/return_final", mode="max")`, `EarlyStopping`, pruners).
+
+    The validation tasks are training-distribution tasks whose histories the run held out of
+    training (`data.val_fraction`); the `test` split is for the chosen model, once, at the end
+    (`zoo evaluate`). `split: test` is possible, logged as `test/...`, and is model selection on
+    the test set if anything reads it."""
 
     def __init__(
         self,
         *,
-        every_n_steps: int = 1000,
         episodes: int = 20,
-        tasks: int = 16,
+        tasks: int | None = None,
         mode: ContextMode = "stream",
-        split: Split = "test",
+        split: Split = "val",
         final_episodes: int = 5,
         seed: int = 0,
     ) -> None:
         """
         Args:
-            every_n_steps: evaluate after every this many optimizer steps.
             episodes: episodes per task.
-            tasks: held-out tasks, one sub-env each.
+            tasks: tasks, one sub-env each; None: every task of the split once.
             mode: context mode, `stream` or `window`.
-            split: task split to draw from (`test`: held out; `ood` where the env defines it).
-            final_episodes: episodes averaged into `eval/return_final`.
-            seed: seed of the tasks, the env and the action sampling (the same at every eval).
+            split: `val` (the run's validation tasks), or a split of the env (`test`, `ood`).
+            final_episodes: episodes averaged into `<split>/return_final`.
+            seed: seed of the task order, the env and the action sampling (the same at every
+                evaluation, so successive evaluations differ only by the weights).
         """
         super().__init__()
-        if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        for name, value in (("episodes", episodes), ("final_episodes", final_episodes)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if tasks is not None and tasks < 1:
+            raise ValueError(f"tasks must be >= 1 (or null: every task once), got {tasks}")
         if mode not in CONTEXT_MODES:
             raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
-        self.every_n_steps = every_n_steps
         self.episodes = episodes
         self.tasks = tasks
         self.mode: ContextMode = mode
         self.split: Split = split
         self.final_episodes = final_episodes
         self.seed = seed
-        self._last_step = -1
 
     def evaluate(self, model: InContextLearner) -> dict[str, float]:
         """The summaries of one evaluation of `model`."""
         family = family_of(model)
-        tasks = family.sample_tasks(self.split, self.tasks, seed=self.seed)
+        tasks = evaluation_tasks(model, family, self.split, self.tasks, seed=self.seed)
         rollout = run_in_context(
             model, family, tasks, episodes=self.episodes, mode=self.mode, seed=self.seed
         )
         optimal = family.optimal_return(tasks)
         return summarise(rollout.returns, optimal, final_episodes=self.final_episodes)
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        step = trainer.global_step
-        if step == self._last_step or step % self.every_n_steps != 0:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
             return
-        self._last_step = step
         summary = self._evaluate_on_rank_zero(pl_module)
-        if not summary:
-            return
-        metrics = {f"eval/{key}": value for key, value in summary.items()}
-        # straight to the loggers, once, at this step; callback_metrics serve monitors and pruners
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        # every rank logs the same numbers: rank zero's, broadcast
+        summary = trainer.strategy.broadcast(summary, src=0)
+        # logged as validation metrics: in callback_metrics before ModelCheckpoint and
+        # EarlyStopping read them at the end of this validation
+        pl_module.log_dict(
+            {f"{self.split}/{key}": float(value) for key, value in summary.items()},
+            batch_size=1,
+        )
 
     @rank_zero_only
     def _evaluate_on_rank_zero(self, pl_module: pl.LightningModule) -> dict[str, float]:
         return self.evaluate(pl_module)  # type: ignore[arg-type]
+
+
+def evaluation_tasks(
+    model: InContextLearner,
+    family: EnvFamily,
+    split: Split,
+    num_tasks: int | None = None,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """The tasks an evaluation plays: `num_tasks` tasks of `split` in a seeded order, None: every
+    task of the split exactly once. `val` is the model's own validation tasks (recorded by its
+    datamodule); the others are the env's splits."""
+    if split == "val":
+        pool = np.asarray(model.env.get("val_tasks") or [])
+        if len(pool) == 0:
+            raise UserError(
+                "the model records no validation tasks (trained with data.val_fraction 0, or "
+                "before they were recorded): evaluate a split of the env (--split test)"
+            )
+        return draw_tasks(pool, len(pool) if num_tasks is None else num_tasks, seed=seed)
+    if num_tasks is None:
+        num_tasks = family.split_size(split)
+        if num_tasks is None:
+            raise UserError(
+                f"env {family.name!r} draws {split} tasks from a continuous distribution: "
+                "give a number of tasks"
+            )
+    return family.sample_tasks(split, num_tasks, seed=seed)

@@ -43,6 +43,8 @@ class InContextLearner(pl.LightningModule):
         warmup_steps: int = 500,
         min_lr_ratio: float = 0.1,
         embedding_dropout: float = 0.0,
+        token_mask: float = 0.0,
+        label_smoothing: float = 0.0,
         compile: bool = False,
     ) -> None:
         """
@@ -68,6 +70,12 @@ class InContextLearner(pl.LightningModule):
                 at the last step of the run.
             min_lr_ratio: final learning rate as a fraction of `lr`.
             embedding_dropout: dropout on the token embeddings.
+            token_mask: in training, the probability that an input token is masked (its
+                embedding replaced by zeros, whole): the AD paper's random masking against
+                overfitting the training histories (0.3 there, appendix "Random mask"). Targets
+                are never masked.
+            label_smoothing: label smoothing of the behaviour-cloning cross-entropy (AD uses it
+                on Dark Room Hard).
             compile: run the training and validation loss through `torch.compile` (in-context
                 evaluation stays eager: its shapes change every step). Same numbers to float
                 precision; faster where BENCHMARKS.md says so (the reference transformer on
@@ -93,6 +101,8 @@ class InContextLearner(pl.LightningModule):
             ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
             ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
             ("embedding_dropout", embedding_dropout, 0 <= embedding_dropout < 1, "in [0, 1)"),
+            ("token_mask", token_mask, 0 <= token_mask < 1, "in [0, 1)"),
+            ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
         ):
             if not ok:
                 raise ValueError(f"model.{name} must be {rule}, got {value}")
@@ -198,8 +208,18 @@ class InContextLearner(pl.LightningModule):
     def _window_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         actions = batch["actions"].long()
         prev_actions, prev_rewards = self.previous(actions, batch["rewards"])
-        logits, _ = self(batch["observations"], prev_actions, prev_rewards)
-        loss = F.cross_entropy(logits.reshape(-1, self.num_actions), actions.reshape(-1))
+        tokens = self.embed(batch["observations"], prev_actions, prev_rewards)
+        mask_p = self.hparams.get("token_mask", 0.0)
+        if self.training and mask_p > 0:
+            keep = torch.rand(tokens.shape[:-1], device=tokens.device) >= mask_p
+            tokens = tokens * keep[..., None].to(tokens.dtype)
+        features, _ = self.backbone(tokens)
+        logits = self.head(features)
+        loss = F.cross_entropy(
+            logits.reshape(-1, self.num_actions),
+            actions.reshape(-1),
+            label_smoothing=self.hparams.get("label_smoothing", 0.0),
+        )
         accuracy = (logits.argmax(-1) == actions).float().mean()
         return loss, accuracy
 

@@ -2,6 +2,10 @@
 
     zoo sweep --study ablation --config configs/sweeps/darkroom_ablation.yaml [--workers 2]
     zoo sweep status --config configs/sweeps/darkroom_ablation.yaml
+    zoo sweep export --config configs/sweeps/darkroom_tune_transformer.yaml [--out FILE]
+
+A tuning study's chosen settings are written to its config's `output:` when the study ends (and by
+`zoo sweep export`): the `zoo fit` config fragment an ablation's `tuned:` directory holds.
 
 Every worker (this process, its `--workers` siblings, `zoo sweep` runs on other machines pointed at
 the same `--storage`) shares one study: a killed sweep resumes where it stopped, the grid of an
@@ -137,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     if space is not None:
         print(f"zoo sweep: grid {grid_progress(study, space)}")
     print_status(study)
+    if spec.kind == "tune" and spec.config.output:
+        from sweeps.tune import write_tuned
+
+        if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+            print(f"zoo sweep: tuned settings written to {write_tuned(study, spec.config)}")
     return 1 if any(codes) else 0
 
 
@@ -208,10 +217,38 @@ def status(argv: list[str]) -> int:
     return 0
 
 
+def export(argv: list[str]) -> int:
+    import optuna
+
+    from sweeps.study import open_storage
+    from sweeps.tune import write_tuned
+
+    parser = ArgumentParser(
+        prog="zoo sweep export", description="write a tuning study's chosen settings (YAML)"
+    )
+    parser.add_argument("--config", required=True, help="YAML of the tuning study")
+    parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
+    parser.add_argument("--out", default=None, help="output file (default: the config's output)")
+    args = parser.parse_args(argv)
+    spec = load_spec(args.config, kind=None, name=None, storage=args.storage)
+    if spec.kind != "tune":
+        raise SweepError(
+            f"{args.config} is a {spec.kind} study: only tuning studies choose settings"
+        )
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
+    except KeyError as error:
+        raise SweepError(f"no study named {spec.name!r} in {spec.storage}") from error
+    print(f"wrote {write_tuned(study, spec.config, args.out)}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["status"]:
             return status(argv[1:])
+        if argv[:1] == ["export"]:
+            return export(argv[1:])
         return run(_parser().parse_args(argv))
     except SweepError as error:
         print(f"zoo sweep: error: {error}", file=sys.stderr)

@@ -30,7 +30,7 @@ def study_config(tmp_path: Path, experiment: Path, **extra: object) -> Path:
         "backbones": GRID["backbone"],
         "context_episodes": GRID["context_episodes"],
         "seeds": GRID["seed"],
-        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1},
+        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1, "seeds": [0, 1]},
         "runs_dir": str(tmp_path / "runs"),
         **extra,
     }

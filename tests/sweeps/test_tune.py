@@ -42,7 +42,10 @@ def test_a_budget_below_the_narrowest_model_is_refused() -> None:
         widest_within_budget("gru", init_args, 10)
 
 
-def test_tuning_study_runs_and_reports_by_step(tmp_path: Path, experiment: Path) -> None:
+def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
+    tmp_path: Path, experiment: Path
+) -> None:
+    tuned = tmp_path / "tuned" / "gru.yaml"
     config = {
         "study": "tune",
         "name": "tiny_tune",
@@ -51,8 +54,9 @@ def test_tuning_study_runs_and_reports_by_step(tmp_path: Path, experiment: Path)
         "size": "tiny",
         "context_episodes": 1,
         "depths": [1, 2],
-        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1, "every_n_steps": 2},
+        "evaluation": {"episodes": 2, "final_episodes": 1},
         "runs_dir": str(tmp_path / "runs"),
+        "output": str(tuned),
     }
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -66,9 +70,47 @@ def test_tuning_study_runs_and_reports_by_step(tmp_path: Path, experiment: Path)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2
     for trial in complete:
-        assert set(trial.params) == {"lr", "warmup_steps", "depth", "dropout"}
-        assert list(trial.intermediate_values) == [2]  # reported at global step 2
+        assert set(trial.params) == {
+            "lr", "warmup_steps", "depth", "dropout", "token_mask", "label_smoothing"
+        }  # fmt: skip
+        assert list(trial.intermediate_values) == [3]  # the validation at global step 3
+        # the objective is the validation return of the selected checkpoint; no test task played
+        assert trial.value == pytest.approx(trial.user_attrs["val_return_final"])
+        assert "return_final" not in trial.user_attrs
+        assert not list(Path(trial.user_attrs["run_dir"]).glob("test-seed*"))
         assert trial.user_attrs["backbone_parameters"] <= trial.user_attrs["param_budget"]
         assert f"num_layers={trial.params['depth']}" in trial.user_attrs["fit_command"] or (
             trial.params["depth"] == 1  # the preset's own depth needs no override
         )
+    # the chosen settings, as a zoo fit config fragment applied after the preset
+    fragment = yaml.safe_load(tuned.read_text())
+    best = study.best_trial
+    assert fragment["model"]["lr"] == pytest.approx(best.params["lr"])
+    assert fragment["model"]["token_mask"] == best.params["token_mask"]
+    assert fragment["model"]["backbone"]["init_args"]["num_layers"] == best.params["depth"]
+    assert f"trial {best.number}" in tuned.read_text()
+    # an ablation with `tuned:` trains every trial of that backbone on these settings
+    ablation = {
+        "study": "ablation",
+        "name": "tiny_tuned_ablation",
+        "experiment": str(experiment),
+        "size": "tiny",
+        "backbones": ["gru"],
+        "context_episodes": [1],
+        "seeds": [0],
+        "tuned": str(tuned.parent),
+        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1, "seeds": [0]},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(ablation))
+    command = ["sweep", "--config", str(path), "--storage", storage]
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (trial,) = optuna.load_study(study_name="tiny_tuned_ablation", storage=storage).trials
+    assert trial.user_attrs["tuned_from"] == str(tuned)
+    config_yaml = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / "csv/version_0/config.yaml").read_text())
+    assert config_yaml["model"]["lr"] == pytest.approx(best.params["lr"])
+    assert config_yaml["model"]["backbone"]["init_args"]["num_layers"] == best.params["depth"]

@@ -212,9 +212,9 @@ def test_a_checkpoint_is_loaded_without_running_pickled_code(checkpoint: Path) -
 def test_a_bad_option_value_is_one_line(
     tiny_fit_args, option: str, message: str | None, dataset: Path, tmp_path: Path, capsys
 ) -> None:
-    extra = [option] if message else [option, "--trainer.callbacks.every_n_steps=0"]
+    extra = [option] if message else [option, "--trainer.callbacks.episodes=0"]
     line = refused(["fit", *tiny_fit_args(dataset, tmp_path / "runs"), *extra], capsys)
-    assert (message or "every_n_steps must be >= 1, got 0") in line
+    assert (message or "episodes must be >= 1, got 0") in line
     assert not (tmp_path / "runs").exists()
 
 

@@ -50,9 +50,7 @@ def fit_args(dataset: Path, root: Path, backbone: str, *, max_steps: int = 3) ->
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.save_dir={root}",
         "--trainer.callbacks+=zoo.evaluation.InContextEvaluation",
-        "--trainer.callbacks.every_n_steps=3",
         "--trainer.callbacks.episodes=2",
-        "--trainer.callbacks.tasks=2",
     ]
 
 
@@ -66,7 +64,7 @@ def test_collect_fit_evaluate(backbone: str, dataset: Path, tmp_path: Path) -> N
     assert zoo(["fit", *fit_args(dataset, tmp_path, backbone)]) == 0
     (metrics_file,) = tmp_path.glob("lightning_logs/version_*/metrics.csv")
     metrics = pd.read_csv(metrics_file)
-    for key in ("train/loss", "val/loss", "val/action_acc", "eval/return_final", "eval/auc"):
+    for key in ("train/loss", "val/loss", "val/action_acc", "val/return_final", "val/auc"):
         assert metrics[key].notna().any(), key
 
     out = tmp_path / "eval"
