@@ -111,6 +111,8 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     assert done.returncode == 0, done.stdout + done.stderr
     (trial,) = optuna.load_study(study_name="tiny_tuned_ablation", storage=storage).trials
     assert trial.user_attrs["tuned_from"] == str(tuned)
-    config_yaml = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / "csv/version_0/config.yaml").read_text())
+    config_yaml = yaml.safe_load(
+        (Path(trial.user_attrs["run_dir"]) / "csv/version_0/config.yaml").read_text()
+    )
     assert config_yaml["model"]["lr"] == pytest.approx(best.params["lr"])
     assert config_yaml["model"]["backbone"]["init_args"]["num_layers"] == best.params["depth"]
