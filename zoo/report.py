@@ -74,8 +74,35 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
         row = {"label": label(mode, backbone), "data_mode": mode, "backbone": backbone}
         row.update(context_episodes=context, seeds=len(group), iqm_return_final=iqm)
         row.update(ci_low=low, ci_high=high, mean_return_final=group["return_final"].mean())
+        fraction = pd.to_numeric(group["fraction_optimal"], errors="coerce").dropna()
+        if len(fraction):
+            point, f_low, f_high = interval(fraction.to_numpy(float), reps=reps)
+            row.update(iqm_fraction_optimal=point, fraction_ci_low=f_low, fraction_ci_high=f_high)
+        # under-training made visible: how long the selected checkpoints trained, how many runs
+        # ended at their step budget rather than by early stopping
+        capped = group["budget_capped"].dropna()
+        row["budget_capped"] = (
+            f"{int(capped.astype(bool).sum())}/{len(capped)}" if len(capped) else None
+        )
+        row["tuned"] = (
+            None
+            if group["tuned_from"].isna().all() and group["kind"].eq("results").all()
+            else "tuned"
+            if group["tuned_from"].notna().all()
+            else "untuned"
+        )
+        tasks, seeds = group["test_tasks"].dropna(), group["eval_seeds"].dropna()
+        if len(tasks) and len(seeds):
+            row["evaluation"] = f"{int(tasks.iloc[0])} tasks x {len(seeds.iloc[0])} eval seeds"
+        if mode != "ad":  # ED trains on an expert's episodes: there is no source learner to show
+            group = group.assign(source_return_final=np.nan)
         for column in (
             "fraction_optimal",
+            "nauc",
+            "episodes_to_80",
+            "selected_step",
+            "steps_trained",
+            "max_steps",
             "source_return_final",
             "parameters",
             "train_tokens_per_s",

@@ -58,14 +58,35 @@ def _ci(row: pd.Series) -> str:
     return f"{iqm} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
 
 
+def _fraction(row: pd.Series) -> str:
+    point = row.get("iqm_fraction_optimal")
+    if not finite(point):
+        return ""
+    if not finite(row.get("fraction_ci_low")):
+        return f"{point:.1%}"
+    return f"{point:.1%} [{row['fraction_ci_low']:.1%}, {row['fraction_ci_high']:.1%}]"
+
+
+def _episodes_to_80(row: pd.Series) -> str:
+    value = row.get("episodes_to_80")
+    return "" if not finite(value) else f"{value:.1f}"
+
+
 def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = [
         "backbone",
         "data",
         "context (episodes)",
-        "seeds",
+        "training seeds",
         "IQM final return [95% CI]",
-        "fraction of optimal",
+        "IQM of optimal [95% CI]",
+        "NAUC",
+        "episodes to 80% (mean; K+1 = never)",
+        "selected step (mean)",
+        "steps trained / budget",
+        "ended at budget",
+        "settings",
+        "evaluation",
         "source learner final",
         "parameters",
     ]
@@ -76,8 +97,17 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             _number(r["context_episodes"]),
             str(int(r["seeds"])),
             _ci(r),
-            _number(r["fraction_optimal"]),
-            _number(r["source_return_final"]),
+            _fraction(r),
+            _number(r.get("nauc")),
+            _episodes_to_80(r),
+            _number(r.get("selected_step"), 0),
+            f"{_number(r.get('steps_trained'), 0)} / {_number(r.get('max_steps'), 0)}"
+            if finite(r.get("steps_trained"))
+            else "",
+            str(r.get("budget_capped") or ""),
+            str(r.get("tuned") or ""),
+            str(r.get("evaluation") or ""),
+            _number(r["source_return_final"]) if finite(r["source_return_final"]) else "-",
             _number(r["parameters"]),
         ]
         for _, r in summary.iterrows()

@@ -3,6 +3,7 @@ workers, on SQLite and PostgreSQL; a worker killed mid-trial leaves a study the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import optuna
 import pytest
 import yaml
 
+from envs import make_family
 from sweeps.study import grid_progress, open_storage
 from zoo.cli import main as zoo
 
@@ -30,7 +32,7 @@ def study_config(tmp_path: Path, experiment: Path, **extra: object) -> Path:
         "backbones": GRID["backbone"],
         "context_episodes": GRID["context_episodes"],
         "seeds": GRID["seed"],
-        "evaluation": {"tasks": 2, "episodes": 2, "final_episodes": 1, "seeds": [0, 1]},
+        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0, 1]},
         "runs_dir": str(tmp_path / "runs"),
         **extra,
     }
@@ -71,8 +73,25 @@ def assert_grid_done_once(storage: str) -> optuna.Study:
         assert t.user_attrs["fit_command"].startswith("zoo fit --config")
         assert len(t.user_attrs["curve"]) == 2 and Path(t.user_attrs["eval_dir"]).is_dir()
         assert t.value == pytest.approx(t.user_attrs["return_final"])
+        assert_test_played_once_per_seed(t)
     assert grid_progress(study, GRID)["done"] == 4
     return study
+
+
+def assert_test_played_once_per_seed(trial: optuna.trial.FrozenTrial) -> None:
+    """The selected checkpoint played every test goal exactly once under each evaluation seed,
+    and that checkpoint is the one chosen on the validation return."""
+    pool = make_family("darkroom").sample_tasks("test", 16, seed=0)
+    assert trial.user_attrs["eval_seeds"] == [0, 1] and trial.user_attrs["test_tasks"] == len(pool)
+    for seed in (0, 1):
+        result = json.loads(
+            (Path(trial.user_attrs["run_dir"]) / f"test-seed{seed}/returns.json").read_text()
+        )
+        assert sorted(map(tuple, result["tasks"])) == sorted(map(tuple, pool.tolist()))
+        assert result["checkpoint"] == str(Path(trial.user_attrs["checkpoint"]).resolve())
+    assert Path(trial.user_attrs["checkpoint"]).parent.name == "selected"
+    assert trial.user_attrs["selected_step"] <= trial.user_attrs["steps_trained"]
+    assert trial.user_attrs["budget_capped"] is True  # 3 steps of 3, no early stopping
 
 
 def test_two_workers_split_the_grid_without_duplicates(tmp_path: Path, experiment: Path) -> None:

@@ -116,3 +116,46 @@ def test_hyperparameters_record_the_env_not_a_live_module() -> None:
 def test_the_backbone_must_be_a_backbone() -> None:
     with pytest.raises(TypeError, match="configs/backbone"):
         InContextLearner(backbone=nn.Linear(4, 4), num_observations=3, num_actions=2, context_len=4)
+
+
+def tiny_batch(steps: int = 12) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "observations": torch.randint(0, 81, (3, steps), generator=generator),
+        "actions": torch.randint(0, 5, (3, steps), generator=generator),
+        "rewards": torch.randint(0, 2, (3, steps), generator=generator).float(),
+    }
+
+
+def test_token_mask_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    masked = tiny_learner(token_mask=0.5)
+    plain = tiny_learner()
+    plain.load_state_dict(masked.state_dict())
+    batch = tiny_batch()
+    masked.train()
+    losses = {round(masked._window_loss(batch)[0].item(), 6) for _ in range(4)}
+    assert len(losses) > 1  # a fresh mask every call
+    plain.train()
+    assert plain._window_loss(batch)[0].item() not in losses
+    masked.eval(), plain.eval()
+    assert masked._window_loss(batch)[0].item() == pytest.approx(
+        plain._window_loss(batch)[0].item()
+    )
+
+
+def test_label_smoothing_is_torchs() -> None:
+    model = tiny_learner(label_smoothing=0.1).eval()
+    batch = tiny_batch()
+    prev_actions, prev_rewards = model.previous(batch["actions"], batch["rewards"])
+    logits, _ = model(batch["observations"], prev_actions, prev_rewards)
+    expected = nn.functional.cross_entropy(
+        logits.reshape(-1, 5), batch["actions"].reshape(-1), label_smoothing=0.1
+    )
+    assert model._window_loss(batch)[0].item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("name", ["token_mask", "label_smoothing"])
+def test_regulariser_ranges(name: str) -> None:
+    with pytest.raises(ValueError, match=f"model.{name} must be in"):
+        tiny_learner(**{name: 1.0})
