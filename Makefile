@@ -10,7 +10,7 @@ setup:
 ## main job on its embedded defaults (local files under data/, runs/, reports/; SQLite storage)
 ## `make run QUICK=1`: the first-look variant, a few minutes
 run: setup
-	scripts/main.sh $(if $(QUICK),--quick,)
+	scripts/main.sh $(if $(QUICK),--quick,$(if $(FULL),--full,))
 
 ## the test suite CI runs (.ci/run)
 test: setup lint

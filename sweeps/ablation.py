@@ -60,7 +60,7 @@ class AblationConfig:
         }
 
 
-def sampler(config: AblationConfig) -> optuna.samplers.BaseSampler:
+def sampler(config: AblationConfig, *, stream: int = 0) -> optuna.samplers.BaseSampler:
     # Every worker must shuffle the grid the same way (seed 0): trial number n runs grid point n.
     return optuna.samplers.GridSampler(config.search_space(), seed=0)
 

@@ -60,6 +60,8 @@ class TuneConfig:
     """Label-smoothing amounts to choose from."""
     attn_dropout: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1])
     """Attention-dropout rates to choose from, for backbones that take `attn_dropout`."""
+    prune_after_steps: int = 500
+    """No trial is pruned before this global step (early in-context returns are mostly noise)."""
     output: str | None = None
     """Where the chosen settings go (a `zoo fit` config fragment, e.g.
     configs/tuned/darkroom/transformer.yaml); None: not written."""
@@ -71,12 +73,17 @@ class TuneConfig:
     """Where each trial's checkpoints, logs and evaluation go."""
 
 
-def sampler(config: TuneConfig) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=5)
+def sampler(config: TuneConfig, *, stream: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE seeded by the config's seed and `stream`: workers running side by side, and a worker
+    resuming a study, each get their own stream (one seed for all would draw the same points)."""
+    import numpy as np
+
+    seed = int(np.random.SeedSequence([config.seed, stream]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
 def pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=config.prune_after_steps)
 
 
 def preset_init_args(backbone: str, size: str) -> tuple[str, dict[str, Any]]:

@@ -2,7 +2,8 @@
 
     zoo sweep --study ablation --config configs/sweeps/darkroom_ablation.yaml [--workers 2]
     zoo sweep status --config configs/sweeps/darkroom_ablation.yaml
-    zoo sweep export --config configs/sweeps/darkroom_tune_transformer.yaml [--out FILE]
+    zoo sweep --config configs/sweeps/darkroom_tune.yaml --backbone gru --n-trials 5
+    zoo sweep export --config configs/sweeps/darkroom_tune.yaml --backbone gru [--out FILE]
 
 A tuning study's chosen settings are written to its config's `output:` when the study ends (and by
 `zoo sweep export`): the `zoo fit` config fragment an ablation's `tuned:` directory holds.
@@ -35,6 +36,18 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML of the study (configs/sweeps/)")
     parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
     parser.add_argument("--name", default=None, help="study name (default: the config's `name`)")
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="the backbone a tuning study tunes (instead of the config's)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="training seeds of an ablation grid (instead of the config's; give a new --name)",
+    )
     parser.add_argument("--n-trials", type=int, default=None, help="trials this worker runs")
     parser.add_argument("--timeout", type=float, default=None, help="seconds this worker runs")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
@@ -58,8 +71,18 @@ class SweepSpec:
     config: Any  # AblationConfig | TuneConfig
 
 
-def load_spec(path: str, *, kind: str | None, name: str | None, storage: str | None) -> SweepSpec:
-    """Read and check a study config: `study`, `name` and `storage` keys, then the kind's fields."""
+def load_spec(
+    path: str,
+    *,
+    kind: str | None,
+    name: str | None,
+    storage: str | None,
+    backbone: str | None = None,
+) -> SweepSpec:
+    """Read and check a study config: `study`, `name` and `storage` keys, then the kind's fields.
+
+    `backbone` sets a tuning study's backbone; `{backbone}` in its name and output is replaced by
+    it, so one config serves every backbone (`darkroom_tune_{backbone}`)."""
     import yaml
     from jsonargparse import ArgumentParser as ConfigParser
 
@@ -75,6 +98,14 @@ def load_spec(path: str, *, kind: str | None, name: str | None, storage: str | N
     storage = storage or raw.get("storage") or DEFAULT_STORAGE
     for key in ("study", "name", "storage"):
         raw.pop(key, None)
+    if backbone is not None:
+        if kind != "tune":
+            raise SweepError("--backbone picks the backbone of a tuning study (study: tune)")
+        raw["backbone"] = backbone
+    if "backbone" in raw:
+        name = name.replace("{backbone}", str(raw["backbone"]))
+        if isinstance(raw.get("output"), str):
+            raw["output"] = raw["output"].replace("{backbone}", str(raw["backbone"]))
     if kind not in STUDY_KINDS:
         raise SweepError(f"{path}: set `study:` to one of {list(STUDY_KINDS)} (or pass --study)")
     config_class = _module(kind).__dict__[f"{kind.capitalize()}Config"]
@@ -99,14 +130,21 @@ def run(args: argparse.Namespace) -> int:
 
     from sweeps.study import grid_progress, open_storage, run_worker
 
-    spec = load_spec(args.config, kind=args.study, name=args.name, storage=args.storage)
+    spec = load_spec(
+        args.config, kind=args.study, name=args.name, storage=args.storage, backbone=args.backbone
+    )
+    if args.seeds is not None:
+        if spec.kind != "ablation":
+            raise SweepError("--seeds sets the seeds of an ablation grid; tuning has one seed")
+        spec.config = dataclasses.replace(spec.config, seeds=list(args.seeds))
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         # workers share the machine's cores rather than each taking all of them (children inherit)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
     siblings = []
-    for _ in range(args.workers - 1):  # the other workers are plain `zoo sweep` processes
+    for index in range(1, args.workers):  # the other workers are plain `zoo sweep` processes
         command = [sys.executable, "-m", "zoo.cli", "sweep", *_own_args(args, spec)]
-        siblings.append(subprocess.Popen(command, env={**os.environ, "ZOO_SWEEP_SIBLING": "1"}))
+        env = {**os.environ, "ZOO_SWEEP_SIBLING": "1", "ZOO_SWEEP_WORKER": str(index)}
+        siblings.append(subprocess.Popen(command, env=env))
     module = _module(spec.kind)
     storage = open_storage(
         spec.storage,
@@ -122,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         pruner=module.pruner(spec.config) if hasattr(module, "pruner") else None,
         load_if_exists=True,
     )
+    # this worker's own sampling stream: its index among the workers started together, and the
+    # trials the study already has (a resumed worker does not redraw the points it drew before)
+    worker = int(os.environ.get("ZOO_SWEEP_WORKER", "0"))
+    stream = worker * 1_000_000 + len(study.get_trials(deepcopy=False))
+    study.sampler = module.sampler(spec.config, stream=stream)
     study.set_user_attr("kind", spec.kind)
     study.set_user_attr("config", dataclasses.asdict(spec.config))
     space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
@@ -153,6 +196,10 @@ def _own_args(args: argparse.Namespace, spec: SweepSpec) -> list[str]:
     out = ["--study", spec.kind, "--config", args.config, "--storage", spec.storage]
     out += ["--name", spec.name, "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
     out += ["--max-retry", str(args.max_retry)]
+    if args.seeds is not None:
+        out += ["--seeds", *map(str, args.seeds)]
+    if args.backbone is not None:
+        out += ["--backbone", args.backbone]
     if args.n_trials is not None:
         out += ["--n-trials", str(args.n_trials)]
     if args.timeout is not None:
@@ -228,9 +275,12 @@ def export(argv: list[str]) -> int:
     )
     parser.add_argument("--config", required=True, help="YAML of the tuning study")
     parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
+    parser.add_argument("--backbone", default=None, help="the backbone (instead of the config's)")
     parser.add_argument("--out", default=None, help="output file (default: the config's output)")
     args = parser.parse_args(argv)
-    spec = load_spec(args.config, kind=None, name=None, storage=args.storage)
+    spec = load_spec(
+        args.config, kind=None, name=None, storage=args.storage, backbone=args.backbone
+    )
     if spec.kind != "tune":
         raise SweepError(
             f"{args.config} is a {spec.kind} study: only tuning studies choose settings"

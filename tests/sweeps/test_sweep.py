@@ -149,3 +149,16 @@ def test_config_typo_is_one_clear_error(
     config = study_config(tmp_path, experiment, backbones=["nope"])
     assert zoo(["sweep", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_study_configs_load(config: Path) -> None:
+    from zoo.sweep import load_spec
+
+    spec = load_spec(str(config), kind=None, name=None, storage=None)
+    assert spec.name in (config.stem, f"{config.stem}_{getattr(spec.config, 'backbone', '')}")
+    if spec.kind == "ablation":  # every trial selects on validation goals, then plays test once
+        assert spec.config.evaluation.test and len(spec.config.evaluation.seeds) >= 1
+        assert spec.config.evaluation.tasks is None  # every held-out goal, exactly once
