@@ -1,11 +1,13 @@
 """One sweep trial: `zoo fit` then `zoo evaluate`, in a child process of the sweep worker.
 
 The child builds everything through the same LightningCLI as `zoo fit` (no second way to build a
-model) and evaluates the last checkpoint through the same code as `zoo evaluate`. A child process
-per trial gives each trial its own peak memory reading and keeps a crashing trial from taking the
-worker down; it dies with its worker (PR_SET_PDEATHSIG), so a killed worker leaves only a stale
-trial, which the heartbeat fails and re-queues. The child reports intermediate in-context returns
-to the study itself, by global step, and stops when the pruner says so.
+model), selects its checkpoint on the validation goals, and plays the test goals with it through
+the same code as `zoo evaluate`. A child process per trial gives each trial its own peak memory
+reading and keeps a crashing trial from taking the worker down; it dies with its worker
+(PR_SET_PDEATHSIG), so a killed worker leaves only a stale trial, which the heartbeat fails and
+re-queues. The child never talks to the study: it writes its validation returns by global step to
+a file, and the worker, which owns the trial, reports them through Optuna's public API and stops
+the child when the pruner says so.
 
     python -m sweeps.trial SPEC.json    (what the worker runs; SPEC is written by `run_trial`)
 """
@@ -25,7 +27,8 @@ from typing import Any
 
 import optuna
 
-PRUNED_EXIT_CODE = 3
+INTERMEDIATE = "intermediate.txt"
+"""File in a trial's run directory: one `step value` line per validation, written by the child."""
 
 
 @dataclasses.dataclass
@@ -90,14 +93,14 @@ def run_trial(
         "fit_args": args,
         "evaluation": dataclasses.asdict(evaluation),
         "run_dir": str(run_dir),
-        "storage": _storage_url(trial.study),
-        "study": trial.study.study_name,
-        "trial_id": trial._trial_id,
     }
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     trial.set_user_attr("run_dir", str(run_dir))
     started = time.monotonic()
     log_path = run_dir / "trial.log"
+    reports = run_dir / INTERMEDIATE
+    reports.unlink(missing_ok=True)
+    pruned_at = None
     with log_path.open("w") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "sweeps.trial", str(run_dir / "spec.json")],
@@ -105,12 +108,26 @@ def run_trial(
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-        _, status, usage = os.wait4(child.pid, 0)
+        # this process owns the trial: the child writes its validation returns to a file, this
+        # loop reports them to the study and stops the child when the pruner says so
+        seen = 0
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            values = _intermediate(reports)
+            for step, value in values[seen:]:
+                trial.report(value, step)
+                if pruned_at is None and trial.should_prune():
+                    pruned_at = step
+                    child.terminate()
+            seen = len(values)
+            if pid:
+                break
+            time.sleep(0.5)
     code = os.waitstatus_to_exitcode(status)
     trial.set_user_attr("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))
     trial.set_user_attr("wall_seconds", round(time.monotonic() - started, 1))
-    if code == PRUNED_EXIT_CODE:
-        raise optuna.TrialPruned("pruned on its intermediate in-context return")
+    if pruned_at is not None:
+        raise optuna.TrialPruned(f"pruned at step {pruned_at} on its validation return")
     result_path = run_dir / "result.json"
     if code != 0 or not result_path.is_file():
         lines = [line for line in log_path.read_text().splitlines() if line.strip()]
@@ -122,13 +139,13 @@ def run_trial(
     return float(result["attrs"]["objective"])
 
 
-def _storage_url(study: optuna.Study) -> str:
-    storage = study._storage
-    storage = getattr(storage, "_backend", storage)  # CachedStorage wraps the RDB storage
-    url = getattr(storage, "url", None)
-    if url is None:
-        raise RuntimeError("sweep trials need an RDB storage (sqlite:///, postgresql://)")
-    return url
+def _intermediate(path: Path) -> list[tuple[int, float]]:
+    """The (step, validation return) lines the child has written so far (a line being written is
+    not read until it is complete)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().split("\n")[:-1]  # the last piece has no newline yet
+    return [(int(step), float(value)) for step, value in (line.split() for line in lines)]
 
 
 def _die_with_parent() -> None:
@@ -153,12 +170,10 @@ def _child(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     settings = EvaluationSettings(**spec["evaluation"])
     run_dir = Path(spec["run_dir"])
-    study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
-    trial = optuna.trial.Trial(study, spec["trial_id"])
     monitor = "val/return_final"
 
     class Report(pl.Callback):
-        """Training throughput; the validation return reported to the pruner, by step."""
+        """Training throughput; the validation return, by step, for the worker's pruner."""
 
         def __init__(self) -> None:
             self.train_seconds, self.tokens, self._start = 0.0, 0, 0.0
@@ -173,9 +188,9 @@ def _child(spec_path: str) -> int:
         def on_validation_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
             if trainer.sanity_checking or monitor not in trainer.callback_metrics:
                 return
-            trial.report(float(trainer.callback_metrics[monitor]), trainer.global_step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
+            value = float(trainer.callback_metrics[monitor])
+            with (run_dir / INTERMEDIATE).open("a") as out:
+                out.write(f"{trainer.global_step} {value!r}\n")
 
     args = list(spec["fit_args"])
     cli = make_cli(args, run=False)
@@ -210,10 +225,7 @@ def _child(spec_path: str) -> int:
         selected,
     ]
     cli.trainer.callbacks[:] = callbacks
-    try:
-        cli.trainer.fit(cli.model, cli.datamodule)
-    except optuna.TrialPruned:
-        return PRUNED_EXIT_CODE
+    cli.trainer.fit(cli.model, cli.datamodule)
     max_steps = cli.trainer.max_steps
     steps = cli.trainer.global_step
     if not selected.best_model_path:  # no validation ran: the weights at the end are the choice

@@ -72,11 +72,17 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
     backbones = sorted(models["backbone"].unique())
     contexts = sorted(models["context_episodes"].dropna().unique())
     cmap = plt.get_cmap("viridis")
+    # a grid of at most 3 columns, readable at a laptop's width; one y-axis, one legend
+    ncols = min(3, len(backbones))
+    nrows = -(-len(backbones) // ncols)
     fig, axes = plt.subplots(
-        1, len(backbones), figsize=(4.2 * len(backbones), 3.6), sharey=True, squeeze=False
+        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 0.9), sharey=True, squeeze=False
     )
+    for ax in axes.flat[len(backbones) :]:
+        ax.set_visible(False)
     optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
-    for ax, backbone in zip(axes[0], backbones):
+    legend: dict[str, Any] = {}
+    for ax, backbone in zip(axes.flat, backbones):
         mine = models[models["backbone"] == backbone]
         for (mode, context), rows in mine.groupby(["data_mode", "context_episodes"], dropna=False):
             shade = (
@@ -100,9 +106,17 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
             ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
         ax.set_title(backbone)
         ax.set_xlabel("episode on a held-out task")
-        ax.legend(fontsize=7, loc="best")
-    axes[0][0].set_ylabel("return (mean over seeds, 95% CI)")
-    path = _save(fig, out, "curves.png")
+        handles, labels = ax.get_legend_handles_labels()
+        legend.update(zip(labels, handles))
+    for row in axes:
+        row[0].set_ylabel("return (mean, 95% CI)")
+    fig.tight_layout(rect=(0, 0.9 / (3.4 * nrows + 0.9), 1, 1))
+    fig.legend(
+        legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=8
+    )
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    path = "figures/curves.png"
     return Figure(
         path,
         "In-context learning curves",
