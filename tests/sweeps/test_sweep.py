@@ -162,3 +162,37 @@ def test_shipped_study_configs_load(config: Path) -> None:
     if spec.kind == "ablation":  # every trial selects on validation goals, then plays test once
         assert spec.config.evaluation.test and len(spec.config.evaluation.seeds) >= 1
         assert spec.config.evaluation.tasks is None  # every held-out goal, exactly once
+
+
+def test_a_pruned_trial_stops_its_child(tmp_path: Path, experiment: Path) -> None:
+    """The worker reports the child's validation returns to the study and stops the child when
+    the pruner says so; the child itself never opens the study."""
+    from backbones.presets import preset_path
+    from sweeps.trial import EvaluationSettings, run_trial
+
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    study = optuna.create_study(
+        study_name="pruned",
+        storage=storage,
+        direction="maximize",
+        pruner=optuna.pruners.ThresholdPruner(lower=1e9),  # every reported value is too low
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        return run_trial(
+            trial,
+            experiment=str(experiment),
+            backbone_preset=str(preset_path("gru", "tiny")),
+            context_episodes=1,
+            seed=0,
+            fit_args=["--trainer.max_steps=400", "--trainer.val_check_interval=1"],
+            evaluation=EvaluationSettings(episodes=1, final_episodes=1, seeds=[0]),
+            runs_dir=str(tmp_path / "runs"),
+        )
+
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert 1 in trial.intermediate_values  # the first validation, at step 1, was reported
+    run_dir = Path(trial.user_attrs["run_dir"])
+    assert not (run_dir / "result.json").exists()  # stopped long before its 400 steps
