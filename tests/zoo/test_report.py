@@ -34,7 +34,16 @@ def _attrs(rng: np.random.Generator, *, backbone: str, context: float, seed: int
         "return_first": curve[0],
         "auc": float(np.mean(curve)),
         "fraction_optimal": final / 15.0,
+        "nauc": float(np.mean(curve)) / 15.0,
+        "episodes_to_80": EPISODES + 1,
         "optimal": 15.0,
+        "selected_step": 50 + 25 * seed,
+        "steps_trained": 100 if seed else 75,  # seed 0 stopped early, the others hit the budget
+        "max_steps": 100,
+        "budget_capped": bool(seed),
+        "tuned_from": None,
+        "test_tasks": 16,
+        "eval_seeds": [0, 1, 2],
         "curve": curve,
         "source_learner": "q_learning",
         "source_curve": _curve(rng, 12.0),
@@ -186,6 +195,16 @@ def test_report_from_studies(storage: str, tmp_path: Path, capsys) -> None:
     assert (summary["ci_low"] <= summary["iqm_return_final"]).all()
     assert (summary["iqm_return_final"] <= summary["ci_high"]).all()
     assert "gru (ED)" in markdown or "| gru | ED |" in markdown
+    # every column means what it says
+    ad = summary[summary["data_mode"] == "ad"]
+    assert (ad["budget_capped"] == "2/3").all() and (ed["budget_capped"] == "1/2").all()
+    assert (ad["selected_step"] == 75).all() and (ad["max_steps"] == 100).all()
+    assert set(summary["tuned"]) == {"untuned"}
+    assert set(summary["evaluation"]) == {"16 tasks x 3 eval seeds"}
+    assert ed["source_return_final"].isna().all()  # ED has no source learner
+    assert (ad["source_return_final"] == 11.5).all()
+    assert (summary["fraction_ci_low"] <= summary["iqm_fraction_optimal"]).all()
+    assert "| gru | ED | 1 | 2 |" in markdown and " - |" in markdown
 
     trials = pd.read_csv(out / "tables" / "trials.csv")
     assert len(trials) == 12 + 3 + 4 + 3 + 8 + 1  # every trial of every study, listed
