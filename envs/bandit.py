@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvFamily, Split, register_env
+from envs.base import EnvFamily, Split, draw_task, register_env
 from envs.vector import TaskVectorEnv
 
 _SPLIT_STREAM = {"train": 0, "test": 1, "ood": 2}
@@ -28,13 +28,17 @@ def _check_means(means: Any) -> np.ndarray:
 
 class BanditEnv(gym.Env[int, int]):
     """One bandit: `gymnasium.make("zoo/Bandit-v0", means=(0.1, 0.9, ...))`; each step is a pull,
-    pays 1 with the arm's probability and ends the episode. The observation is always 0."""
+    pays 1 with the arm's probability and ends the episode. The observation is always 0. Without
+    `means`, every `reset(seed=...)` draws a bandit of `num_arms` arms from the family's `split`
+    (`info["task"]` says which)."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, *, means: Any = None) -> None:
-        if means is None:
-            raise ValueError("a bandit needs its task: pass means=(p_0, p_1, ...)")
+    def __init__(self, *, means: Any = None, num_arms: int = 10, split: Split = "train") -> None:
+        self._tasks = None if means is not None else (Bandit(num_arms=num_arms), split)
+        if self._tasks is not None:
+            self._tasks[0].sample_tasks(split, 1, seed=0)  # a clear error for an unknown split
+            means = np.full(num_arms, 0.5)  # replaced at every reset
         self.means = _check_means(means)
         self.observation_space = gym.spaces.Discrete(1)
         self.action_space = gym.spaces.Discrete(len(self.means))
@@ -43,7 +47,9 @@ class BanditEnv(gym.Env[int, int]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         super().reset(seed=seed)
-        return 0, {}
+        if self._tasks is not None:
+            self.means = draw_task(*self._tasks, self.np_random)
+        return 0, {"task": self.means.copy()}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):

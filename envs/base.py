@@ -38,6 +38,12 @@ def draw_tasks(pool: np.ndarray, num_tasks: int, *, seed: int) -> np.ndarray:
     return pool[order]
 
 
+def draw_task(family: EnvFamily, split: Split, rng: np.random.Generator) -> np.ndarray:
+    """One task of `family`'s `split`, drawn with `rng` (a plain env's `np_random`): what a
+    registered env made without its task plays after `reset(seed=...)`."""
+    return family.sample_tasks(split, 1, seed=int(rng.integers(2**31)))[0]
+
+
 class EnvFamily(ABC):
     """A task family: its parameters are dataclass fields, its tasks are arrays `[n, k]` (int64
     cells for the grid worlds, float64 arm means for bandits).

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import register_env
+from envs.base import Split, draw_task, register_env
 from envs.grid import (
     GridEnv,
     GridFamily,
@@ -25,7 +25,8 @@ from envs.grid import (
 
 
 class DarkRoomEnv(GridEnv):
-    """One Dark Room task: `gymnasium.make("zoo/DarkRoom-v0", goal=(row, col))`."""
+    """One Dark Room task: `gymnasium.make("zoo/DarkRoom-v0", goal=(row, col))`. Without a goal,
+    every `reset(seed=...)` draws one from the family's `split` (`info["task"]` says which)."""
 
     def __init__(
         self,
@@ -33,13 +34,24 @@ class DarkRoomEnv(GridEnv):
         goal: tuple[int, int] | None = None,
         size: int = 9,
         terminate_on_goal: bool = False,
+        split: Split = "train",
         render_mode: str | None = None,
     ) -> None:
         super().__init__(size=size, random_start=False, render_mode=render_mode)
-        if goal is None:
-            raise ValueError("Dark Room needs its task: pass goal=(row, col)")
-        self.goal = check_cell("goal", goal, size)
         self.terminate_on_goal = terminate_on_goal
+        family = DarkRoomHard if terminate_on_goal else DarkRoom
+        self._tasks = None if goal is not None else (family(size=size), split)
+        if self._tasks is not None:
+            self._tasks[0].split_size(split)  # a clear error for a split the family lacks
+        self.goal = check_cell("goal", goal, size) if goal is not None else self.pos.copy()
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        obs, info = super().reset(seed=seed, options=options)
+        if self._tasks is not None:
+            self.goal = draw_task(*self._tasks, self.np_random)
+        return obs, {**info, "task": self.goal.copy()}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
         self._move(action)

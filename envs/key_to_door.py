@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import register_env
+from envs.base import Split, draw_task, register_env
 from envs.grid import (
     GridEnv,
     GridFamily,
@@ -27,6 +27,8 @@ from envs.grid import (
 
 class KeyToDoorEnv(GridEnv):
     """One task: `gymnasium.make("zoo/DarkKeyToDoor-v0", key=(row, col), door=(row, col))`.
+    Without them, every `reset(seed=...)` draws a (key, door) task from the family's `split`
+    (`info["task"]` says which).
 
     `info["has_key"]` tells whether the key was picked up in this episode."""
 
@@ -36,13 +38,18 @@ class KeyToDoorEnv(GridEnv):
         key: tuple[int, int] | None = None,
         door: tuple[int, int] | None = None,
         size: int = 9,
+        split: Split = "train",
         render_mode: str | None = None,
     ) -> None:
         super().__init__(size=size, random_start=True, render_mode=render_mode)
-        if key is None or door is None:
+        if (key is None) != (door is None):
             raise ValueError(
-                "Dark Key-To-Door needs its task: pass key=(row, col), door=(row, col)"
+                "Dark Key-To-Door takes both key=(row, col) and door=(row, col), or neither"
             )
+        self._tasks = None if key is not None else (KeyToDoor(size=size), split)
+        if self._tasks is not None:
+            self._tasks[0].split_size(split)  # a clear error for a split the family lacks
+            key, door = (0, 0), (0, 1)  # replaced at every reset
         self.key = check_cell("key", key, size)
         self.door = check_cell("door", door, size)
         self.has_key = False
@@ -50,9 +57,14 @@ class KeyToDoorEnv(GridEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
+        if self._tasks is not None:
+            super().reset(seed=seed)  # seeds np_random before the task is drawn from it
+            task = draw_task(*self._tasks, self.np_random)
+            self.key, self.door = task[:2].copy(), task[2:].copy()
+            seed = None
         obs, _ = super().reset(seed=seed, options=options)
         self.has_key = False
-        return obs, {"has_key": False}
+        return obs, {"has_key": False, "task": np.concatenate([self.key, self.door])}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
         self._move(action)

@@ -162,7 +162,41 @@ def test_bad_names_params_and_tasks_fail_clearly() -> None:
         vector.step(np.array([0, 5]))
     with pytest.raises(ValueError, match="expected 2 integer actions"):
         vector.step(np.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match="goal=\\(row, col\\)"):
-        gym.make("zoo/DarkRoom-v0")
+    with pytest.raises(ValueError, match="outside the 9x9 grid"):
+        gym.make("zoo/DarkRoom-v0", goal=(9, 0))
     with pytest.raises(ValueError, match="key=\\(row, col\\)"):
         gym.make("zoo/DarkKeyToDoor-v0", key=(1, 1))
+
+
+GYM_IDS = {
+    "zoo/DarkRoom-v0": "darkroom",
+    "zoo/DarkRoomHard-v0": "darkroom_hard",
+    "zoo/DarkKeyToDoor-v0": "key_to_door",
+    "zoo/Bandit-v0": "bandit",
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(GYM_IDS))
+def test_gymnasium_make_without_a_task_draws_one_from_a_split(env_id: str) -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    from envs import make_family
+
+    env = gym.make(env_id)
+    check_env(env.unwrapped)
+    family = make_family(GYM_IDS[env_id])
+    drawn = [tuple(np.round(env.reset(seed=seed)[1]["task"], 9)) for seed in range(12)]
+    assert drawn[3] == tuple(np.round(env.reset(seed=3)[1]["task"], 9))  # seeded
+    assert len(set(drawn)) > 1  # and drawn afresh by each seed
+    if family.split_size("train") is not None:  # grid worlds: from the split's own pool
+        for split in ("train", "test"):
+            pool = {tuple(t) for t in family.sample_tasks(split, family.split_size(split), seed=0)}
+            env = gym.make(env_id, split=split)
+            assert {tuple(env.reset(seed=s)[1]["task"]) for s in range(12)} <= pool
+    with pytest.raises(ValueError, match="split"):
+        gym.make(env_id, split="nonsense")
+
+
+def test_a_given_task_still_pins_the_env() -> None:
+    env = gym.make("zoo/DarkRoom-v0", goal=(2, 3))
+    assert [tuple(env.reset(seed=s)[1]["task"]) for s in range(3)] == [(2, 3)] * 3
