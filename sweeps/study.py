@@ -185,19 +185,3 @@ def run_worker(
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
         ran += 1
     return ran
-
-
-def status_rows(study: optuna.Study, *, columns: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """One row per trial: number, state, params, value, duration and the chosen user attributes."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        duration = t.duration.total_seconds() if t.duration is not None else None
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name, **t.params}
-        row["value"] = t.value
-        row["seconds"] = None if duration is None else round(duration, 1)
-        if "duplicate_of" in t.user_attrs:
-            row["state"] = f"DUPLICATE of {t.user_attrs['duplicate_of']}"
-        for column in columns:
-            row[column] = t.user_attrs.get(column)
-        rows.append(row)
-    return rows

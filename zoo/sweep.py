@@ -207,31 +207,57 @@ def _own_args(args: argparse.Namespace, spec: SweepSpec) -> list[str]:
     return out
 
 
-def print_status(study: Any) -> None:
-    from sweeps.study import status_rows
+STATUS_COLUMNS = (
+    "return_final",
+    "val_return_final",
+    "selected_step",
+    "steps_trained",
+    "budget_capped",
+    "parameters",
+)
+"""Trial attributes `zoo sweep status` shows beside Optuna's own columns."""
 
-    rows = status_rows(study, columns=("return_final", "parameters"))
-    if not rows:
+
+def status_table(study: Any) -> Any:
+    """Optuna's `trials_dataframe` of the study: number, state, value, duration, params and the
+    chosen attributes; grid duplicates say which trial holds their point."""
+    import pandas as pd
+
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "duration", "params", "user_attrs")
+    )
+    if frame.empty:
+        return frame
+    frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
+    if "duplicate_of" in frame:
+        duplicate = frame["duplicate_of"].notna()
+        frame.loc[duplicate, "state"] = "DUPLICATE of " + frame.loc[
+            duplicate, "duplicate_of"
+        ].astype(int).astype(str)
+    frame["seconds"] = pd.to_timedelta(frame.pop("duration")).dt.total_seconds().round(1)
+    params = [c for c in frame.columns if c in {p for t in study.trials for p in t.params}]
+    shown = [
+        "number",
+        "state",
+        *params,
+        "value",
+        "seconds",
+        *(c for c in STATUS_COLUMNS if c in frame),
+    ]
+    return frame[shown]
+
+
+def print_status(study: Any) -> None:
+    import pandas as pd
+
+    table = status_table(study)
+    if table.empty:
         print("(no trials yet)")
         return
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    table = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for r in table:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    states: dict[str, int] = {}
-    for row in rows:
-        states[row["state"].split()[0]] = states.get(row["state"].split()[0], 0) + 1
-    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    counts = table["state"].str.split().str[0].value_counts().sort_index()
+    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
 
 
 def status(argv: list[str]) -> int:
@@ -243,10 +269,13 @@ def status(argv: list[str]) -> int:
     parser.add_argument("--config", help="YAML of the study (for its name, storage and grid)")
     parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
     parser.add_argument("--name", default=None, help="study name")
+    parser.add_argument("--backbone", default=None, help="the backbone of a tuning study")
     args = parser.parse_args(argv)
     space = None
     if args.config:
-        spec = load_spec(args.config, kind=None, name=args.name, storage=args.storage)
+        spec = load_spec(
+            args.config, kind=None, name=args.name, storage=args.storage, backbone=args.backbone
+        )
         name, storage_url = spec.name, spec.storage
         space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
     else:
