@@ -71,6 +71,11 @@ class Backbone(nn.Module, ABC):
     def forward(self, x: Tensor, *, state: State | None = None) -> tuple[Tensor, State]:
         """Process `x: [B, T, D]` after `state` (None: from scratch). Returns `([B, T, D], state)`."""
 
+    def follow_context(self, context_len: int) -> None:
+        """Called once by the learner with its training context (steps per window). A backbone
+        with a size that defaults to the training context (the transformer's attention window)
+        takes it here; the others ignore it."""
+
     def step(self, x_t: Tensor, *, state: State) -> tuple[Tensor, State]:
         """Process one token `x_t: [B, D]`. Members override this with a true O(1)-in-T update."""
         y, state = self.forward(x_t.unsqueeze(1), state=state)

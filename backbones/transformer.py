@@ -50,7 +50,7 @@ class TransformerBackbone(Backbone):
         d_model: int,
         depth: int,
         heads: int,
-        context_len: int,
+        context_len: int | None = None,
         ff_mult: int = 4,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
@@ -60,7 +60,9 @@ class TransformerBackbone(Backbone):
             d_model: width of the input and output features.
             depth: number of attention + feed-forward blocks.
             heads: attention heads; must divide d_model (head width = d_model // heads).
-            context_len: attention window, in tokens, the current token included.
+            context_len: attention window, in tokens, the current token included; None (the
+                default): the training context, set by the learner (`follow_context`) from the
+                data, so training and `stream` evaluation see the same span.
             ff_mult: feed-forward hidden width as a multiple of d_model.
             dropout: dropout in the feed-forward blocks.
             attn_dropout: dropout on the attention weights. On CPU any value above 0 moves SDPA
@@ -73,7 +75,7 @@ class TransformerBackbone(Backbone):
                 f"transformer: heads={heads} must divide d_model={d_model} into heads at least "
                 "8 wide (rotary positions use half of each head's features)"
             )
-        if context_len < 1:
+        if context_len is not None and context_len < 1:
             raise ValueError(f"transformer: context_len must be >= 1, got {context_len}")
         self.d_model = d_model
         self.depth = depth
@@ -90,12 +92,28 @@ class TransformerBackbone(Backbone):
             ff_dropout=dropout,
             rotary_pos_emb=True,
             attn_flash=True,
-            attn_max_attend_past=context_len - 1,
+            attn_max_attend_past=None if context_len is None else context_len - 1,
             verbose=False,  # its only message asks for rotary width >= 32, which small heads lack
         )
         # x-transformers reads `max_attend_past` from each attention module at every forward
         self._attentions = [m for m in self.decoder.modules() if hasattr(m, "max_attend_past")]
         assert len(self._attentions) == depth
+
+    def follow_context(self, context_len: int) -> None:
+        if self.context_len is None:
+            if context_len < 1:
+                raise ValueError(f"transformer: context_len must be >= 1, got {context_len}")
+            self.context_len = context_len
+
+    @property
+    def window(self) -> int:
+        """The attention window (tokens), once known."""
+        if self.context_len is None:
+            raise ValueError(
+                "transformer: context_len is unset (it follows the training context when an "
+                "InContextLearner is built on it); give context_len to use the backbone alone"
+            )
+        return self.context_len
 
     def init_state(
         self,
@@ -124,7 +142,7 @@ class TransformerBackbone(Backbone):
 
     def window_for(self, keys: int) -> int | None:
         """The attention window for `keys` positions: None (plain causal) when all of them fit."""
-        return self.context_len - 1 if keys > self.context_len else None
+        return self.window - 1 if keys > self.window else None
 
     def _as_cache(self, state: TransformerState) -> LayerIntermediates:
         """The x-transformers cache object for a state (only the fields its decoder reads)."""
@@ -137,7 +155,7 @@ class TransformerBackbone(Backbone):
 
     def _trimmed_state(self, intermediates: LayerIntermediates) -> TransformerState:
         """Keep every layer's last `context_len - 1` keys and values: all a later token can see."""
-        keep = self.context_len - 1
+        keep = self.window - 1
         keys, values = [], []
         for inter in intermediates.attn_intermediates:
             k, v = inter.cached_kv

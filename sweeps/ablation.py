@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 
 from backbones.presets import preset_path
-from sweeps.study import duplicate_of
+from sweeps.study import StudyKind, duplicate_of, register_study_kind
 from sweeps.trial import EvaluationSettings, run_trial
 
 
@@ -94,3 +94,8 @@ def tuned_path(config: AblationConfig, backbone: str) -> Path | None:
         return None
     path = Path(config.tuned) / f"{backbone}.yaml"
     return path if path.is_file() else None
+
+
+register_study_kind(
+    "ablation", StudyKind(config=AblationConfig, sampler=sampler, objective=objective)
+)

@@ -9,6 +9,7 @@ A study lives in a storage that many `zoo sweep` workers share:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -22,6 +23,29 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.trial import FrozenTrial, TrialState
 
 DEFAULT_STORAGE = "sqlite:///runs/sweeps.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyKind:
+    """What `zoo sweep` needs of a kind of study: its config dataclass (the fields of a study YAML
+    besides `study`, `name` and `storage`), its sampler, objective and optional pruner. A config
+    with a `search_space()` method is a grid: workers stop once every point is done."""
+
+    config: type
+    sampler: Callable[..., optuna.samplers.BaseSampler]
+    objective: Callable[[optuna.Trial, Any], float]
+    pruner: Callable[[Any], optuna.pruners.BasePruner] | None = None
+
+
+STUDY_KINDS: dict[str, StudyKind] = {}
+"""The registered kinds of study, by the name a study YAML gives as `study:`."""
+
+
+def register_study_kind(name: str, kind: StudyKind) -> None:
+    """Make a kind of study available to `zoo sweep` (call it where the kind is defined)."""
+    if name in STUDY_KINDS:
+        raise ValueError(f"study kind {name!r} is registered twice")
+    STUDY_KINDS[name] = kind
 
 
 class SweepError(RuntimeError):

@@ -52,6 +52,9 @@ class EvaluationSettings:
     """Episodes averaged into the final return."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     """Evaluation seeds of the test play (task order, env and action sampling)."""
+    val_repeats: int = 4
+    """Every validation goal is played this many times at each validation (other action samples,
+    in one vectorised env, so for about the time of one): a less noisy selection signal."""
     patience: int = 0
     """Validations without a better `val/return_final` before training stops; 0: never stop
     early (train to `--trainer.max_steps`)."""
@@ -64,6 +67,8 @@ class EvaluationSettings:
             raise ValueError("evaluation.seeds must list at least one seed")
         if self.tasks is not None and self.tasks < 1:
             raise ValueError(f"evaluation.tasks must be >= 1 (or null), got {self.tasks}")
+        if self.val_repeats < 1:
+            raise ValueError(f"evaluation.val_repeats must be >= 1, got {self.val_repeats}")
         if self.patience < 0:
             raise ValueError(f"evaluation.patience must be >= 0, got {self.patience}")
 
@@ -193,12 +198,7 @@ def _child(spec_path: str) -> int:
                 out.write(f"{trainer.global_step} {value!r}\n")
 
     args = list(spec["fit_args"])
-    cli = make_cli(args, run=False)
-    window = getattr(cli.model.backbone, "context_len", None)
-    if window is not None and window != cli.datamodule.context_len:
-        # an attention window follows the training context it is swept with
-        args.append(f"--model.backbone.init_args.context_len={cli.datamodule.context_len}")
-        cli = make_cli(args, run=False)
+    cli = make_cli(args, run=False)  # an attention window follows the data's context by itself
     if len(cli.datamodule.val_tasks) == 0:
         raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
     # the study decides how trials are evaluated: the experiment's own evaluation is replaced
@@ -219,6 +219,7 @@ def _child(spec_path: str) -> int:
             mode=settings.mode,  # type: ignore[arg-type]
             split="val",
             final_episodes=settings.final_episodes,
+            repeats=settings.val_repeats,
         ),
         report,
         *([early] if settings.patience else []),

@@ -23,7 +23,7 @@ import yaml
 
 from backbones import BACKBONES, count_parameters, create_backbone
 from backbones.presets import preset_path
-from sweeps.study import SweepError
+from sweeps.study import StudyKind, SweepError, register_study_kind
 from sweeps.trial import EvaluationSettings, run_trial
 
 DEPTH_ARGS = ("depth", "num_layers")
@@ -192,3 +192,8 @@ def write_tuned(study: optuna.Study, config: TuneConfig, path: str | None = None
     comment = "".join(f"# {line}\n" for line in note.splitlines())
     target.write_text(comment + yaml.safe_dump(fragment, sort_keys=False))
     return target
+
+
+register_study_kind(
+    "tune", StudyKind(config=TuneConfig, sampler=sampler, objective=objective, pruner=pruner)
+)

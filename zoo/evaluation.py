@@ -273,6 +273,7 @@ class InContextEvaluation(pl.Callback):
         split: Split = "val",
         final_episodes: int = 5,
         seed: int = 0,
+        repeats: int = 1,
     ) -> None:
         """
         Args:
@@ -283,6 +284,8 @@ class InContextEvaluation(pl.Callback):
             final_episodes: episodes averaged into `<split>/return_final`.
             seed: seed of the task order, the env and the action sampling (the same at every
                 evaluation, so successive evaluations differ only by the weights).
+            repeats: play every task this many times (other action samples), side by side in
+                the one vectorised env: a less noisy number for about the same wall time.
         """
         super().__init__()
         for name, value in (("episodes", episodes), ("final_episodes", final_episodes)):
@@ -290,6 +293,8 @@ class InContextEvaluation(pl.Callback):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if tasks is not None and tasks < 1:
             raise ValueError(f"tasks must be >= 1 (or null: every task once), got {tasks}")
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         if mode not in CONTEXT_MODES:
             raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
         self.episodes = episodes
@@ -298,11 +303,13 @@ class InContextEvaluation(pl.Callback):
         self.split: Split = split
         self.final_episodes = final_episodes
         self.seed = seed
+        self.repeats = repeats
 
     def evaluate(self, model: InContextLearner) -> dict[str, float]:
         """The summaries of one evaluation of `model`."""
         family = family_of(model)
         tasks = evaluation_tasks(model, family, self.split, self.tasks, seed=self.seed)
+        tasks = np.repeat(tasks, self.repeats, axis=0)
         rollout = run_in_context(
             model, family, tasks, episodes=self.episodes, mode=self.mode, seed=self.seed
         )

@@ -115,6 +115,7 @@ class InContextLearner(pl.LightningModule):
             del self.hparams["backbone"]
 
         self.backbone = backbone
+        backbone.follow_context(context_len)  # sizes that default to the training context
         self.num_observations = num_observations
         self.num_actions = num_actions
         self.no_action = num_actions  # index of "no previous action"

@@ -24,15 +24,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sweeps.study import DEFAULT_STORAGE, SweepError
+from sweeps.study import DEFAULT_STORAGE, STUDY_KINDS, StudyKind, SweepError
 from zoo.errors import ArgumentParser
-
-STUDY_KINDS = ("ablation", "tune")
 
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="zoo sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", choices=STUDY_KINDS, help="kind of study (default: from config)")
+    parser.add_argument(
+        "--study", choices=sorted(STUDY_KINDS), help="kind of study (default: from config)"
+    )
     parser.add_argument("--config", required=True, help="YAML of the study (configs/sweeps/)")
     parser.add_argument("--storage", default=None, help=f"study storage URL ({DEFAULT_STORAGE})")
     parser.add_argument("--name", default=None, help="study name (default: the config's `name`)")
@@ -107,8 +107,8 @@ def load_spec(
         if isinstance(raw.get("output"), str):
             raw["output"] = raw["output"].replace("{backbone}", str(raw["backbone"]))
     if kind not in STUDY_KINDS:
-        raise SweepError(f"{path}: set `study:` to one of {list(STUDY_KINDS)} (or pass --study)")
-    config_class = _module(kind).__dict__[f"{kind.capitalize()}Config"]
+        raise SweepError(f"{path}: set `study:` to one of {sorted(STUDY_KINDS)} (or pass --study)")
+    config_class = STUDY_KINDS[kind].config
     parser = ConfigParser(exit_on_error=False)
     parser.add_class_arguments(config_class, "config")
     try:
@@ -117,12 +117,6 @@ def load_spec(
     except Exception as error:  # jsonargparse's messages name the bad key and the expected type
         raise SweepError(f"{path}: {str(error).strip().splitlines()[0]}") from error
     return SweepSpec(kind=kind, name=name, storage=storage, config=config)
-
-
-def _module(kind: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"sweeps.{kind}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "zoo.cli", "sweep", *_own_args(args, spec)]
         env = {**os.environ, "ZOO_SWEEP_SIBLING": "1", "ZOO_SWEEP_WORKER": str(index)}
         siblings.append(subprocess.Popen(command, env=env))
-    module = _module(spec.kind)
+    module: StudyKind = STUDY_KINDS[spec.kind]
     storage = open_storage(
         spec.storage,
         heartbeat_interval=args.heartbeat,
@@ -157,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         storage=storage,
         direction="maximize",
         sampler=module.sampler(spec.config),
-        pruner=module.pruner(spec.config) if hasattr(module, "pruner") else None,
+        pruner=module.pruner(spec.config) if module.pruner else None,
         load_if_exists=True,
     )
     # this worker's own sampling stream: its index among the workers started together, and the

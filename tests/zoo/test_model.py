@@ -159,3 +159,21 @@ def test_label_smoothing_is_torchs() -> None:
 def test_regulariser_ranges(name: str) -> None:
     with pytest.raises(ValueError, match=f"model.{name} must be in"):
         tiny_learner(**{name: 1.0})
+
+
+def test_the_attention_window_follows_the_training_context() -> None:
+    from backbones.transformer import TransformerBackbone
+
+    backbone = load_preset(preset_path("transformer", "100k"))
+    assert backbone.context_len is None  # the preset leaves it to the data
+    learner = InContextLearner(
+        backbone=backbone, num_observations=81, num_actions=5, context_len=40, env=ENV
+    )
+    assert learner.backbone.context_len == 40
+    assert learner.backbone.window_for(41) == 39 and learner.backbone.window_for(40) is None
+    pinned = TransformerBackbone(d_model=16, depth=1, heads=2, context_len=8)
+    InContextLearner(backbone=pinned, num_observations=81, num_actions=5, context_len=40, env=ENV)
+    assert pinned.context_len == 8  # a window given explicitly is kept
+    alone = TransformerBackbone(d_model=16, depth=1, heads=2)
+    with pytest.raises(ValueError, match="context_len is unset"):
+        alone(torch.zeros(1, 3, 16))

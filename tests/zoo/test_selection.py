@@ -76,3 +76,22 @@ def test_validation_tasks_are_recorded_and_evaluable(tiny_fit_args, dataset, tmp
 
     result = json.loads((out / "returns.json").read_text())
     assert rows(result["tasks"]) == rows(load_learner(str(last)).env["val_tasks"])
+
+
+def test_repeats_play_every_validation_goal_that_many_times(
+    tiny_fit_args, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    played: list[np.ndarray] = []
+    real = in_context.run_in_context
+
+    def spy(model, family, tasks, **kwargs):  # type: ignore[no-untyped-def]
+        played.append(np.asarray(tasks))
+        return real(model, family, tasks, **kwargs)
+
+    monkeypatch.setattr(in_context, "run_in_context", spy)
+    args = tiny_fit_args(dataset, tmp_path / "runs", max_steps=2, every=2)
+    args += ["--data.val_fraction=0.25", "--trainer.callbacks+=zoo.evaluation.InContextEvaluation"]
+    args += ["--trainer.callbacks.episodes=1", "--trainer.callbacks.repeats=3"]
+    assert zoo(["fit", *args]) == 0
+    (tasks,) = played
+    assert len(tasks) == 2 * 3 and len(rows(tasks)) == 2
