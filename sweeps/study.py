@@ -74,15 +74,24 @@ def open_storage(
         # Several worker processes write one file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
     try:
-        with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=_retry(max_retry),
-            )
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats and their retry are "experimental"
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=_retry(max_retry),
+                    )
+            except Exception as error:
+                # two workers creating a fresh database at once: one of them loses the race to
+                # write its schema version; by the next attempt the schema is there
+                if "alembic_version" not in str(error) or attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
     except ImportError as error:
         raise SweepError(
             f"storage {url!r} needs a database driver that is not installed ({error}); "
