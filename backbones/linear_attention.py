@@ -193,7 +193,7 @@ class LinearAttentionBackbone(Backbone):
     ) -> tuple[Tensor, LinearAttentionState]:
         memories = [None] * len(self.blocks) if state is None else state.memory
         new_memories = []
-        for block, memory in zip(self.blocks, memories):
+        for block, memory in zip(self.blocks, memories, strict=True):
             x, memory = block(x, memory)
             new_memories.append(memory)
         return self.norm(x), LinearAttentionState(memory=tuple(new_memories))

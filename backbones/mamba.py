@@ -106,7 +106,9 @@ class MambaStack(Backbone):
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         convs, ssms = [], []
-        for layer, conv_state, ssm_state in zip(self.layers, state.conv_state, state.ssm_state):
+        for layer, conv_state, ssm_state in zip(
+            self.layers, state.conv_state, state.ssm_state, strict=True
+        ):
             y, conv_state, ssm_state = mix(
                 layer.mixer, layer.norm(x), conv_state, None if fresh else ssm_state
             )

@@ -128,6 +128,10 @@ class TransformerBackbone(Backbone):
     def forward(
         self, x: Tensor, *, state: TransformerState | None = None
     ) -> tuple[Tensor, TransformerState]:
+        if state is not None and len(state.keys) != self.depth:
+            raise ValueError(
+                f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
+            )
         cached = 0 if state is None else state.keys[0].shape[-2]
         window = self.window_for(cached + x.shape[1])
         for attention in self._attentions:
@@ -148,7 +152,8 @@ class TransformerBackbone(Backbone):
         """The x-transformers cache object for a state (only the fields its decoder reads)."""
         return LayerIntermediates(
             attn_intermediates=[
-                Intermediates(cached_kv=(k, v)) for k, v in zip(state.keys, state.values)
+                Intermediates(cached_kv=(k, v))
+                for k, v in zip(state.keys, state.values, strict=True)
             ],
             cache_length=state.keys[0].shape[-2],
         )

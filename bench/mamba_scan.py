@@ -108,7 +108,10 @@ def compare_with_reference(args: argparse.Namespace) -> None:
         ref_layer = seconds(step, args.reference_repeats, warm_up=False)
     ref_scan = seconds(scan_step(selective_scan_ref, inputs), args.reference_repeats, warm_up=False)
     ref_grads = [t.grad.clone() for t in inputs]
-    error = max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(ours_grads, ref_grads))
+    error = max(
+        ((a - r).abs().max() / r.abs().max()).item()
+        for a, r in zip(ours_grads, ref_grads, strict=True)
+    )
 
     print("| what | our scan (s) | selective_scan_ref (s) | speed-up |")
     print("|---|---|---|---|")

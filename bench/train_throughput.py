@@ -68,7 +68,7 @@ class StepTimer(pl.Callback):
         self.starts.append(time.perf_counter())
 
     def step_seconds(self, warmup: int) -> list[float]:
-        times = [b - a for a, b in zip(self.starts, self.starts[1:])]
+        times = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
         return times[warmup:]
 
 
@@ -126,7 +126,7 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         cli.trainer.fit(cli.model, cli.datamodule)
         fit = timer.step_seconds(args.warmup)
         model, data = cli.model, cli.datamodule
-        batches = [b for _, b in zip(range(8), data.train_dataloader())]
+        batches = [b for _, b in zip(range(8), data.train_dataloader(), strict=False)]
         optimizer = model.configure_optimizers()["optimizer"]  # the model's own, as fit used
         bare = bare_loop(model, batches, optimizer, warmup=args.warmup, steps=args.steps)
     shape = batches[0]["actions"].shape

@@ -65,7 +65,9 @@ def episode_table(
         lengths = ends + 1 - starts
         parts.append((np.full(keep.sum(), shard_id), starts[keep], lengths[keep], history[keep]))
         first += shard.num_histories
-    shard_of, start, length, history = (np.concatenate(p).astype(np.int64) for p in zip(*parts))
+    shard_of, start, length, history = (
+        np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True)
+    )
 
     if last_episodes is not None:
         count = np.bincount(history, minlength=dataset.num_histories)

@@ -194,7 +194,7 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=True)
     axes = np.atleast_1d(axes)
     optimal = float(np.mean(result["optimal"]))
-    for ax, (title, returns) in zip(axes, panels):
+    for ax, (title, returns) in zip(axes, panels, strict=True):
         episodes = np.arange(1, returns.shape[1] + 1)
         mean = returns.mean(0)
         half = 1.96 * returns.std(0, ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else 0

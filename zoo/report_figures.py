@@ -82,7 +82,7 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
         ax.set_visible(False)
     optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
     legend: dict[str, Any] = {}
-    for ax, backbone in zip(axes.flat, backbones):
+    for ax, backbone in zip(axes.flat, backbones, strict=False):  # spare panels: hidden above
         mine = models[models["backbone"] == backbone]
         for (mode, context), rows in mine.groupby(["data_mode", "context_episodes"], dropna=False):
             shade = (
@@ -107,7 +107,7 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
         ax.set_title(backbone)
         ax.set_xlabel("episode on a held-out task")
         handles, labels = ax.get_legend_handles_labels()
-        legend.update(zip(labels, handles))
+        legend.update(zip(labels, handles, strict=True))
     for row in axes:
         row[0].set_ylabel("return (mean, 95% CI)")
     fig.tight_layout(rect=(0, 0.9 / (3.4 * nrows + 0.9), 1, 1))
@@ -174,11 +174,11 @@ def _cost(runs: pd.DataFrame, out: Path) -> Figure:
     fig, axes = plt.subplots(1, len(COST_AXES), figsize=(4.0 * len(COST_AXES), 3.4), sharey=True)
     labels = [
         f"{b}" if m == "ad" else f"{b} ({m.upper()})"
-        for m, b in zip(runs["data_mode"], runs["backbone"])
+        for m, b in zip(runs["data_mode"], runs["backbone"], strict=True)
     ]
     colours = _colours(labels)
     missing = []
-    for ax, (column, name, log) in zip(axes, COST_AXES):
+    for ax, (column, name, log) in zip(axes, COST_AXES, strict=True):
         x = pd.to_numeric(runs[column], errors="coerce").to_numpy(float)
         y = runs["return_final"].to_numpy(float)
         for each in sorted(set(labels)):

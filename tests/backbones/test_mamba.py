@@ -338,7 +338,7 @@ def test_gpu_kernels_equal_cpu_path(make: Callable[[], Backbone]) -> None:
     y_gpu.square().mean().backward()
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(state_gpu.ssm_state.cpu(), state_cpu.ssm_state, atol=1e-3, rtol=1e-3)
-    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
         scale = p_cpu.grad.abs().max().item()
         torch.testing.assert_close(
             p_gpu.grad.cpu(), p_cpu.grad, atol=1e-2 * scale, rtol=0, msg=name

@@ -126,7 +126,7 @@ def test_one_adamw_step_changes_parameters(name: str) -> None:
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)
-    changed = [not torch.equal(b, p) for b, p in zip(before, backbone.parameters())]
+    changed = [not torch.equal(b, p) for b, p in zip(before, backbone.parameters(), strict=True)]
     assert all(changed), f"{name}: {changed.count(False)} parameter tensors did not change"
 
 
@@ -139,7 +139,7 @@ def test_state_detach_and_map(name: str) -> None:
     detached = state.detach()
     assert type(detached) is type(state)
     assert not any(t.requires_grad for t in state_tensors(detached))
-    for a, b in zip(state_tensors(state), state_tensors(detached)):
+    for a, b in zip(state_tensors(state), state_tensors(detached), strict=True):
         assert torch.equal(a, b)
     doubled = state.map_tensors(lambda t: t.double())
     assert all(t.dtype == torch.float64 for t in state_tensors(doubled))
@@ -190,3 +190,18 @@ def test_invalid_preset_is_a_clear_error(tmp_path) -> None:
     bad.write_text("class_path: backbones.rnn.GRUBackbone\ninit_args:\n  d_model: 8\n  hiden: 4\n")
     with pytest.raises(ValueError, match="invalid backbone preset"):
         load_preset(bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_state_of_another_depth_is_refused(name: str) -> None:
+    """Layers and states meet in strict zips: a state from a deeper model is an error, not a
+    silently truncated state."""
+    import yaml
+
+    init_args = dict(yaml.safe_load(preset_path(name, "tiny").read_text())["init_args"])
+    depth_arg = "num_layers" if "num_layers" in init_args else "depth"
+    deeper = create_backbone(name, **{**init_args, depth_arg: init_args[depth_arg] + 1}).eval()
+    backbone = tiny(name)
+    state = deeper.init_state(BATCH)
+    with pytest.raises((ValueError, RuntimeError)):
+        backbone.step(inputs(backbone)[:, 0], state=state)

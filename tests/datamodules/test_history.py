@@ -197,12 +197,12 @@ def test_sampling_is_seeded_and_worker_safe(dataset_path: Path) -> None:
             path=str(dataset_path), context_len=6, batch_size=4, num_workers=workers, seed=seed
         )
         loader = dm.train_dataloader()
-        return [batch["rewards"] for _, batch in zip(range(3), loader)]
+        return [batch["rewards"] for _, batch in zip(range(3), loader, strict=False)]
 
     reference = first_batches(0, 0)
     assert all(b.shape == (4, 6) for b in reference)
     for same in (first_batches(0, 0), first_batches(0, 1)):
-        for a, b in zip(reference, same):
+        for a, b in zip(reference, same, strict=True):
             torch.testing.assert_close(a, b)
     assert not torch.equal(torch.cat(reference), torch.cat(first_batches(1, 0)))
 

@@ -101,7 +101,7 @@ def test_round_trip_is_exact(dataset_dir: Path, shards: list[Histories]) -> None
     assert dataset.num_histories == 8
     assert dataset.tasks.dtype == np.int64
     assert dataset.num_steps == sum(h.num_steps for h in shards)
-    for stored, written in zip(dataset.shards, shards):
+    for stored, written in zip(dataset.shards, shards, strict=True):
         assert isinstance(stored.observations, np.memmap)
         for key in Histories.PER_STEP + Histories.PER_HISTORY:
             np.testing.assert_array_equal(getattr(stored, key), getattr(written, key))

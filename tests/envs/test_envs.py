@@ -57,7 +57,9 @@ def test_vector_env_steps_like_plain_envs(name: str) -> None:
         return env.reset(seed=seed, options=options)[0]
 
     obs, _ = vector.reset()
-    assert [start(env, o, seed=i) for i, (env, o) in enumerate(zip(plain, obs))] == obs.tolist()
+    assert [
+        start(env, o, seed=i) for i, (env, o) in enumerate(zip(plain, obs, strict=True))
+    ] == obs.tolist()
     rng = np.random.default_rng(0)
     ends = 0
     for _ in range(3 * family.episode_len):

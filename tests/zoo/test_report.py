@@ -286,7 +286,7 @@ def test_report_from_results(tmp_path: Path) -> None:
     )
     _, markdown = _check_links(out)
     summary = pd.read_csv(out / "tables" / "summary.csv")
-    assert sorted(zip(summary["backbone"], summary["context_episodes"])) == [
+    assert sorted(zip(summary["backbone"], summary["context_episodes"], strict=True)) == [
         ("gru", 1.0),
         ("gru", 2.0),
         ("lstm", 1.0),
