@@ -196,7 +196,7 @@ def selective_state_step(
 
 
 CPU_SSD_CHUNK = 32
-"""Chunk length of the CPU SSD: per training step 0.9 s at 32, 4 s at 256 (DEPENDENCIES.md)."""
+"""Chunk length of the CPU SSD: per training step 0.9 s at 32, 4 s at 256 (docs/dependencies.md)."""
 
 
 @torch.autocast("cpu", enabled=False)  # full precision as in mamba-ssm's kernels

@@ -7,7 +7,7 @@ causal path, with no mask to build or apply (about 10% of the training step on C
 layer's keys and values for the last `context_len - 1` tokens (x-transformers' KV cache), so a
 stream of any length costs O(context_len) per token and equals the parallel forward with the same
 window exactly. It is *not* a recompute over the last `context_len` tokens: with several layers the
-receptive field of a sliding window reaches further back (see DEPENDENCIES.md).
+receptive field of a sliding window reaches further back (docs/dependencies.md).
 """
 
 from __future__ import annotations
