@@ -2,7 +2,7 @@
 
     zoo sweep --study ablation --config configs/sweeps/darkroom_ablation.yaml [--workers 2]
     zoo sweep status --config configs/sweeps/darkroom_ablation.yaml
-    zoo sweep --config configs/sweeps/darkroom_tune.yaml --backbone gru --n-trials 5
+    zoo sweep --config configs/sweeps/darkroom_tune.yaml --backbone gru --n_trials 5
     zoo sweep export --config configs/sweeps/darkroom_tune.yaml --backbone gru [--out FILE]
 
 A tuning study's chosen settings are written to its config's `output:` when the study ends (and by
@@ -48,7 +48,7 @@ def _parser() -> ArgumentParser:
         default=None,
         help="training seeds of an ablation grid (instead of the config's; give a new --name)",
     )
-    parser.add_argument("--n-trials", type=int, default=None, help="trials this worker runs")
+    parser.add_argument("--n_trials", type=int, default=None, help="trials this worker runs")
     parser.add_argument("--timeout", type=float, default=None, help="seconds this worker runs")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     parser.add_argument(
@@ -57,7 +57,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument(
         "--grace", type=int, default=120, help="seconds without heartbeat before a trial is failed"
     )
-    parser.add_argument("--max-retry", type=int, default=2, help="retries of a failed trial")
+    parser.add_argument("--max_retry", type=int, default=2, help="retries of a failed trial")
     return parser
 
 
@@ -189,13 +189,13 @@ def run(args: argparse.Namespace) -> int:
 def _own_args(args: argparse.Namespace, spec: SweepSpec) -> list[str]:
     out = ["--study", spec.kind, "--config", args.config, "--storage", spec.storage]
     out += ["--name", spec.name, "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
-    out += ["--max-retry", str(args.max_retry)]
+    out += ["--max_retry", str(args.max_retry)]
     if args.seeds is not None:
         out += ["--seeds", *map(str, args.seeds)]
     if args.backbone is not None:
         out += ["--backbone", args.backbone]
     if args.n_trials is not None:
-        out += ["--n-trials", str(args.n_trials)]
+        out += ["--n_trials", str(args.n_trials)]
     if args.timeout is not None:
         out += ["--timeout", str(args.timeout)]
     return out

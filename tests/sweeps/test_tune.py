@@ -61,7 +61,7 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(config))
     storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    command = ["sweep", "--config", str(path), "--storage", storage, "--n-trials", "2"]
+    command = ["sweep", "--config", str(path), "--storage", storage, "--n_trials", "2"]
     done = subprocess.run(
         [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
     )
