@@ -23,9 +23,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument(
         "--size", choices=SIZES, action="append", help="only these sizes (repeatable)"
     )
-    parser.add_argument(
-        "--presets", type=Path, default=PRESET_DIR, help="preset directory (default: %(default)s)"
-    )
+    parser.add_argument("--presets", type=Path, default=PRESET_DIR, help="preset directory")
     return parser
 
 

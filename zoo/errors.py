@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -49,9 +49,25 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends every option with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or any(action.default is v for v in (None, argparse.SUPPRESS, False)):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors raise `UsageError` (one line) instead of printing the usage and
-    exiting; `--help` is unchanged."""
+    exiting; `--help` lists every option with its default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
