@@ -200,8 +200,12 @@ def _cost(runs: pd.DataFrame, out: Path) -> Figure:
 
 
 def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
-    """Per tuning study: parameter importances (when Optuna can compute them) and history."""
+    """Per tuning study: Optuna's own optimisation-history and parameter-importance plots
+    (`optuna.visualization.matplotlib`), the importances as a table."""
+    import warnings
+
     import optuna
+    from optuna.visualization import matplotlib as optuna_plots
 
     from zoo.report_data import open_study_storage
 
@@ -209,70 +213,44 @@ def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
     storage = open_study_storage(storage_url)
     for name in sorted(runs.loc[runs["kind"] == "tune", "study"].unique()):
         study = optuna.load_study(study_name=name, storage=storage)
-        trials = runs[runs["study"] == name].sort_values("trial")
-        result.figures.append(_history(trials, name, out))
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if len(complete) < 2:
-            result.notes.append(
-                f"study {name}: parameter importances need at least 2 complete trials "
-                f"({len(complete)} so far); none computed"
-            )
-            continue
-        try:
-            importances = optuna.importance.get_param_importances(study)
-        except (RuntimeError, ValueError) as error:  # e.g. every complete trial has one value
-            result.notes.append(f"study {name}: parameter importances not computable: {error}")
-            continue
+        pruned = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
+        with warnings.catch_warnings():  # Optuna marks its matplotlib plots "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if complete:
+                ax = optuna_plots.plot_optimization_history(study, target_name="objective")
+                ax.set_title(f"{name}: optimisation history")
+                result.figures.append(
+                    Figure(
+                        _save(ax.figure, out, f"history_{name}.png"),
+                        f"Tuning history: {name}",
+                        f"Optuna's optimisation history: the objective (validation return) of "
+                        f"each of the {len(complete)} complete trials and the best so far "
+                        f"({pruned} pruned trials not drawn).",
+                    )
+                )
+            if len(complete) < 2:
+                result.notes.append(
+                    f"study {name}: parameter importances need at least 2 complete trials "
+                    f"({len(complete)} so far); none computed"
+                )
+                continue
+            try:
+                importances = optuna.importance.get_param_importances(study)
+                ax = optuna_plots.plot_param_importances(study)
+            except (RuntimeError, ValueError) as error:  # e.g. every trial has one value
+                result.notes.append(f"study {name}: parameter importances not computable: {error}")
+                continue
         table = pd.DataFrame(
             {"parameter": list(importances), "importance": list(importances.values())}
         )
         result.tables[f"importances_{name}"] = table
-        result.figures.append(_importances(table, name, len(complete), out))
+        ax.set_title(f"{name}: parameter importances")
+        result.figures.append(
+            Figure(
+                _save(ax.figure, out, f"importances_{name}.png"),
+                f"Parameter importances: {name}",
+                f"Optuna's fANOVA importances over {len(complete)} complete trials.",
+            )
+        )
     return result
-
-
-def _history(trials: pd.DataFrame, name: str, out: Path) -> Figure:
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    done = trials[trials["state"] == "COMPLETE"]
-    ax.scatter(done["trial"], done["value"], s=18, label="complete")
-    pruned = trials[trials["state"] == "PRUNED"]
-    if len(pruned):
-        ax.scatter(
-            pruned["trial"],
-            pruned["value"].fillna(np.nan),
-            marker="x",
-            color="grey",
-            label=f"pruned ({len(pruned)})",
-        )
-    if len(done):
-        ax.step(
-            done["trial"],
-            done["value"].cummax(),
-            where="post",
-            color="tab:red",
-            label="best so far",
-        )
-    failed = int(trials["state"].eq("FAIL").sum())
-    ax.set_title(f"{name}: optimisation history" + (f" ({failed} failed)" if failed else ""))
-    ax.set_xlabel("trial")
-    ax.set_ylabel("final in-context return")
-    ax.legend(fontsize=8)
-    path = _save(fig, out, f"history_{name}.png")
-    return Figure(
-        path,
-        f"Tuning history: {name}",
-        "Objective of every complete trial (pruned: x) and the best value so far.",
-    )
-
-
-def _importances(table: pd.DataFrame, name: str, complete: int, out: Path) -> Figure:
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(table)))
-    ax.barh(table["parameter"][::-1], table["importance"][::-1], color="tab:blue")
-    ax.set_xlabel("importance (fANOVA, Optuna)")
-    ax.set_title(f"{name}: parameter importances")
-    path = _save(fig, out, f"importances_{name}.png")
-    return Figure(
-        path,
-        f"Parameter importances: {name}",
-        f"optuna.importance.get_param_importances over {complete} complete trials.",
-    )
