@@ -21,11 +21,8 @@ ZOO = Path(sys.executable).with_name("zoo")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("determinism") / "darkroom"
-    args = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--no_progress"]
-    assert zoo(["collect", *args, "--output", str(path)]) == 0
-    return path
+def dataset(six_task_dataset: Path) -> Path:
+    return six_task_dataset
 
 
 def fit_twice(args: list[str], roots: tuple[Path, Path]) -> list[Path]:

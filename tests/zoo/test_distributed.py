@@ -15,18 +15,14 @@ import pytest
 import torch
 
 from datamodules.history import EpochSampler, HistoryDataModule
-from zoo.cli import main as zoo
 from zoo.train import make_cli
 
 ZOO = Path(sys.executable).with_name("zoo")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("collect") / "darkroom"
-    args = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--no_progress"]
-    assert zoo(["collect", *args, "--output", str(path)]) == 0
-    return path
+def dataset(six_task_dataset: Path) -> Path:
+    return six_task_dataset
 
 
 def test_every_rank_draws_other_windows(dataset: Path) -> None:

@@ -25,21 +25,27 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def played(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The task arrays of every in-context evaluation run while the test runs."""
+    tasks_played: list[np.ndarray] = []
+    real = in_context.run_in_context
+
+    def spy(model, family, tasks, **kwargs):  # type: ignore[no-untyped-def]
+        tasks_played.append(np.asarray(tasks))
+        return real(model, family, tasks, **kwargs)
+
+    monkeypatch.setattr(in_context, "run_in_context", spy)
+    return tasks_played
+
+
 def rows(tasks: np.ndarray) -> set[tuple[int, ...]]:
     return {tuple(int(v) for v in row) for row in np.asarray(tasks)}
 
 
 def test_selection_plays_validation_goals_only(
-    tiny_fit_args, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_fit_args, dataset: Path, tmp_path: Path, played: list[np.ndarray]
 ) -> None:
-    played: list[np.ndarray] = []
-    real = in_context.run_in_context
-
-    def spy(model, family, tasks, **kwargs):  # type: ignore[no-untyped-def]
-        played.append(np.asarray(tasks))
-        return real(model, family, tasks, **kwargs)
-
-    monkeypatch.setattr(in_context, "run_in_context", spy)
     root = tmp_path / "runs"
     args = tiny_fit_args(dataset, root, max_steps=4, every=2)
     args += ["--data.val_fraction=0.25", "--trainer.callbacks+=zoo.evaluation.InContextEvaluation"]
@@ -79,16 +85,8 @@ def test_validation_tasks_are_recorded_and_evaluable(tiny_fit_args, dataset, tmp
 
 
 def test_repeats_play_every_validation_goal_that_many_times(
-    tiny_fit_args, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_fit_args, dataset: Path, tmp_path: Path, played: list[np.ndarray]
 ) -> None:
-    played: list[np.ndarray] = []
-    real = in_context.run_in_context
-
-    def spy(model, family, tasks, **kwargs):  # type: ignore[no-untyped-def]
-        played.append(np.asarray(tasks))
-        return real(model, family, tasks, **kwargs)
-
-    monkeypatch.setattr(in_context, "run_in_context", spy)
     args = tiny_fit_args(dataset, tmp_path / "runs", max_steps=2, every=2)
     args += ["--data.val_fraction=0.25", "--trainer.callbacks+=zoo.evaluation.InContextEvaluation"]
     args += ["--trainer.callbacks.episodes=1", "--trainer.callbacks.repeats=3"]
