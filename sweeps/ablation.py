@@ -96,6 +96,13 @@ def tuned_path(config: AblationConfig, backbone: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def pruner(config: AblationConfig) -> optuna.pruners.BasePruner:
+    # every grid point is trained to its own stopping rule: nothing is cut short by comparison
+    # with other points (Optuna's default, a median pruner, would prune slow starters)
+    return optuna.pruners.NopPruner()
+
+
 register_study_kind(
-    "ablation", StudyKind(config=AblationConfig, sampler=sampler, objective=objective)
+    "ablation",
+    StudyKind(config=AblationConfig, sampler=sampler, objective=objective, pruner=pruner),
 )

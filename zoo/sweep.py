@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         storage=storage,
         direction="maximize",
         sampler=module.sampler(spec.config),
-        pruner=module.pruner(spec.config) if module.pruner else None,
+        # no pruner means none: Optuna's default (a median pruner) is never chosen silently
+        pruner=module.pruner(spec.config) if module.pruner else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
     # this worker's own sampling stream: its index among the workers started together, and the

@@ -160,6 +160,10 @@ def test_shipped_study_configs_load(config: Path) -> None:
     spec = load_spec(str(config), kind=None, name=None, storage=None)
     assert spec.name in (config.stem, f"{config.stem}_{getattr(spec.config, 'backbone', '')}")
     if spec.kind == "ablation":  # every trial selects on validation goals, then plays test once
+        from sweeps.study import STUDY_KINDS
+
+        # a grid point is never pruned by comparison with the others
+        assert isinstance(STUDY_KINDS["ablation"].pruner(spec.config), optuna.pruners.NopPruner)
         assert spec.config.evaluation.test and len(spec.config.evaluation.seeds) >= 1
         assert spec.config.evaluation.tasks is None  # every held-out goal, exactly once
 
