@@ -212,7 +212,6 @@ def _child(spec_path: str) -> int:
         auto_insert_metric_name=False,
         save_top_k=1,
     )
-    early = EarlyStopping(monitor=monitor, mode="max", patience=max(settings.patience, 1))
     callbacks += [
         InContextEvaluation(
             episodes=settings.episodes,
@@ -222,17 +221,21 @@ def _child(spec_path: str) -> int:
             repeats=settings.val_repeats,
         ),
         report,
-        *([early] if settings.patience else []),
+        *(
+            [EarlyStopping(monitor=monitor, mode="max", patience=settings.patience)]
+            if settings.patience
+            else []
+        ),
         selected,
     ]
     cli.trainer.callbacks[:] = callbacks
     cli.trainer.fit(cli.model, cli.datamodule)
     max_steps = cli.trainer.max_steps
     steps = cli.trainer.global_step
-    if not selected.best_model_path:  # no validation ran: the weights at the end are the choice
-        cli.trainer.save_checkpoint(run_dir / "selected" / f"step{steps}.ckpt")
-        selected.best_model_path = str(run_dir / "selected" / f"step{steps}.ckpt")
     checkpoint = selected.best_model_path
+    if not checkpoint:  # no validation ran: the weights at the end are the choice
+        checkpoint = str(run_dir / "selected" / f"step{steps}.ckpt")
+        cli.trainer.save_checkpoint(checkpoint)
     best_step = int(read_checkpoint(checkpoint)["global_step"])
     score = selected.best_model_score
     attrs: dict[str, Any] = {
