@@ -116,6 +116,7 @@ def _backward(
         carry = a_[0] * g_[0]
         if grads is None:
             continue
+        assert starts is not None and h is not None  # given with `grads` / made for them
         steps.states(block, starts[j], a_, out=h)
         torch.matmul(dy[block, :, None, :], h[1 : m + 1].mT, out=grads.dC[block])
         torch.matmul(steps.du[block, :, None, :], g_.mT, out=grads.dB[block])
@@ -146,7 +147,8 @@ class _SelectiveScan(torch.autograd.Function):
         ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor, q: int, k: int
     ) -> tuple[Tensor, Tensor]:
         batch, length = u.shape[:2]
-        steps = _Steps(*(_time_major(t, q) for t in (u, delta, B, C)), A=A.T.contiguous())
+        u_, delta_, B_, C_ = (_time_major(t, q) for t in (u, delta, B, C))
+        steps = _Steps(u_, delta_, B_, C_, A=A.T.contiguous())
         y = steps.u.new_empty(*steps.u.shape[:2], 1, steps.u.shape[2])
         starts = _forward(steps, _lane_starts(steps, h0.transpose(1, 2), k), k, y=y)
         ctx.save_for_backward(steps.u, steps.delta, steps.B, steps.C, steps.A, starts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -45,8 +45,14 @@ class State:
         return self.map_tensors(Tensor.detach)
 
 
-class Backbone(nn.Module, ABC):
+StateT = TypeVar("StateT", bound=State)
+
+
+class Backbone(nn.Module, ABC, Generic[StateT]):
     """A causal sequence model over `[B, T, d_model]` with an exact incremental path.
+
+    Generic over its state type: a member is `class GRUBackbone(Backbone[GRUState])`, and its
+    `forward` and `step` take and return that state (a bare `Backbone` accepts any `State`).
 
     Contract, pinned by the registry-driven tests for every registered backbone:
     - `forward(x)` equals `forward(x[:, :t])` followed by `forward(x[:, t:], state=...)`;
@@ -64,11 +70,11 @@ class Backbone(nn.Module, ABC):
         *,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
-    ) -> State:
+    ) -> StateT:
         """The state before the first token."""
 
     @abstractmethod
-    def forward(self, x: Tensor, *, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, *, state: StateT | None = None) -> tuple[Tensor, StateT]:
         """Process `x: [B, T, D]` after `state` (None: from scratch). Returns `([B, T, D], state)`."""
 
     def follow_context(self, context_len: int) -> None:
@@ -76,7 +82,7 @@ class Backbone(nn.Module, ABC):
         with a size that defaults to the training context (the transformer's attention window)
         takes it here; the others ignore it."""
 
-    def step(self, x_t: Tensor, *, state: State) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, *, state: StateT) -> tuple[Tensor, StateT]:
         """Process one token `x_t: [B, D]`. Members override this with a true O(1)-in-T update."""
         y, state = self.forward(x_t.unsqueeze(1), state=state)
         return y.squeeze(1), state

@@ -133,7 +133,7 @@ class LinearAttentionBlock(nn.Module):
 
 
 @register_backbone("linear_attention")
-class LinearAttentionBackbone(Backbone):
+class LinearAttentionBackbone(Backbone[LinearAttentionState]):
     """Causal linear attention (Katharopoulos et al. 2020): elu + 1 features, normalised, no decay."""
 
     gated = False

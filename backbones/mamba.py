@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ class _Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
 
-class MambaStack(Backbone):
+class MambaStack(Backbone[MambaState]):
     """Pre-norm residual stack of mamba-ssm mixers and a final RMSNorm; subclasses run one mixer."""
 
     def __init__(self, *, d_model: int, mixers: list[nn.Module], dropout: float) -> None:
@@ -106,8 +107,9 @@ class MambaStack(Backbone):
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         convs, ssms = [], []
+        blocks = cast("Iterable[_Block]", self.layers)  # a ModuleList is typed as any Module's
         for layer, conv_state, ssm_state in zip(
-            self.layers, state.conv_state, state.ssm_state, strict=True
+            blocks, state.conv_state, state.ssm_state, strict=True
         ):
             y, conv_state, ssm_state = mix(
                 layer.mixer, layer.norm(x), conv_state, None if fresh else ssm_state
@@ -123,7 +125,8 @@ class MambaStack(Backbone):
         return self._run(x, state, self._mix)
 
     def step(self, x_t: Tensor, *, state: MambaState) -> tuple[Tensor, MambaState]:
-        return self._run(x_t, state, self._mix_step)
+        # given a state, `_run` passes every mixer its ssm_state, never None
+        return self._run(x_t, state, cast(_Mixing, self._mix_step))
 
 
 def check_sizes(name: str, **sizes: int) -> None:
@@ -177,7 +180,7 @@ class MambaBackbone(MambaStack):
         super().__init__(d_model=d_model, mixers=mixers, dropout=dropout)
 
     def _state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        mixer = self.layers[0].mixer
+        mixer = cast(Mamba, self.layers[0].mixer)  # every layer is a _Block around a Mamba
         return (batch_size, mixer.d_inner, mixer.d_conv - 1), (
             batch_size,
             mixer.d_inner,

@@ -9,6 +9,8 @@ chunked SSD (`ssd_minimal_discrete`) and reference norm (`backbones._mamba_ops`)
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from einops import rearrange
 from torch import Tensor
@@ -93,7 +95,7 @@ class Mamba2Backbone(MambaStack):
         super().__init__(d_model=d_model, mixers=mixers, dropout=dropout)
 
     def _state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        mixer = self.layers[0].mixer
+        mixer = cast(Mamba2, self.layers[0].mixer)  # every layer is a _Block around a Mamba2
         conv_channels = mixer.conv1d.weight.shape[0]
         return (batch_size, conv_channels, mixer.d_conv - 1), (
             batch_size,

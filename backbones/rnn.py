@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from backbones.base import Backbone, State, register_backbone
+from backbones.base import Backbone, State, StateT, register_backbone
 
 
 @dataclasses.dataclass
@@ -34,10 +34,10 @@ class LSTMState(State):
     """`[num_layers, B, hidden_size]`."""
 
 
-class _TorchRNN(Backbone):
+class _TorchRNN(Backbone[StateT]):
     """A multi-layer torch RNN (`rnn_class`), batch-first, with a projection back to `d_model`."""
 
-    rnn_class: ClassVar[type[nn.RNNBase]]
+    rnn_class: ClassVar[type[nn.GRU] | type[nn.LSTM]]
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class _TorchRNN(Backbone):
 
 
 @register_backbone("gru")
-class GRUBackbone(_TorchRNN):
+class GRUBackbone(_TorchRNN[GRUState]):
     """Multi-layer GRU (`torch.nn.GRU`), batch-first."""
 
     rnn_class = nn.GRU
@@ -99,7 +99,7 @@ class GRUBackbone(_TorchRNN):
 
 
 @register_backbone("lstm")
-class LSTMBackbone(_TorchRNN):
+class LSTMBackbone(_TorchRNN[LSTMState]):
     """Multi-layer LSTM (`torch.nn.LSTM`), batch-first."""
 
     rnn_class = nn.LSTM

@@ -38,7 +38,7 @@ class TransformerState(State):
 
 
 @register_backbone("transformer")
-class TransformerBackbone(Backbone):
+class TransformerBackbone(Backbone[TransformerState]):
     """Pre-norm causal transformer (x-transformers `Decoder`, SDPA attention, rotary positions).
 
     `step` is the base class's one-token `forward`: it reads the cache and trims it again.

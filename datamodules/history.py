@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from datamodules.storage import HistoryDataset, check_content, history_last_steps, open_dataset
 
 Mode = Literal["ad", "ed"]
+LoaderT = TypeVar("LoaderT", bound=DataLoader)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +142,7 @@ class WindowDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         _, shards, steps = self.locate(np.asarray(indices))
-        out = {
+        out: dict[str, np.ndarray] = {
             "observations": np.empty(steps.shape, dtype=np.int64),
             "actions": np.empty(steps.shape, dtype=np.int64),
             "rewards": np.empty(steps.shape, dtype=np.float32),
@@ -186,7 +188,8 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         if self.with_replacement:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            drawn = torch.randint(len(self.dataset), (self.total_size,), generator=generator)
+            size = len(cast(Sized, self.dataset))  # map-style, as DistributedSampler requires
+            drawn = torch.randint(size, (self.total_size,), generator=generator)
             indices = drawn[self.rank : self.total_size : self.num_replicas].tolist()
         else:
             indices = list(super().__iter__())
@@ -299,6 +302,7 @@ class HistoryDataModule(pl.LightningDataModule):
             raise ValueError("give exactly one of data.context_len and data.context_episodes")
         if context_episodes is not None:
             context_len = round(context_episodes * family.episode_len)
+        assert context_len is not None  # given, or just computed from context_episodes
         if context_len < 1:
             raise ValueError(f"data.context_len must be >= 1, got {context_len}")
         if mode not in ("ad", "ed"):
@@ -337,13 +341,18 @@ class HistoryDataModule(pl.LightningDataModule):
         self.val_windows: WindowDataset | None = None
         self._train_loader: ResumableLoader | None = None
 
+    @property
+    def _hp(self) -> AttributeDict:
+        """`hparams` as what `save_hyperparameters` made it (Lightning types it as any mapping)."""
+        return cast(AttributeDict, self.hparams)
+
     def split_histories(self) -> tuple[np.ndarray, np.ndarray]:
         """Global indices of the (train, validation) histories: split by task."""
         is_val = np.isin(self.dataset.task_index, self.val_tasks)
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
     def _windows(self, histories: np.ndarray, split: str) -> WindowDataset:
-        hp = self.hparams
+        hp = self._hp
         table = episode_table(
             self.dataset,
             histories,
@@ -367,13 +376,13 @@ class HistoryDataModule(pl.LightningDataModule):
         self.train_windows = self._windows(train, "training")
         self.val_windows = self._windows(val, "validation") if len(val) else None
 
-    def _loader(self, dataset: Dataset, sampler: Any, *, cls: type = DataLoader) -> DataLoader:
-        workers = self.hparams.num_workers
+    def _loader(self, dataset: Dataset, sampler: Any, *, cls: type[LoaderT]) -> LoaderT:
+        workers = self._hp.num_workers
         return cls(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self._hp.batch_size,
             sampler=sampler,
-            collate_fn=_batch_as_is,
+            collate_fn=_batch_as_is,  # type: ignore[arg-type]  # torch assumes a list of samples; __getitems__ batches
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -383,16 +392,18 @@ class HistoryDataModule(pl.LightningDataModule):
         """Every training window once per epoch in a seeded order (or `train_windows_per_epoch`
         drawn with replacement), sharded across the ranks of a distributed run."""
         self.setup()
+        assert self.train_windows is not None  # made by setup()
         trainer = self.trainer
         sampler = EpochSampler(
             self.train_windows,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
-            seed=self.hparams.seed,
-            num_samples=self.hparams.train_windows_per_epoch,
+            seed=self._hp.seed,
+            num_samples=self._hp.train_windows_per_epoch,
         )
-        self._train_loader = self._loader(self.train_windows, sampler, cls=ResumableLoader)
-        return self._train_loader
+        loader = self._loader(self.train_windows, sampler, cls=ResumableLoader)
+        self._train_loader = loader
+        return loader
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Counts the training batches the model consumed (the loader's resumable position)."""
@@ -405,8 +416,8 @@ class HistoryDataModule(pl.LightningDataModule):
         self.setup()
         if self.val_windows is None:
             return []
-        count = min(self.hparams.val_windows, len(self.val_windows))
-        rng = np.random.default_rng(self.hparams.seed)
+        count = min(self._hp.val_windows, len(self.val_windows))
+        rng = np.random.default_rng(self._hp.seed)
         chosen = np.sort(rng.choice(len(self.val_windows), size=count, replace=False))
         subset = torch.utils.data.Subset(self.val_windows, chosen.tolist())
-        return self._loader(subset, SequentialSampler(subset))
+        return self._loader(subset, SequentialSampler(subset), cls=DataLoader)

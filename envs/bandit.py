@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvFamily, Split, draw_task, register_env
+from envs.base import DiscreteValue, EnvFamily, Split, draw_task, register_env
 from envs.vector import TaskVectorEnv
 
 _SPLIT_STREAM = {"train": 0, "test": 1, "ood": 2}
@@ -26,13 +26,13 @@ def _check_means(means: Any) -> np.ndarray:
     return means
 
 
-class BanditEnv(gym.Env[int, int]):
+class BanditEnv(gym.Env[DiscreteValue, DiscreteValue]):
     """One bandit: `gymnasium.make("zoo/Bandit-v0", means=(0.1, 0.9, ...))`; each step is a pull,
     pays 1 with the arm's probability and ends the episode. The observation is always 0. Without
     `means`, every `reset(seed=...)` draws a bandit of `num_arms` arms from the family's `split`
     (`info["task"]` says which)."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}  # type: ignore[misc]  # gymnasium annotates this class-level default per instance
 
     def __init__(self, *, means: Any = None, num_arms: int = 10, split: Split = "train") -> None:
         self._tasks = None if means is not None else (Bandit(num_arms=num_arms), split)
@@ -51,7 +51,7 @@ class BanditEnv(gym.Env[int, int]):
             self.means = draw_task(*self._tasks, self.np_random)
         return 0, {"task": self.means.copy()}
 
-    def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
+    def step(self, action: DiscreteValue) -> tuple[int, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid arm {action!r}; arms are 0..{len(self.means) - 1}")
         reward = float(self.np_random.random() < self.means[action])

@@ -14,7 +14,7 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +25,11 @@ tasks whose histories the run held out (recorded in the model by its datamodule,
 family: model selection reads them, never `test`); `test`: held-out tasks of the same distribution
 (never in training data, played once by the chosen model); `ood`: out-of-distribution tasks, for
 families that define them (bandit)."""
+
+DiscreteValue: TypeAlias = int | np.int64
+"""An element of a `gymnasium.spaces.Discrete` space, the observations and actions of the plain
+envs: they return Python ints and take ints or the np.int64 that `Discrete.sample` gives
+(gymnasium types a Discrete space's elements as np.int64 only)."""
 
 
 def draw_tasks(pool: np.ndarray, num_tasks: int, *, seed: int) -> np.ndarray:

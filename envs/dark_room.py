@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Split, draw_task, register_env
+from envs.base import DiscreteValue, Split, draw_task, register_env
 from envs.grid import (
     GridEnv,
     GridFamily,
@@ -53,7 +53,7 @@ class DarkRoomEnv(GridEnv):
             self.goal = draw_task(*self._tasks, self.np_random)
         return obs, {**info, "task": self.goal.copy()}
 
-    def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
+    def step(self, action: DiscreteValue) -> tuple[int, float, bool, bool, dict[str, Any]]:
         self._move(action)
         reward = float(np.array_equal(self.pos, self.goal))
         return self._obs(), reward, bool(reward and self.terminate_on_goal), False, {}

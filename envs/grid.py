@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import EnvFamily, Split, draw_tasks
+from envs.base import DiscreteValue, EnvFamily, Split, draw_tasks
 from envs.vector import TaskVectorEnv
 
 NOOP, UP, RIGHT, DOWN, LEFT = range(5)
@@ -28,7 +28,7 @@ class GridFamily(EnvFamily):
     """What every Dark grid family's parameters share: the grid, the episode length, the split."""
 
     size: int = 9
-    episode_len: int = 20  # type: ignore[assignment]  # a field here, a property in the contract
+    episode_len: int = 20  # a field here, a property in the contract
     test_fraction: float = 0.2
     split_seed: int = 0
 
@@ -127,14 +127,14 @@ def check_cell(name: str, value: Any, size: int) -> np.ndarray:
     return cell.astype(np.int64)
 
 
-class GridEnv(gym.Env[int, int]):
+class GridEnv(gym.Env[DiscreteValue, DiscreteValue]):
     """A plain Dark grid world: a position, moves clipped at the walls, a time-less state (the time
     limit is gymnasium's `TimeLimit`, added by `gymnasium.make`).
 
     `reset(options={"start": (row, col)})` starts an episode at a given position (tests use it to
     replay a vector env's random starts)."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}  # type: ignore[misc]  # gymnasium annotates this class-level default per instance
 
     def __init__(self, *, size: int, random_start: bool, render_mode: str | None = None) -> None:
         if size < 2:
@@ -160,7 +160,7 @@ class GridEnv(gym.Env[int, int]):
             self.pos = np.array([self.size // 2, self.size // 2])
         return self._obs(), {}
 
-    def _move(self, action: int) -> None:
+    def _move(self, action: DiscreteValue) -> None:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r}; actions are 0..{len(MOVES) - 1}")
         self.pos = np.clip(self.pos + MOVES[action], 0, self.size - 1)

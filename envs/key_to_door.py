@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Split, draw_task, register_env
+from envs.base import DiscreteValue, Split, draw_task, register_env
 from envs.grid import (
     GridEnv,
     GridFamily,
@@ -66,7 +66,7 @@ class KeyToDoorEnv(GridEnv):
         self.has_key = False
         return obs, {"has_key": False, "task": np.concatenate([self.key, self.door])}
 
-    def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
+    def step(self, action: DiscreteValue) -> tuple[int, float, bool, bool, dict[str, Any]]:
         self._move(action)
         key_reward = float(np.array_equal(self.pos, self.key) and not self.has_key)
         self.has_key = self.has_key or bool(key_reward)
@@ -127,7 +127,7 @@ class KeyToDoor(GridFamily):
     env_id: ClassVar[str] = "zoo/DarkKeyToDoor-v0"
     reward_marks_progress: ClassVar[bool] = True
 
-    episode_len: int = 50  # type: ignore[assignment]
+    episode_len: int = 50
 
     def all_tasks(self) -> np.ndarray:
         """Every (key, door) pair with the key and the door on different cells, `[n, 4]`."""

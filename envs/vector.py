@@ -23,7 +23,9 @@ class TaskVectorEnv(gym.vector.VectorEnv, ABC):
     arrays a step returns are fresh (safe to keep).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    single_observation_space: gym.spaces.Discrete
+    single_action_space: gym.spaces.Discrete
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # type: ignore[misc]  # gymnasium annotates this class-level default per instance
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ observation; every step is one pull and one episode.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -15,13 +15,17 @@ from envs.base import EnvFamily, Learner
 from envs.learners.registry import register_learner
 from envs.learners.schedules import check_epsilon, linear_epsilon
 
+ParamsT = TypeVar("ParamsT")
 
-class BanditLearner(Learner):
-    """Counts and sums of each sub-env's arms; subclasses choose the arm from them."""
+
+class BanditLearner(Learner, Generic[ParamsT]):
+    """Counts and sums of each sub-env's arms; subclasses choose the arm from them.
+
+    Generic over its hyper-parameters, an instance of the subclass's `Params` dataclass."""
 
     Params: ClassVar[type]
 
-    def __init__(self, *, num_envs: int, family: EnvFamily, seed: int, params: object) -> None:
+    def __init__(self, *, num_envs: int, family: EnvFamily, seed: int, params: ParamsT) -> None:
         if family.num_observations != 1 or family.episode_len != 1:
             raise ValueError(
                 f"{self.name} is a bandit learner: env {family.name!r} has "
@@ -65,7 +69,7 @@ class UCB1Params:
 
 
 @register_learner("ucb1")
-class UCB1(BanditLearner):
+class UCB1(BanditLearner[UCB1Params]):
     """UCB1 (Auer et al. 2002): pull every arm once, then the highest mean plus confidence bonus."""
 
     Params: ClassVar[type[UCB1Params]] = UCB1Params
@@ -92,7 +96,7 @@ class ThompsonParams:
 
 
 @register_learner("thompson")
-class Thompson(BanditLearner):
+class Thompson(BanditLearner[ThompsonParams]):
     """Thompson sampling: pull the arm whose mean, drawn from its Beta posterior, is highest."""
 
     Params: ClassVar[type[ThompsonParams]] = ThompsonParams
@@ -124,7 +128,7 @@ class EpsilonGreedyParams:
 
 
 @register_learner("epsilon_greedy")
-class EpsilonGreedy(BanditLearner):
+class EpsilonGreedy(BanditLearner[EpsilonGreedyParams]):
     """Epsilon-greedy on empirical means (untried arms count as 1, so each is tried once when
     greedy), with a linearly decaying epsilon."""
 
