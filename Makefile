@@ -17,9 +17,12 @@ test: setup lint
 	@scripts/test-services.sh
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+## style, the import layers (pyproject: [tool.importlinter]) and the types of the library (mypy)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 bench: setup
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.collect_histories import loop
-from zoo.collect import CollectConfig, collect
+from zoo.collection import CollectConfig, collect
 
 
 def vectorised(args: argparse.Namespace, out: Path) -> tuple[int, float]:

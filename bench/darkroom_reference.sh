@@ -27,12 +27,14 @@ timed() {  # label, command...
   echo "$label: $((SECONDS - start)) s"
 }
 
-reference() {  # ad|ed, collect config, experiment config
-  local kind=$1 start=$SECONDS
+reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside the experiment's)
+  local kind=$1 collect=$2 start=$SECONDS
+  shift 2
   rm -rf "${OUT:?}/$kind"
-  timed "$kind-collect" "$ZOO" collect --config "$2" --overwrite --no_progress
-  timed "$kind-fit" "$ZOO" fit --config "$3" --trainer.default_root_dir "$OUT/$kind" \
-    --trainer.logger false --trainer.enable_progress_bar false "${steps[@]}"
+  timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
+  timed "$kind-fit" "$ZOO" fit --config configs/experiments/darkroom.yaml "$@" \
+    --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
+    --trainer.enable_progress_bar false "${steps[@]}"
   local selected
   selected=$(ls "$OUT/$kind"/checkpoints/selected-step*.ckpt)
   echo "$kind: selected on validation goals: $(basename "$selected")"

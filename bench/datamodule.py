@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.history import HistoryDataModule
-from zoo.collect import CollectConfig, collect
+from zoo.collection import CollectConfig, collect
 
 
 def windows_per_second(dm: HistoryDataModule, *, batches: int) -> float:

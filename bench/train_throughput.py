@@ -1,7 +1,7 @@
 """Training throughput as `zoo fit` runs it, for every backbone, against a bare loop and the
 machine's fp32 matmul ceiling.
 
-For each backbone x size preset, on the reference experiment (configs/experiments/darkroom_ad.yaml:
+For each backbone x size preset, on the reference experiment (configs/experiments/darkroom.yaml:
 batch 32 x 160 steps of Dark Room histories):
 - `zoo fit`: the LightningModule, DataModule and Trainer exactly as the CLI builds them from the
   experiment (with `--model.backbone <preset>`); the time of a step is the time between two
@@ -33,13 +33,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 
 from backbones import BACKBONES, count_parameters
 from backbones.presets import preset_path
-from zoo.train import make_cli
+from zoo.training import build
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "configs" / "experiments" / "darkroom_ad.yaml"
@@ -96,31 +98,45 @@ def flop_per_step(model: torch.nn.Module, batch: int, length: int) -> float:
     return flop
 
 
-def fit_args(
+def fit_configs(
     backbone: str, size: str, args: argparse.Namespace, *, steps: int, root: str
-) -> list[str]:
-    chosen = [] if backbone == AS_IS else [f"--model.backbone={preset_path(backbone, size)}"]
-    if args.compile != "experiment" and backbone != AS_IS:
-        chosen.append(f"--model.compile={args.compile}")
-    return [
-        f"--config={EXPERIMENT}",
-        *chosen,
-        f"--trainer.max_steps={steps}",
-        f"--trainer.val_check_interval={steps + 1}",  # no validation inside the timed steps
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={root}",
-        f"--data.path={args.data}",
-        *(f"--{setting}" for setting in args.set),
-    ]
+) -> list[Any]:
+    """The reference experiment, the backbone's preset and the timing run's settings, as configs
+    for `zoo.training.build` (what `zoo fit --config ...` would train)."""
+    model: dict[str, Any] = {}
+    if backbone != AS_IS:
+        model["backbone"] = yaml.safe_load(preset_path(backbone, size).read_text())
+        if args.compile != "experiment":
+            model["compile"] = args.compile == "true"
+    run = {
+        "model": model,
+        "trainer": {
+            "max_steps": steps,
+            "val_check_interval": steps + 1,  # no validation inside the timed steps
+            "num_sanity_val_steps": 0,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": root,
+        },
+        "data": {"path": args.data} if args.data else {},
+    }
+    return [EXPERIMENT, run, *(setting_of(s) for s in args.set)]
+
+
+def setting_of(text: str) -> dict[str, Any]:
+    """`model.lr=0.1` as the mapping `{"model": {"lr": 0.1}}` (the value read as YAML)."""
+    key, _, value = text.partition("=")
+    setting: Any = yaml.safe_load(value)
+    for part in reversed(key.split(".")):
+        setting = {part: setting}
+    return setting
 
 
 def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory() as root:
         total = args.warmup + args.steps + 1
-        cli = make_cli(fit_args(backbone, size, args, steps=total, root=root), run=False)
+        cli = build(fit_configs(backbone, size, args, steps=total, root=root))
         timer = StepTimer()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -175,7 +191,7 @@ def profile(backbone: str, size: str, args: argparse.Namespace) -> None:
     from torch.profiler import profile as torch_profile
 
     with tempfile.TemporaryDirectory() as root:
-        cli = make_cli(fit_args(backbone, size, args, steps=1, root=root), run=False)
+        cli = build(fit_configs(backbone, size, args, steps=1, root=root))
         model, data = cli.model, cli.datamodule
         batches = [next(iter(data.train_dataloader()))]
         optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr)  # no Trainer here

@@ -26,7 +26,7 @@ $ZOO collect --config configs/collect/darkroom_expert.yaml --overwrite
 # two workers, one core each: the first trains the ED baseline and then joins the second on the
 # ablation grid (workers of one study share its grid; no point is trained twice)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-sweep() { $ZOO sweep --config "configs/sweeps/$1.yaml" --name "$1$suffix" "${seeds[@]}" --storage "$storage"; }
+sweep() { $ZOO sweep run --config "configs/sweeps/$1.yaml" --name "$1$suffix" "${seeds[@]}" --storage "$storage"; }
 (sweep "$ed" && sweep "$ablation") &
 first=$!
 sweep "$ablation"

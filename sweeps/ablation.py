@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -22,7 +23,7 @@ class AblationConfig:
     """A grid study: backbones x context lengths x seeds on one experiment and size preset."""
 
     experiment: str
-    """`zoo fit` config of the experiment (env, data, trainer), e.g. configs/experiments/darkroom_ad.yaml."""
+    """`zoo fit` config of the experiment (env, data, trainer), e.g. configs/experiments/darkroom.yaml."""
     backbones: list[str]
     """Registered backbone names; each uses its preset configs/backbone/<name>-<size>.yaml."""
     context_episodes: list[float]
@@ -31,8 +32,8 @@ class AblationConfig:
     """Seeds: each grid point is trained once per seed."""
     size: str = "tiny"
     """Size preset of every backbone (tiny, 100k, 400k, 1.6m): matched parameter counts."""
-    fit_args: list[str] = dataclasses.field(default_factory=list)
-    """Extra `zoo fit` arguments for every trial, e.g. ["--trainer.max_steps=300"]."""
+    fit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`zoo fit` settings of every trial, over the experiment's, e.g. `{trainer: {max_steps: 300}}`."""
     tuned: str | None = None
     """Directory of tuned settings, `<tuned>/<backbone>.yaml` as the tuning study wrote them
     (`zoo sweep` on a tune config with `output:`), applied after each backbone's preset; a
@@ -82,7 +83,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
         backbone_preset=str(preset_path(backbone, config.size)),
         context_episodes=context_episodes,
         seed=seed,
-        fit_args=[*(["--config", str(tuned)] if tuned else []), *config.fit_args],
+        overrides=[*([str(tuned)] if tuned else []), config.fit],
         evaluation=config.evaluation,
         runs_dir=config.runs_dir,
     )

@@ -1,4 +1,5 @@
-"""Optuna plumbing shared by every study: storage from a URL, create-or-resume, workers, status.
+"""Optuna plumbing shared by every study: study configs, storage from a URL, create-or-resume,
+workers, status. (Importing this module imports the `sweeps` package, which registers the kinds.)
 
 A study lives in a storage that many `zoo sweep` workers share:
 - `sqlite:///runs/sweeps.db` (the default) or any SQLAlchemy URL (`postgresql://user@host/db`):
@@ -68,9 +69,9 @@ def open_storage(
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = url.removeprefix("sqlite:///")
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         # Several worker processes write one file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
     try:
@@ -218,3 +219,131 @@ def run_worker(
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
         ran += 1
     return ran
+
+
+# ------------------------------------------------------------------ study configs and studies
+@dataclasses.dataclass
+class SweepSpec:
+    """What `zoo sweep` needs from a study config file: its kind, name, storage, and the rest."""
+
+    kind: str
+    name: str
+    storage: str
+    config: Any  # AblationConfig | TuneConfig
+
+
+def load_spec(
+    path: str,
+    *,
+    kind: str | None,
+    name: str | None,
+    storage: str | None,
+    backbone: str | None = None,
+) -> SweepSpec:
+    """Read and check a study config: `study`, `name` and `storage` keys, then the kind's fields.
+
+    `backbone` sets a tuning study's backbone; `{backbone}` in its name and output is replaced by
+    it, so one config serves every backbone (`darkroom_tune_{backbone}`)."""
+    import yaml
+    from jsonargparse import ArgumentParser as ConfigParser
+
+    file = Path(path)
+    if not file.is_file():
+        raise SweepError(f"study config {path} does not exist")
+    raw = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise SweepError(f"study config {path} must be a YAML mapping")
+    # the keys that say where and what the study is; the rest are the study kind's fields
+    kind = kind or raw.get("study")
+    name = name or raw.get("name") or file.stem
+    storage = storage or raw.get("storage") or DEFAULT_STORAGE
+    for key in ("study", "name", "storage"):
+        raw.pop(key, None)
+    if backbone is not None:
+        if kind != "tune":
+            raise SweepError("--backbone picks the backbone of a tuning study (study: tune)")
+        raw["backbone"] = backbone
+    if "backbone" in raw:
+        name = name.replace("{backbone}", str(raw["backbone"]))
+        if isinstance(raw.get("output"), str):
+            raw["output"] = raw["output"].replace("{backbone}", str(raw["backbone"]))
+    if kind not in STUDY_KINDS:
+        raise SweepError(f"{path}: set `study:` to one of {sorted(STUDY_KINDS)} (or pass --study)")
+    config_class = STUDY_KINDS[kind].config
+    parser = ConfigParser(exit_on_error=False)
+    parser.add_class_arguments(config_class, "config")
+    try:
+        parsed = parser.parse_object({"config": raw})
+        config = parser.instantiate_classes(parsed).config
+    except Exception as error:  # jsonargparse's messages name the bad key and the expected type
+        raise SweepError(f"{path}: {str(error).strip().splitlines()[0]}") from error
+    return SweepSpec(kind=kind, name=name, storage=storage, config=config)
+
+
+def create_study(spec: SweepSpec, storage: BaseStorage, *, worker: int = 0) -> optuna.Study:
+    """Create the study of `spec` in `storage`, or load it if it exists, with this worker's own
+    sampling stream: `worker` (its index among workers started together) and the trials the
+    study already has (a resumed worker does not redraw the points it drew before)."""
+    kind = STUDY_KINDS[spec.kind]
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        direction="maximize",
+        sampler=kind.sampler(spec.config),
+        # no pruner means none: Optuna's default (a median pruner) is never chosen silently
+        pruner=kind.pruner(spec.config) if kind.pruner else optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    stream = worker * 1_000_000 + len(study.get_trials(deepcopy=False))
+    study.sampler = kind.sampler(spec.config, stream=stream)
+    study.set_user_attr("kind", spec.kind)
+    study.set_user_attr("config", dataclasses.asdict(spec.config))
+    return study
+
+
+def load_existing(name: str, storage_url: str) -> optuna.Study:
+    """The study `name` in `storage_url`; a `SweepError` if there is none."""
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage_url))
+    except KeyError as error:
+        raise SweepError(f"no study named {name!r} in {storage_url}") from error
+
+
+STATUS_COLUMNS = (
+    "return_final",
+    "val_return_final",
+    "selected_step",
+    "steps_trained",
+    "budget_capped",
+    "parameters",
+)
+"""Trial attributes `zoo sweep status` shows beside Optuna's own columns."""
+
+
+def status_table(study: Any) -> Any:
+    """Optuna's `trials_dataframe` of the study: number, state, value, duration, params and the
+    chosen attributes; grid duplicates say which trial holds their point."""
+    import pandas as pd
+
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "duration", "params", "user_attrs")
+    )
+    if frame.empty:
+        return frame
+    frame = frame.rename(columns=lambda c: c.removeprefix("params_").removeprefix("user_attrs_"))
+    if "duplicate_of" in frame:
+        duplicate = frame["duplicate_of"].notna()
+        frame.loc[duplicate, "state"] = "DUPLICATE of " + frame.loc[
+            duplicate, "duplicate_of"
+        ].astype(int).astype(str)
+    frame["seconds"] = pd.to_timedelta(frame.pop("duration")).dt.total_seconds().round(1)
+    params = [c for c in frame.columns if c in {p for t in study.trials for p in t.params}]
+    shown = [
+        "number",
+        "state",
+        *params,
+        "value",
+        "seconds",
+        *(c for c in STATUS_COLUMNS if c in frame),
+    ]
+    return frame[shown]

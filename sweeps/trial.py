@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +80,36 @@ def run_trial(
     backbone_preset: str,
     context_episodes: float,
     seed: int,
-    fit_args: list[str],
+    overrides: Sequence[str | Mapping[str, Any]] = (),
     evaluation: EvaluationSettings,
     runs_dir: str,
 ) -> float:
-    """Train and evaluate one configuration in a child process; its final in-context return."""
+    """Train and evaluate one configuration in a child process; its objective (the final
+    in-context return on the test tasks, or the best validation return when `evaluation.test`
+    is false). The child trains what `zoo fit` would on these configs, in this order: the
+    experiment, the backbone's preset, the trial's context and seed, its run directory, then
+    `overrides` (config files such as tuned settings, and mappings such as a study's `fit:`)."""
+    import yaml
+
     run_dir = Path(runs_dir) / trial.study.study_name / f"trial-{trial.number:04d}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    args = ["--config", experiment, "--model.backbone", backbone_preset]
-    args += [f"--data.context_episodes={context_episodes}", f"--seed_everything={seed}"]
     # each trial logs into its own directory: concurrent trials never share a logger's versions
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger"}
-    logger["init_args"] = {"save_dir": str(run_dir), "name": "csv", "version": 0}
-    args += [f"--trainer.default_root_dir={run_dir}", f"--trainer.logger={json.dumps(logger)}"]
-    args += list(fit_args)
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(run_dir), "name": "csv", "version": 0},
+    }
+    configs: list[str | Mapping[str, Any]] = [
+        experiment,
+        {
+            "model": {"backbone": yaml.safe_load(Path(backbone_preset).read_text())},
+            "data": {"context_episodes": context_episodes},
+            "seed_everything": seed,
+        },
+        {"trainer": {"default_root_dir": str(run_dir), "logger": logger}},
+        *(str(c) if isinstance(c, Path) else c for c in overrides),
+    ]
     spec = {
-        "fit_args": args,
+        "configs": configs,
         "evaluation": dataclasses.asdict(evaluation),
         "run_dir": str(run_dir),
     }
@@ -170,7 +184,7 @@ def _child(spec_path: str) -> int:
     from backbones import count_parameters
     from zoo.checkpoints import read_checkpoint
     from zoo.evaluation import InContextEvaluation
-    from zoo.train import make_cli
+    from zoo.training import build, callbacks_of
 
     spec = json.loads(Path(spec_path).read_text())
     settings = EvaluationSettings(**spec["evaluation"])
@@ -183,26 +197,37 @@ def _child(spec_path: str) -> int:
         def __init__(self) -> None:
             self.train_seconds, self.tokens, self._start = 0.0, 0, 0.0
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        def on_train_batch_start(
+            self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        ) -> None:
             self._start = time.perf_counter()
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        def on_train_batch_end(
+            self,
+            trainer: pl.Trainer,
+            pl_module: pl.LightningModule,
+            outputs: Any,
+            batch: Any,
+            batch_idx: int,
+        ) -> None:
             self.train_seconds += time.perf_counter() - self._start
             self.tokens += int(batch["actions"].numel())
 
-        def on_validation_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.sanity_checking or monitor not in trainer.callback_metrics:
                 return
             value = float(trainer.callback_metrics[monitor])
             with (run_dir / INTERMEDIATE).open("a") as out:
                 out.write(f"{trainer.global_step} {value!r}\n")
 
-    args = list(spec["fit_args"])
-    cli = make_cli(args, run=False)  # an attention window follows the data's context by itself
+    cli = build(spec["configs"])  # an attention window follows the data's context by itself
+    # what was trained, as one file: `zoo fit --config <it>` trains the same run again
+    fit_config = run_dir / "fit.yaml"
+    fit_config.write_text(cli.parser.dump(cli.config, skip_none=False))
     if len(cli.datamodule.val_tasks) == 0:
         raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
     # the study decides how trials are evaluated: the experiment's own evaluation is replaced
-    callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, InContextEvaluation)]
+    callbacks = [c for c in callbacks_of(cli.trainer) if not isinstance(c, InContextEvaluation)]
     report = Report()
     selected = ModelCheckpoint(
         dirpath=run_dir / "selected",
@@ -228,7 +253,7 @@ def _child(spec_path: str) -> int:
         ),
         selected,
     ]
-    cli.trainer.callbacks[:] = callbacks
+    callbacks_of(cli.trainer)[:] = callbacks
     cli.trainer.fit(cli.model, cli.datamodule)
     max_steps = cli.trainer.max_steps
     steps = cli.trainer.global_step
@@ -250,7 +275,7 @@ def _child(spec_path: str) -> int:
         "train_tokens_per_s": round(report.tokens / max(report.train_seconds, 1e-9), 1),
         "global_step": steps,
         "checkpoint": checkpoint,
-        "fit_command": "zoo fit " + shlex.join(args),
+        "fit_command": f"zoo fit --config {fit_config}",
     }
     attrs["objective"] = attrs["val_return_final"]
     if settings.test:
@@ -267,8 +292,7 @@ def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> 
     (seed, task) pair, per-seed final returns, the curves, the source learner on the same tasks."""
     import numpy as np
 
-    from zoo.evaluate import evaluate_checkpoint, write_outputs
-    from zoo.evaluation import Evaluation, summarise
+    from zoo.evaluation import Evaluation, evaluate_checkpoint, summarise, write_outputs
 
     returns, optimal, source, finals, seconds, steps = [], [], [], [], 0.0, 0
     source_learner = None

@@ -35,7 +35,7 @@ class TuneConfig:
     """A TPE study of one backbone's training and shape hyper-parameters under a parameter budget."""
 
     experiment: str
-    """`zoo fit` config of the experiment, e.g. configs/experiments/darkroom_ad.yaml."""
+    """`zoo fit` config of the experiment, e.g. configs/experiments/darkroom.yaml."""
     backbone: str
     """Registered backbone name; its preset configs/backbone/<name>-<size>.yaml is the base."""
     size: str = "100k"
@@ -65,8 +65,8 @@ class TuneConfig:
     output: str | None = None
     """Where the chosen settings go (a `zoo fit` config fragment, e.g.
     configs/tuned/darkroom/transformer.yaml); None: not written."""
-    fit_args: list[str] = dataclasses.field(default_factory=list)
-    """Extra `zoo fit` arguments for every trial, e.g. ["--trainer.max_steps=300"]."""
+    fit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`zoo fit` settings of every trial, over the experiment's, e.g. `{trainer: {max_steps: 300}}`."""
     evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
     """In-context evaluation of every trial on held-out tasks."""
     runs_dir: str = "runs/sweeps"
@@ -126,7 +126,7 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
         "token_mask": trial.suggest_categorical("token_mask", config.token_mask),
         "label_smoothing": trial.suggest_categorical("label_smoothing", config.label_smoothing),
     }
-    overrides = {}
+    overrides: dict[str, Any] = {}
     depth_arg = next((name for name in DEPTH_ARGS if name in accepted), None)
     if depth_arg is not None:
         overrides[depth_arg] = trial.suggest_categorical("depth", config.depths)
@@ -139,10 +139,8 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
     trial.set_user_attr("backbone_init_args", shaped)
     trial.set_user_attr("model_settings", model)
     trial.set_user_attr("param_budget", budget)
-    model_args = [f"--model.{k}={v}" for k, v in model.items()]
-    model_args += [
-        f"--model.backbone.init_args.{k}={v}" for k, v in shaped.items() if init_args.get(k) != v
-    ]
+    changed = {k: v for k, v in shaped.items() if init_args.get(k) != v}
+    point = {"model": {**model, "backbone": {"init_args": changed}}}
     trial.set_user_attr("backbone_parameters", parameters)
     return run_trial(
         trial,
@@ -150,7 +148,7 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
         backbone_preset=preset,
         context_episodes=config.context_episodes,
         seed=config.seed,
-        fit_args=[*model_args, *config.fit_args],
+        overrides=[point, config.fit],
         # tuning selects on validation tasks only: the test split is never played
         evaluation=dataclasses.replace(config.evaluation, test=False),
         runs_dir=config.runs_dir,

@@ -7,9 +7,7 @@ its traceback. `zoo --debug ...` (or `ZOO_DEBUG=1`) shows the traceback of user 
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -28,7 +26,7 @@ USER_ERRORS: tuple[str, ...] = (
     "zoo.errors:UserError",
     "datamodules.storage:DatasetError",
     "sweeps.study:SweepError",
-    "zoo.report_data:ReportError",
+    "zoo.reports.data:ReportError",
 )
 """Exception classes that are the user's to fix, as `module:class`. A class counts only once its
 module is imported (an error cannot come from a module that never ran), so `zoo --help` and
@@ -49,25 +47,13 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
-    """Help that ends every option with its default, unless the help already says it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "(default" in text or any(action.default is v for v in (None, argparse.SUPPRESS, False)):
-            return text
-        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
-            return f"{text} (default: %(default)s)"
-        return text
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors raise `UsageError` (one line) instead of printing the usage and
-    exiting; `--help` lists every option with its default."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _DefaultsFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+def concise(message: str, *, limit: int = 300) -> str:
+    """A parser's message on one line; of an error under a union of types (a callback list, say)
+    only the first alternative's error, which names the bad value."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if "Errors:" in lines:
+        first = lines[lines.index("Errors:") + 1].removeprefix("- ")
+        key = lines[0] if lines[0].startswith("Parser key") else ""
+        lines = [key, first] if key else [first]
+    text = " ".join(lines) or "invalid arguments"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -12,16 +12,20 @@ Two context modes:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from datamodules.storage import DatasetError, open_dataset
 from envs.base import EnvFamily, Split, draw_tasks, make_family
 from zoo.errors import CheckpointError, UserError
-from zoo.model import InContextLearner
+from zoo.model import InContextLearner, load_learner
 
 ContextMode = Literal["stream", "window"]
 CONTEXT_MODES: tuple[str, ...] = ("stream", "window")
@@ -50,6 +54,12 @@ class Evaluation:
     """Seed of the task order, the envs and the action sampling."""
     greedy: bool = False
     """Argmax actions instead of sampling."""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "tasks", "final_episodes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 @dataclasses.dataclass
@@ -150,6 +160,7 @@ def run_in_context(
     while finished.min() < episodes:
         observation = torch.as_tensor(obs, dtype=torch.long, device=device)
         if mode == "stream":
+            assert state is not None  # made above for stream mode
             logits, state = model.step(observation, prev_action, prev_reward, state=state)
         else:
             window_obs = torch.cat([window_obs, observation[:, None]], 1)[:, -context:]
@@ -229,7 +240,6 @@ def source_learning_curves(
 ) -> tuple[str, np.ndarray]:
     """(learner name, returns `[N, episodes]`) of the source learner that made the training data,
     run afresh on `tasks`: the baseline an in-context learner is compared with."""
-    from datamodules.storage import open_dataset
     from envs.collection import collect_histories
     from envs.learners import make_learner
 
@@ -322,6 +332,7 @@ class InContextEvaluation(pl.Callback):
         summary = self._evaluate_on_rank_zero(pl_module)
         # every rank logs the same numbers: rank zero's, broadcast
         summary = trainer.strategy.broadcast(summary, src=0)
+        assert summary is not None  # rank zero's, on every rank
         # logged as validation metrics: in callback_metrics before ModelCheckpoint and
         # EarlyStopping read them at the end of this validation
         pl_module.log_dict(
@@ -361,3 +372,125 @@ def evaluation_tasks(
                 "give a number of tasks"
             )
     return family.sample_tasks(split, num_tasks, seed=seed)
+
+
+# ---------------------------------------------------------------- a checkpoint, and its files
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    settings: Evaluation,
+    *,
+    env: str | None = None,
+    source_episodes: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Play `settings` with the frozen learner of `checkpoint`; return everything `returns.json`
+    holds. `env`: the env the checkpoint must have been trained on; `source_episodes`: episodes of
+    the source learner's curve on the same tasks (None: K x the dataset's keep_every; 0: none)."""
+    model = load_learner(str(checkpoint), map_location=device)
+    family = family_of(model, env=env)
+    tasks = evaluation_tasks(model, family, settings.split, settings.tasks, seed=settings.seed)
+    started = time.perf_counter()
+    rollout = run_in_context(
+        model,
+        family,
+        tasks,
+        episodes=settings.episodes,
+        mode=settings.mode,
+        seed=settings.seed,
+        greedy=settings.greedy,
+    )
+    seconds = time.perf_counter() - started
+    optimal = family.optimal_return(tasks)
+    result: dict[str, Any] = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "env": model.env,
+        "mode": settings.mode,
+        "split": settings.split,
+        "seed": settings.seed,
+        "greedy": settings.greedy,
+        "episodes": settings.episodes,
+        "tasks": tasks.tolist(),
+        "optimal": optimal.tolist(),
+        "returns": rollout.returns.tolist(),
+        "summary": summarise(rollout.returns, optimal, final_episodes=settings.final_episodes),
+        "env_steps": int(rollout.observations.size),  # all tasks' steps, played in lock-step
+        "seconds": round(seconds, 3),
+        "source": None,
+    }
+    if source_episodes is None:
+        try:
+            keep_every = open_dataset(model.env["dataset"]).manifest.keep_every
+        except (DatasetError, KeyError):
+            keep_every = None  # the training data is not here: no source curve by default
+        source_episodes = settings.episodes * keep_every if keep_every else 0
+    if source_episodes > 0:
+        learner, curves = source_learning_curves(
+            model, family, tasks, episodes=source_episodes, seed=settings.seed
+        )
+        result["source"] = {
+            "learner": learner,
+            "episodes": source_episodes,
+            "returns": curves.tolist(),
+            "summary": summarise(curves, optimal, final_episodes=settings.final_episodes),
+        }
+    return result
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """returns.json, returns.csv and curve.png under `out`."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "returns.json").write_text(json.dumps(result, indent=1) + "\n")
+    frames = [_long_table(np.asarray(result["returns"]), "in_context")]
+    if result["source"]:
+        frames.append(_long_table(np.asarray(result["source"]["returns"]), "source"))
+    pd.concat(frames).to_csv(out / "returns.csv", index=False)
+    plot_curves(result, out / "curve.png")
+
+
+def _long_table(returns: np.ndarray, curve: str) -> Any:
+    import pandas as pd
+
+    tasks, episodes = np.meshgrid(
+        np.arange(returns.shape[0]), np.arange(1, returns.shape[1] + 1), indexing="ij"
+    )
+    return pd.DataFrame(
+        {
+            "curve": curve,
+            "task": tasks.ravel(),
+            "episode": episodes.ravel(),
+            "return": returns.ravel(),
+        }
+    )
+
+
+def plot_curves(result: dict[str, Any], path: Path) -> None:
+    """The in-context curve (frozen weights) beside the source learner's, mean and 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("in-context, frozen weights", np.asarray(result["returns"]))]
+    if result["source"]:
+        name = result["source"]["learner"]
+        panels.append((f"source learner ({name})", np.asarray(result["source"]["returns"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    optimal = float(np.mean(result["optimal"]))
+    for ax, (title, returns) in zip(axes, panels, strict=True):
+        episodes = np.arange(1, returns.shape[1] + 1)
+        mean = returns.mean(0)
+        half = 1.96 * returns.std(0, ddof=1) / np.sqrt(len(returns)) if len(returns) > 1 else 0
+        ax.plot(episodes, mean)
+        ax.fill_between(episodes, mean - half, mean + half, alpha=0.25)
+        ax.axhline(optimal, color="grey", linestyle="--", linewidth=1, label="optimal")
+        ax.set_title(title)
+        ax.set_xlabel("episode")
+    axes[0].set_ylabel(f"return ({len(result['returns'])} {result['split']} tasks)")
+    axes[0].legend(loc="lower right")
+    fig.suptitle(f"{result['env'].get('name', '')}: {result['mode']} context")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
@@ -26,6 +26,8 @@ from zoo.errors import CheckpointError, UserError
 
 class InContextLearner(pl.LightningModule):
     """Behaviour cloning of learning histories through any `Backbone` (AD / ED)."""
+
+    _offset: Tensor  # a buffer: each observation factor's first row in the embedding table
 
     def __init__(
         self,
@@ -87,14 +89,15 @@ class InContextLearner(pl.LightningModule):
                 f"backbone must be a backbones.Backbone, got {type(backbone).__name__}; "
                 "pick one with `--model.backbone configs/backbone/<name>-<size>.yaml`"
             )
-        for name, value in (
+        sizes: tuple[tuple[str, int], ...] = (
             ("num_observations", num_observations),
             ("num_actions", num_actions),
             ("context_len", context_len),
-        ):
+        )
+        for name, value in sizes:
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value, ok, rule in (
+        checks: tuple[tuple[str, Any, bool, str], ...] = (
             ("lr", lr, lr > 0, "> 0"),
             ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
             ("betas", betas, all(0 <= b < 1 for b in betas), "in [0, 1)"),
@@ -103,7 +106,8 @@ class InContextLearner(pl.LightningModule):
             ("embedding_dropout", embedding_dropout, 0 <= embedding_dropout < 1, "in [0, 1)"),
             ("token_mask", token_mask, 0 <= token_mask < 1, "in [0, 1)"),
             ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
-        ):
+        )
+        for name, value, ok, rule in checks:
             if not ok:
                 raise ValueError(f"model.{name} must be {rule}, got {value}")
         # Under LightningCLI the backbone arrives as its config (class_path + init_args) and is
@@ -125,7 +129,7 @@ class InContextLearner(pl.LightningModule):
             raise ValueError(
                 f"observation_coding must be 'factors' or 'index', got {observation_coding!r}"
             )
-        factors = (num_observations,)
+        factors: tuple[int, ...] = (num_observations,)
         if observation_coding == "factors" and observation_factors is not None:
             factors = tuple(int(f) for f in observation_factors)
             if min(factors) < 1 or math.prod(factors) != num_observations:
@@ -182,7 +186,10 @@ class InContextLearner(pl.LightningModule):
 
     def initial_state(self, batch_size: int) -> State:
         """The backbone's state before the first token, on the model's device and dtype."""
-        return self.backbone.init_state(batch_size, device=self.device, dtype=self.dtype)
+        dtype = cast(
+            torch.dtype, self.dtype
+        )  # Lightning types it `str | dtype`; a module's is a dtype
+        return self.backbone.init_state(batch_size, device=self.device, dtype=dtype)
 
     def step(
         self, observation: Tensor, prev_action: Tensor, prev_reward: Tensor, *, state: State
@@ -244,8 +251,8 @@ class InContextLearner(pl.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("val/action_acc", accuracy, batch_size=size, sync_dist=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    def configure_optimizers(self) -> Any:  # Lightning's optimizer-and-scheduler dict
+        hp: Any = self.hparams  # the __init__ arguments, saved by save_hyperparameters
         matrices = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         others = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
         optimizer = torch.optim.AdamW(
@@ -293,7 +300,7 @@ def load_learner(
     """A trained learner from a checkpoint, in eval mode. `backbone` is needed only for models
     built in Python rather than from a config (their checkpoint holds no backbone config)."""
     read_checkpoint(path)  # a clear error for a missing, damaged or foreign file
-    extra = {} if backbone is None else {"backbone": backbone}
+    extra: dict[str, Any] = {} if backbone is None else {"backbone": backbone}
     try:
         model = InContextLearner.load_from_checkpoint(
             path, map_location=map_location, weights_only=True, **extra

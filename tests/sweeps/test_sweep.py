@@ -43,7 +43,7 @@ def study_config(tmp_path: Path, experiment: Path, **extra: object) -> Path:
 
 def sweep(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "sweep", *args],
+        [sys.executable, "-m", "zoo.cli", "sweep", "run", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -144,10 +144,10 @@ def test_config_typo_is_one_clear_error(
     tmp_path: Path, experiment: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = study_config(tmp_path, experiment, bakbones=["gru"])
-    assert zoo(["sweep", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
+    assert zoo(["sweep", "run", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
     assert "bakbones" in capsys.readouterr().err
     config = study_config(tmp_path, experiment, backbones=["nope"])
-    assert zoo(["sweep", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
+    assert zoo(["sweep", "run", "--config", str(config), "--storage", "sqlite:///:memory:"]) == 2
     assert "nope" in capsys.readouterr().err
 
 
@@ -155,7 +155,7 @@ def test_config_typo_is_one_clear_error(
     "config", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_shipped_study_configs_load(config: Path) -> None:
-    from zoo.sweep import load_spec
+    from sweeps.study import load_spec
 
     spec = load_spec(str(config), kind=None, name=None, storage=None)
     assert spec.name in (config.stem, f"{config.stem}_{getattr(spec.config, 'backbone', '')}")
@@ -189,7 +189,7 @@ def test_a_pruned_trial_stops_its_child(tmp_path: Path, experiment: Path) -> Non
             backbone_preset=str(preset_path("gru", "tiny")),
             context_episodes=1,
             seed=0,
-            fit_args=["--trainer.max_steps=400", "--trainer.val_check_interval=1"],
+            overrides=[{"trainer": {"max_steps": 400, "val_check_interval": 1}}],
             evaluation=EvaluationSettings(episodes=1, final_episodes=1, seeds=[0]),
             runs_dir=str(tmp_path / "runs"),
         )

@@ -61,7 +61,7 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(config))
     storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    command = ["sweep", "--config", str(path), "--storage", storage, "--n_trials", "2"]
+    command = ["sweep", "run", "--config", str(path), "--storage", storage, "--n_trials", "2"]
     done = subprocess.run(
         [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
     )
@@ -79,9 +79,11 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
         assert "return_final" not in trial.user_attrs
         assert not list(Path(trial.user_attrs["run_dir"]).glob("test-seed*"))
         assert trial.user_attrs["backbone_parameters"] <= trial.user_attrs["param_budget"]
-        assert f"num_layers={trial.params['depth']}" in trial.user_attrs["fit_command"] or (
-            trial.params["depth"] == 1  # the preset's own depth needs no override
-        )
+        # what the trial trained, as one `zoo fit` config: the depth it drew, the width it got
+        fit_config = trial.user_attrs["fit_command"].removeprefix("zoo fit --config ")
+        trained = yaml.safe_load(Path(fit_config).read_text())["model"]["backbone"]["init_args"]
+        assert trained["num_layers"] == trial.params["depth"]
+        assert trained["hidden_size"] == trial.user_attrs["backbone_init_args"]["hidden_size"]
     # the chosen settings, as a zoo fit config fragment applied after the preset
     fragment = yaml.safe_load(tuned.read_text())
     best = study.best_trial
@@ -104,7 +106,7 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     }
     path = tmp_path / "ablation.yaml"
     path.write_text(yaml.safe_dump(ablation))
-    command = ["sweep", "--config", str(path), "--storage", storage]
+    command = ["sweep", "run", "--config", str(path), "--storage", storage]
     done = subprocess.run(
         [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
     )

@@ -226,7 +226,7 @@ def test_a_bad_option_value_is_one_line(
         ["report", "--out", "r", "--reps", "3", "--results", "."],
         ["backbones", "--size", "huge"],
         ["collect", "--num_taskss", "3"],
-        ["sweep", "--config"],
+        ["sweep", "run", "--config"],
     ],
 )
 def test_every_command_reports_a_typo_in_one_line(argv: list[str], capsys) -> None:
@@ -287,7 +287,14 @@ def test_refused_commands_leave_everything_as_it_was(
         ["evaluate", str(ckpt), "--env=key_to_door", f"--out={work / 'eval'}"],
         ["evaluate", str(work / "eval" / "returns.json"), f"--out={work / 'eval'}"],
         ["report", "--results", str(work / "nowhere"), "--out", str(work / "report")],
-        ["sweep", "--config", str(work / "missing.yaml"), "--storage", f"sqlite:///{work}/s.db"],
+        [
+            "sweep",
+            "run",
+            "--config",
+            str(work / "missing.yaml"),
+            "--storage",
+            f"sqlite:///{work}/s.db",
+        ],
     ]
     for argv in commands:
         refused(argv, capsys)

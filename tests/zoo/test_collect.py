@@ -15,7 +15,8 @@ import pytest
 from datamodules.storage import MANIFEST, DatasetError, open_dataset
 from envs.collection import kept_episodes
 from envs.learners import LEARNERS
-from zoo import collect as collect_cmd
+from zoo import collection as collect_cmd
+from zoo.cli import collect as collect_cli
 from zoo.cli import main as zoo
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "collect").glob("*.yaml"))
@@ -141,8 +142,9 @@ def test_bad_input_is_one_line_exit_2_and_keeps_the_dataset(
     before = {**digests(out), MANIFEST: (out / MANIFEST).read_text()}
     capsys.readouterr()
     assert run("--output", str(out), *argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("zoo collect: error:") and "\n" not in err and message in err
+    error, *hint = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("zoo collect: error:") and message in error
+    assert hint in ([], ["see `zoo collect --help` for the options"])
     assert {**digests(out), MANIFEST: (out / MANIFEST).read_text()} == before
 
 
@@ -182,7 +184,7 @@ def test_output_that_is_not_a_dataset_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_shipped_configs_are_valid(config: Path) -> None:
-    parsed, _ = collect_cmd.parse_args(["--config", str(config)])
+    parsed = collect_cli.config_of(collect_cli.parser().parse_args(["--config", str(config)]))
     collect_cmd.check_config(parsed)
     assert parsed.output.startswith("data/")
 

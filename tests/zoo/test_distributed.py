@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from datamodules.history import EpochSampler, HistoryDataModule
-from zoo.train import make_cli
+from zoo.training import make_cli
 
 ZOO = Path(sys.executable).with_name("zoo")
 

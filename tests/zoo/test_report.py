@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from zoo.cli import main as zoo
-from zoo.evaluate import write_outputs
+from zoo.evaluation import write_outputs
 
 EPISODES = 6
 BACKBONES = ("gru", "transformer")
@@ -58,7 +58,7 @@ def _attrs(rng: np.random.Generator, *, backbone: str, context: float, seed: int
         "checkpoint": f"runs/t/{backbone}/last.ckpt",
         "eval_dir": "runs/t/eval",
         "run_dir": "runs/t",
-        "fit_command": f"zoo fit --config configs/experiments/darkroom_ad.yaml --seed_everything={seed}",
+        "fit_command": f"zoo fit --config configs/experiments/darkroom.yaml --seed_everything={seed}",
         "evaluate_command": "zoo evaluate runs/t/last.ckpt --episodes 6",
     }
 
@@ -144,9 +144,7 @@ def _tune(storage: str, name: str, complete: int) -> None:
 def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("studies")
     url = f"sqlite:///{root / 'sweeps.db'}"
-    _ablation(
-        url, "darkroom_ablation", "configs/experiments/darkroom_ad.yaml", BACKBONES, (0, 1, 2)
-    )
+    _ablation(url, "darkroom_ablation", "configs/experiments/darkroom.yaml", BACKBONES, (0, 1, 2))
     _ablation(url, "darkroom_ed", "configs/experiments/darkroom_ed.yaml", ("gru",), (0, 1))
     _tune(url, "tune_gru", complete=8)
     _tune(url, "tune_lstm", complete=1)
@@ -384,7 +382,7 @@ def test_a_storage_that_does_not_exist_is_refused(tmp_path: Path, capsys) -> Non
 def test_intervals_are_rliable_iqm_with_a_bootstrap_over_seeds() -> None:
     from rliable import metrics
 
-    from zoo.report import interval
+    from zoo.reports.tables import interval
 
     scores = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
     point, low, high = interval(scores, reps=500)
@@ -400,15 +398,18 @@ def test_intervals_are_rliable_iqm_with_a_bootstrap_over_seeds() -> None:
 
 
 def test_data_mode_of_a_study(tmp_path: Path) -> None:
-    from zoo.report_data import data_mode_of
+    from zoo.reports.data import data_mode_of
 
     experiment = tmp_path / "mine.yaml"
     experiment.write_text(yaml.safe_dump({"data": {"mode": "ed", "path": "data/x"}}))
     assert data_mode_of(str(experiment)) == "ed"
-    assert data_mode_of("configs/experiments/darkroom_ad.yaml") == "ad"
+    assert data_mode_of("configs/experiments/darkroom.yaml") == "ad"
     assert data_mode_of("elsewhere/darkroom_ed.yaml") == "ed"  # not readable here: by its name
-    assert data_mode_of("configs/experiments/darkroom_ad.yaml", ["--data.mode=ed"]) == "ed"
-    assert data_mode_of(str(experiment), ["--data.mode", "ad"]) == "ad"
+    assert data_mode_of("configs/experiments/darkroom.yaml", {"data": {"mode": "ed"}}) == "ed"
+    assert data_mode_of(str(experiment), {"data": {"mode": "ad"}}) == "ad"
+    # a study recorded before `fit:`: its `--data.mode` argument
+    assert data_mode_of("configs/experiments/darkroom.yaml", None, ["--data.mode=ed"]) == "ed"
+    assert data_mode_of(str(experiment), None, ["--data.mode", "ad"]) == "ad"
 
 
 def test_the_checkpoint_decides_what_was_trained(tmp_path: Path) -> None:

@@ -1,28 +1,17 @@
-"""`zoo report`: the architecture-ablation report, from Optuna studies or from `zoo evaluate` outputs.
-
-    zoo report --storage sqlite:///runs/sweeps.db --study darkroom_ablation --study darkroom_ed \
-        --out reports/darkroom
-    zoo report --results runs/ --out reports/darkroom
-
-Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tables/*.csv`. Every
-interval is a 95% stratified-bootstrap interval from rliable over seeds (runs), with the number of
-seeds stated; a single seed gets its mean and no interval.
+"""The report's tables: one row per configuration (IQM and interval over seeds), the in-context
+curves, one row per trial. Every interval is a 95% stratified-bootstrap interval from rliable over
+seeds (runs), with the number of seeds stated; a single seed gets its mean and no interval.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from zoo.errors import ArgumentParser
-from zoo.report_data import RUN_COLUMNS, ReportError, load_results, load_studies
 
 
 # -------------------------------------------------------------------------------- statistics
@@ -181,99 +170,6 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
         4, "params", runs["params"].map(lambda p: json.dumps(p, sort_keys=True) if p else "")
     )
     return table.sort_values(["study", "trial"], kind="stable")
-
-
-# ------------------------------------------------------------------------------------- entry
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = ArgumentParser(prog="zoo report", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--storage", help="Optuna storage URL of the studies (sqlite:///runs/sweeps.db)"
-    )
-    parser.add_argument("--study", action="append", default=[], help="study name (repeatable)")
-    parser.add_argument("--results", type=Path, help="directory tree of `zoo evaluate` outputs")
-    parser.add_argument("--out", type=Path, required=True, help="report directory (reports/<name>)")
-    parser.add_argument("--title", default=None, help="title of the report (default: its name)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval")
-    args = parser.parse_args(argv)
-    if not args.study and args.results is None:
-        parser.error("give --storage URL --study NAME [--study NAME ...], or --results DIR")
-    if args.study and not args.storage:
-        parser.error("--study needs --storage URL (e.g. sqlite:///runs/sweeps.db)")
-    if args.reps < 100:
-        parser.error("--reps must be >= 100")
-    return args
-
-
-def build_report(args: argparse.Namespace) -> Path:
-    """Load the runs, compute the tables, draw the figures, write the pages; the index.html path."""
-    from zoo import report_figures, report_html
-
-    frames, notes = [], []
-    if args.study:
-        frames.append(load_studies(args.storage, args.study))
-    if args.results is not None:
-        results, skipped = load_results(args.results)
-        frames.append(results)
-        notes += skipped
-    runs = pd.concat(frames, ignore_index=True).reindex(
-        columns=list(dict.fromkeys([*frames[0].columns, *RUN_COLUMNS]))
-    )
-    out: Path = args.out
-    for folder, pattern in (("figures", "*.png"), ("tables", "*.csv")):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        for stale in (out / folder).glob(pattern):  # an earlier report's, maybe of other studies
-            stale.unlink()
-    done = completed(runs)
-    summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
-    curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
-    trials = trial_table(runs)
-    tables = {"summary": summary, "curves": curves, "trials": trials}
-    figures = report_figures.ablation_figures(done, summary, curves, out / "figures")
-    if args.study:
-        tune = report_figures.tuning_figures(args.storage, runs, out / "figures")
-        figures += tune.figures
-        notes += tune.notes
-        tables.update(tune.tables)
-    tables = {name: table for name, table in tables.items() if not table.empty}
-    for name, table in tables.items():
-        table.to_csv(out / "tables" / f"{name}.csv", index=False)
-    seeds = sorted({int(n) for n in summary["seeds"]}) if len(summary) else []
-    if seeds and max(seeds) < 2:
-        notes.append("every configuration has 1 seed: no interval can be given (means are shown)")
-    elif 1 in seeds:
-        notes.append("configurations with 1 seed have no interval (their means are shown)")
-    page = report_html.Page(
-        title=args.title or out.resolve().name,
-        sources=_sources(args),
-        runs=runs,
-        summary=summary,
-        trials=trials,
-        figures=figures,
-        tables=sorted(f"tables/{name}.csv" for name in tables),
-        notes=notes,
-        reps=args.reps,
-    )
-    (out / "report.md").write_text(report_html.markdown(page))
-    index = out / "index.html"
-    index.write_text(report_html.html(page))
-    return index
-
-
-def _sources(args: argparse.Namespace) -> list[str]:
-    names = ", ".join(f"`{name}`" for name in args.study)
-    sources = [f"studies {names} in `{args.storage}`"] if args.study else []
-    return sources + ([f"`zoo evaluate` outputs under `{args.results}`"] if args.results else [])
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    try:
-        index = build_report(args)
-    except ReportError as error:
-        print(f"zoo report: error: {error}", file=sys.stderr)
-        return 2
-    print(f"zoo report: wrote {index.resolve()}")
-    return 0
 
 
 def finite(value: Any) -> bool:

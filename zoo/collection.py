@@ -1,4 +1,4 @@
-"""`zoo collect`: record the learning histories of a source RL learner into a dataset.
+"""Collection: record the learning histories of a source RL learner into a dataset (`zoo collect`).
 
 Every history h plays task `h % num_tasks` of the task table; shard s holds a contiguous range of
 histories and is a deterministic function of the config, the seed and s alone, so a killed run
@@ -8,19 +8,15 @@ resumes shard by shard (valid shards are skipped) and machines can each write so
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, set_parsing_settings
 from tqdm import tqdm
 
 from datamodules.storage import (
@@ -124,35 +120,6 @@ def fingerprint_of(ident: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@dataclasses.dataclass(frozen=True)
-class RunFlags:
-    overwrite: bool
-    progress: bool
-
-
-def parse_args(argv: list[str]) -> tuple[CollectConfig, RunFlags]:
-    """Config from `--config FILE.yaml` and/or flags (flags win), type-checked by jsonargparse."""
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(
-        prog="zoo collect", description=__doc__.splitlines()[0], exit_on_error=False
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of the options below")
-    parser.add_class_arguments(CollectConfig)
-    parser.add_argument(
-        "--overwrite",
-        action=ActionYesNo,
-        default=False,
-        help="replace an existing dataset at --output that was made with a different config",
-    )
-    parser.add_argument("--progress", action=ActionYesNo, default=True, help="show a progress bar")
-    try:
-        namespace = parser.parse_args(argv)
-    except argparse.ArgumentError as e:
-        raise UsageError(" ".join(str(e).split())) from None
-    config = CollectConfig(**{f.name: namespace[f.name] for f in dataclasses.fields(CollectConfig)})
-    return config, RunFlags(overwrite=namespace.overwrite, progress=namespace.progress)
-
-
 def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray, dict[str, Any]]:
     """Validate everything before anything is written; return the family, the task table and the
     learner's full parameters (defaults filled in)."""
@@ -173,17 +140,22 @@ def check_config(config: CollectConfig) -> tuple[EnvFamily, np.ndarray, dict[str
         )
     except (ValueError, TypeError) as e:
         raise UsageError(" ".join(str(e).split())) from None
-    params = getattr(learner, "params", None)
-    full = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else {}
+    params: Any = getattr(learner, "params", None)
+    is_instance = dataclasses.is_dataclass(params) and not isinstance(params, type)
+    full = dataclasses.asdict(params) if is_instance else {}
     return family, tasks, {**full, **config.learner_params}
 
 
 def parameter_defaults(config: CollectConfig, family: EnvFamily) -> dict[str, dict[str, Any]]:
     """The default of every env and learner parameter, by identity section."""
-    params = getattr(LEARNERS[config.learner], "Params", None)
+    params: Any = getattr(LEARNERS[config.learner], "Params", None)
     return {
         "env_params": dataclasses.asdict(type(family)()),  # type: ignore[call-overload]
-        "learner_params": dataclasses.asdict(params()) if dataclasses.is_dataclass(params) else {},
+        "learner_params": (
+            dataclasses.asdict(params())
+            if isinstance(params, type) and dataclasses.is_dataclass(params)
+            else {}
+        ),
     }
 
 
@@ -379,19 +351,3 @@ def summary(result: CollectResult, config: CollectConfig) -> str:
             f"inspect it with: zoo data info {result.root}",
         ]
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    try:
-        config, flags = parse_args(argv)
-        result = collect(
-            config,
-            command=shlex.join(["zoo", "collect", *argv]),
-            overwrite=flags.overwrite,
-            progress=flags.progress,
-        )
-    except UsageError as e:
-        print(f"zoo collect: error: {e}", file=sys.stderr)
-        return 2
-    print(summary(result, config))
-    return 0

@@ -1,23 +1,29 @@
-"""`zoo fit` and `zoo validate`: LightningCLI over InContextLearner and HistoryDataModule.
+"""Training: the LightningCLI over InContextLearner and HistoryDataModule that `zoo fit` runs, and
+`build`, which makes the same model, datamodule and trainer from config files and mappings (sweep
+trials, benchmarks) without a command line.
 
 Sizes the data decides (observation and action counts, context length, which env) are linked from
 the datamodule to the model, never typed twice. Experiments are YAML files in configs/experiments/
-that pick a backbone preset: `zoo fit --config configs/experiments/darkroom_ad.yaml`.
+that pick a backbone preset: `zoo fit --config configs/experiments/darkroom.yaml`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from datamodules.history import HistoryDataModule
 from zoo.checkpoints import check_resumable, read_checkpoint
-from zoo.errors import UsageError
+from zoo.errors import UsageError, concise
 from zoo.model import InContextLearner
 
 
@@ -60,6 +66,12 @@ def trainer_defaults() -> dict[str, Any]:
     }
 
 
+def callbacks_of(trainer: Trainer) -> list[Callback]:
+    """The trainer's callbacks, to read or edit in place (Lightning sets the attribute in its
+    callback connector; `Trainer` does not declare it)."""
+    return trainer.callbacks  # type: ignore[attr-defined]
+
+
 class ZooArgumentParser(LightningArgumentParser):
     """Lightning's parser, whose errors are one line (`UsageError`) instead of a usage dump."""
 
@@ -67,18 +79,6 @@ class ZooArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse trying alternatives internally
             return super().error(message, ex)
         raise UsageError(concise(message))
-
-
-def concise(message: str, *, limit: int = 300) -> str:
-    """jsonargparse's message on one line; of an error under a union of types (a callback list,
-    say) only the first alternative's error, which names the bad value."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    if "Errors:" in lines:
-        first = lines[lines.index("Errors:") + 1].removeprefix("- ")
-        key = lines[0] if lines[0].startswith("Parser key") else ""
-        lines = [key, first] if key else [first]
-    text = " ".join(lines) or "invalid arguments"
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class ZooCLI(LightningCLI):
@@ -105,9 +105,8 @@ class ZooCLI(LightningCLI):
         except (ValueError, MisconfigurationException) as e:
             raise UsageError(concise(str(e))) from e
         if not self.trainer.loggers:  # `--trainer.logger false`: nothing to monitor the rate into
-            self.trainer.callbacks[:] = [
-                c for c in self.trainer.callbacks if not isinstance(c, LearningRateMonitor)
-            ]
+            callbacks = callbacks_of(self.trainer)
+            callbacks[:] = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
     def before_fit(self) -> None:
         """A resumed run must continue on the data it was trained on."""
@@ -136,13 +135,16 @@ def make_cli(args: list[str], *, run: bool = True) -> ZooCLI:
         sys.argv = argv
 
 
-def fit(argv: list[str]) -> int:
-    """`zoo fit [--config FILE] [--model.* ...] [--data.* ...] [--trainer.* ...] [--ckpt_path CKPT]`."""
-    make_cli(["fit", *argv])
-    return 0
+ConfigSource = str | Path | Mapping[str, Any]
+"""A `zoo fit` config: a YAML file, or a mapping of the same shape (`{"trainer": {"max_steps": 9}}`)."""
 
 
-def validate(argv: list[str]) -> int:
-    """`zoo validate --config FILE --ckpt_path CKPT`: validation loss of a checkpoint."""
-    make_cli(["validate", *argv])
-    return 0
+def build(configs: Sequence[ConfigSource]) -> ZooCLI:
+    """The model, datamodule and trainer `zoo fit --config A --config B ...` would train, from config
+    files and mappings applied in order (later ones override earlier ones); nothing is run.
+    Read `.model`, `.datamodule`, `.trainer` and `.config` of the result."""
+    args: list[str] = []
+    for config in configs:  # jsonargparse's --config takes a file or the text of one
+        text = json.dumps(config) if isinstance(config, Mapping) else str(config)
+        args += ["--config", text]
+    return make_cli(args, run=False)

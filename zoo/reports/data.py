@@ -68,7 +68,7 @@ def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
         study = optuna.load_study(study_name=name, storage=storage)
         kind = study.user_attrs.get("kind", "ablation")
         config = study.user_attrs.get("config", {})
-        mode = data_mode_of(config.get("experiment"), config.get("fit_args"))
+        mode = data_mode_of(config.get("experiment"), config.get("fit"), config.get("fit_args"))
         for trial in study.get_trials(deepcopy=False):
             attrs = trial.user_attrs
             # a waiting grid trial has its point in system attributes until a worker starts it
@@ -109,11 +109,19 @@ def open_study_storage(url: str) -> Any:
         raise ReportError(str(error)) from error
 
 
-def data_mode_of(experiment: str | None, fit_args: list[str] | None = None) -> str:
-    """`ad` or `ed`: the study's `--data.mode` override, else the data.mode of its `zoo fit`
+def data_mode_of(
+    experiment: str | None,
+    fit: dict[str, Any] | None = None,
+    fit_args: list[str] | None = None,
+) -> str:
+    """`ad` or `ed`: the study's `fit: {data: {mode: ...}}` override (or, in a study recorded
+    before `fit:` existed, its `--data.mode` argument), else the data.mode of its `zoo fit`
     experiment config, else (config not readable here) `ed` when its name says `_ed`."""
     import yaml
 
+    mode = ((fit or {}).get("data") or {}).get("mode")
+    if mode:
+        return str(mode)
     args = list(fit_args or [])
     for i, arg in enumerate(args):
         if arg.startswith("--data.mode="):

@@ -10,25 +10,26 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from zoo.errors import ArgumentParser
+from jsonargparse import Namespace
+
+from zoo.cli import Parser
 
 
-def _parser() -> ArgumentParser:
+def parser() -> Parser:
     from backbones.presets import PRESET_DIR, SIZES
 
-    parser = ArgumentParser(
+    parser = Parser(
         prog="zoo backbones",
         description="List registered backbones and the parameter counts of their size presets.",
     )
     parser.add_argument(
-        "--size", choices=SIZES, action="append", help="only these sizes (repeatable)"
+        "--size", type=str, nargs="+", choices=SIZES, default=None, help="only these sizes"
     )
     parser.add_argument("--presets", type=Path, default=PRESET_DIR, help="preset directory")
     return parser
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(args: Namespace, argv: list[str]) -> int:
     from backbones import BACKBONES
     from backbones.presets import MAX_SIZE_SPREAD, SIZES, find_presets, parameter_count, size_spread
 

@@ -1,13 +1,10 @@
-"""`zoo data info PATH [--verify]`: what a dataset holds, and how its source learner learned."""
+"""A dataset in text: what it holds, and how its source learner learned (`zoo data info`)."""
 
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 
 from datamodules.storage import DatasetError, HistoryDataset, open_dataset
-from zoo.errors import ArgumentParser
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -70,24 +67,3 @@ def info(dataset: HistoryDataset) -> str:
             of_optimal = "" if frac_mean is None else f"{frac_mean[e]:.1%}"
             lines.append(f"  {e + 1:>8} {mean[e]:>9.3f} {of_optimal:>11}")
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="zoo data", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    info_parser = commands.add_parser("info", help="summarise a dataset and its learning curve")
-    info_parser.add_argument("path", help="dataset directory (made by `zoo collect`)")
-    info_parser.add_argument(
-        "--verify", action="store_true", help="also check every file's sha256 checksum"
-    )
-    args = parser.parse_args(argv)
-    try:
-        dataset = open_dataset(args.path, verify="checksum" if args.verify else "size")
-        text = info(dataset)
-    except DatasetError as e:
-        print(f"zoo data: error: {e}", file=sys.stderr)
-        return 2
-    print(text)
-    if args.verify:
-        print("checksums   all files match the manifest")
-    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
@@ -207,7 +207,7 @@ def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
-    from zoo.report_data import open_study_storage
+    from zoo.reports.data import open_study_storage
 
     result = Tuning([], [], {})
     storage = open_study_storage(storage_url)
@@ -222,7 +222,7 @@ def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
                 ax.set_title(f"{name}: optimisation history")
                 result.figures.append(
                     Figure(
-                        _save(ax.figure, out, f"history_{name}.png"),
+                        _save(cast(plt.Figure, ax.figure), out, f"history_{name}.png"),
                         f"Tuning history: {name}",
                         f"Optuna's optimisation history: the objective (validation return) of "
                         f"each of the {len(complete)} complete trials and the best so far "
@@ -248,7 +248,7 @@ def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
         ax.set_title(f"{name}: parameter importances")
         result.figures.append(
             Figure(
-                _save(ax.figure, out, f"importances_{name}.png"),
+                _save(cast(plt.Figure, ax.figure), out, f"importances_{name}.png"),
                 f"Parameter importances: {name}",
                 f"Optuna's fANOVA importances over {len(complete)} complete trials.",
             )

@@ -1,0 +1,140 @@
+"""`zoo`: the command layer. It parses options, calls the library, prints; nothing below it ever
+sees a command line.
+
+Every sub-command is a module of this package registered in COMMANDS. A module builds its
+jsonargparse parser (`parser()`; its own sub-commands, if any, in `subcommands(parser)`) and runs
+on what it parsed (`run(config, argv)`), except `fit` and
+`validate`, whose parser is LightningCLI's own (also jsonargparse). The `zoo` parser registers them
+all as jsonargparse sub-commands, but only the module of the command being run is imported, so
+`zoo --help` stays fast (no torch import).
+
+    zoo <command> --help      every option of a command, with its default
+    zoo --debug <command> ... the traceback behind an error (or ZOO_DEBUG=1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import sys
+from typing import Any
+
+from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
+
+from zoo.errors import UsageError, concise, is_user_error, one_line
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A registered sub-command: the module that implements it and its one-line help."""
+
+    module: str
+    help: str
+    lightning: bool = False
+    """Parsed by LightningCLI (`zoo fit`, `zoo validate`): the module's function of the command's
+    name takes the rest of the command line."""
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, command: Command) -> None:
+    """Make `zoo <name>` run `command` (a new command is one module and one call)."""
+    if name in COMMANDS:
+        raise ValueError(f"command {name!r} is already registered")
+    COMMANDS[name] = command
+
+
+register_command(
+    "collect",
+    Command("zoo.cli.collect", "record learning histories of a source RL learner into a dataset"),
+)
+register_command("data", Command("zoo.cli.data", "inspect a dataset (`zoo data info PATH`)"))
+register_command(
+    "backbones", Command("zoo.cli.backbones", "list registered backbones and their presets' sizes")
+)
+register_command(
+    "fit", Command("zoo.cli.fit", "train an in-context learner (LightningCLI)", lightning=True)
+)
+register_command(
+    "validate", Command("zoo.cli.fit", "validate a checkpoint (LightningCLI)", lightning=True)
+)
+register_command(
+    "evaluate",
+    Command("zoo.cli.evaluate", "in-context evaluation of a checkpoint on held-out tasks"),
+)
+register_command(
+    "sweep", Command("zoo.cli.sweep", "run an Optuna study (ablation, tuning), show or export it")
+)
+register_command(
+    "report", Command("zoo.cli.report", "the ablation report (HTML, Markdown, figures, CSV)")
+)
+
+
+# options of a dataclass take their help from the field's docstring
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
+
+
+class Parser(ArgumentParser):
+    """jsonargparse's parser that raises its errors (`argparse.ArgumentError`, which `main` prints
+    as one line) instead of printing the usage and exiting; `--help` lists every option with its
+    default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("exit_on_error", False)
+        super().__init__(*args, **kwargs)
+
+
+def parser(name: str) -> Parser:
+    """The `zoo` parser with every command registered as a sub-command; only `name`'s is built
+    in full (the others are named, with their help, so that `zoo --help` lists them)."""
+    top = Parser(prog="zoo", description=__doc__.split("\n\n")[0])
+    commands = top.add_subcommands(required=True, dest="command")
+    for command_name, command in COMMANDS.items():
+        module = None
+        if command_name == name and not command.lightning:
+            module = importlib.import_module(command.module)
+        sub = module.parser() if module else Parser(description=command.help)
+        commands.add_subcommand(command_name, sub, help=command.help)
+        if module is not None and hasattr(module, "subcommands"):
+            module.subcommands(sub)  # jsonargparse adds levels of sub-commands in order
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (a bad option, a damaged dataset or checkpoint, ...) is one
+    line on stderr and exit code 2; a bug keeps its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    name = argv[0] if argv else ""
+    try:
+        command = COMMANDS.get(name)
+        if command is not None and command.lightning:
+            function = getattr(importlib.import_module(command.module), name)
+            return int(function(argv[1:]) or 0)
+        if not argv:
+            parser(name).print_help()
+            return 0
+        config: Namespace = parser(name).parse_args(argv)
+        module = importlib.import_module(COMMANDS[config.command].module)
+        return int(module.run(config[config.command], argv[1:]) or 0)
+    except (argparse.ArgumentError, UsageError) as error:
+        if debug:
+            raise
+        return _refuse(name, concise(str(error)), usage=True)
+    except Exception as error:
+        if debug or not is_user_error(error):
+            raise
+        return _refuse(name, one_line(error), usage=False)
+
+
+def _refuse(name: str, message: str, *, usage: bool) -> int:
+    prefix = f"zoo {name}" if name in COMMANDS else "zoo"
+    print(f"{prefix}: error: {message}", file=sys.stderr)
+    if usage:
+        print(f"see `{prefix} --help` for the options", file=sys.stderr)
+    return 2

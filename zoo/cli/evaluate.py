@@ -1,0 +1,84 @@
+"""`zoo evaluate CKPT`: in-context learning curves of a checkpoint on held-out tasks, frozen weights.
+
+Writes to `--out`: `returns.json` (returns per task per episode, summaries, settings),
+`returns.csv` (one row per task and episode, in-context and source learner), `curve.png` (the
+in-context curve beside the source learner's learning curve on the same tasks). The options
+besides the checkpoint and the outputs are the fields of `zoo.evaluation.Evaluation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from jsonargparse import Namespace
+
+from zoo.cli import Parser
+from zoo.errors import UsageError, is_user_error, one_line
+
+
+def parser() -> Parser:
+    from zoo.evaluation import Evaluation
+
+    parser = Parser(prog="zoo evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a checkpoint written by `zoo fit` (.ckpt)")
+    parser.add_class_arguments(Evaluation)
+    # a checkpoint's evaluation plays a longer history than the in-training one
+    parser.set_defaults(episodes=50)
+    parser.add_argument(
+        "--env",
+        type=str | None,
+        default=None,
+        help="the env the checkpoint must have been trained on (refused if it was not)",
+    )
+    parser.add_argument(
+        "--source_episodes",
+        type=int | None,
+        default=None,
+        help="episodes of the source learner's curve (null: K x the dataset's keep_every; "
+        "0 skips it)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--out",
+        type=Path | None,
+        default=None,
+        help="output directory (null: eval-<mode> beside the checkpoint's run)",
+    )
+    return parser
+
+
+def run(options: Namespace, argv: list[str]) -> int:
+    from zoo.evaluation import Evaluation, evaluate_checkpoint, write_outputs
+
+    fields = {f.name: options[f.name] for f in dataclasses.fields(Evaluation)}
+    try:
+        settings = Evaluation(**fields)
+        result = evaluate_checkpoint(
+            options.checkpoint,
+            settings,
+            env=options.env,
+            source_episodes=options.source_episodes,
+            device=options.device,
+        )
+    except ValueError as e:  # e.g. a split the env does not have
+        if is_user_error(e):  # already says what to fix (an env mismatch)
+            raise
+        raise UsageError(one_line(e)) from e
+    out = options.out or Path(options.checkpoint).resolve().parent.parent / f"eval-{settings.mode}"
+    write_outputs(result, out)
+    summary = result["summary"]
+    print(
+        f"{result['env']['name']} ({settings.mode}, {len(result['tasks'])} {settings.split} tasks, "
+        f"{settings.episodes} episodes): return first {summary['return_first']:.3f}, final "
+        f"{summary['return_final']:.3f}, auc {summary['auc']:.3f}, "
+        f"{summary['fraction_optimal']:.1%} of optimal"
+    )
+    if result["source"]:
+        source = result["source"]["summary"]
+        print(
+            f"source learner {result['source']['learner']} ({result['source']['episodes']} "
+            f"episodes): final {source['return_final']:.3f}, auc {source['auc']:.3f}"
+        )
+    print(f"wrote {out}/returns.json, returns.csv, curve.png")
+    return 0

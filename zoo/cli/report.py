@@ -1,0 +1,45 @@
+"""`zoo report`: the architecture-ablation report, from Optuna studies or from `zoo evaluate` outputs.
+
+    zoo report --storage sqlite:///runs/sweeps.db --study darkroom_ablation --study darkroom_ed \\
+        --out reports/darkroom
+    zoo report --results runs/ --out reports/darkroom
+
+Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tables/*.csv`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jsonargparse import Namespace
+
+from zoo.cli import Parser
+
+
+def parser() -> Parser:
+    parser = Parser(prog="zoo report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--storage", type=str | None, default=None,
+                        help="Optuna storage URL of the studies (sqlite:///runs/sweeps.db)")  # fmt: skip
+    parser.add_argument("--study", action="append", default=[], help="study name (repeatable)")
+    parser.add_argument("--results", type=Path | None, default=None,
+                        help="directory tree of `zoo evaluate` outputs")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="report directory (reports/<name>)")
+    parser.add_argument("--title", type=str | None, default=None,
+                        help="title of the report (null: its directory's name)")  # fmt: skip
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval")
+    return parser
+
+
+def run(options: Namespace, argv: list[str]) -> int:
+    from zoo.reports.build import ReportSettings, build_report
+
+    settings = ReportSettings(
+        out=options.out,
+        storage=options.storage,
+        study=list(options.study),
+        results=options.results,
+        title=options.title,
+        reps=options.reps,
+    )
+    print(f"zoo report: wrote {build_report(settings).resolve()}")
+    return 0

@@ -1,0 +1,211 @@
+"""`zoo sweep`: run an Optuna study of the zoo, show its progress, or export what it chose.
+
+    zoo sweep run --config configs/sweeps/darkroom_ablation.yaml [--workers 2]
+    zoo sweep status --config configs/sweeps/darkroom_ablation.yaml
+    zoo sweep run --config configs/sweeps/darkroom_tune.yaml --backbone gru --n_trials 5
+    zoo sweep export --config configs/sweeps/darkroom_tune.yaml --backbone gru [--out FILE]
+
+A tuning study's chosen settings are written to its config's `output:` when the study ends (and by
+`zoo sweep export`): the `zoo fit` config fragment an ablation's `tuned:` directory holds.
+
+Every worker (this process, its `--workers` siblings, `zoo sweep run` on other machines pointed at
+the same `--storage`) shares one study: a killed sweep resumes where it stopped, the grid of an
+ablation never trains a point twice, and a trial whose worker died is failed by its heartbeat and
+run again. `optuna-dashboard <storage URL>` shows the same study live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from typing import Any
+
+from jsonargparse import Namespace
+
+from zoo.cli import Parser
+
+STORAGE_HELP = "study storage URL (null: the config's `storage`, else sqlite:///runs/sweeps.db)"
+
+
+def _study_options(parser: Parser, *, config_required: bool) -> None:
+    parser.add_argument(
+        "--config", type=str | None, required=config_required, default=None,
+        help="YAML of the study (configs/sweeps/)",
+    )  # fmt: skip
+    parser.add_argument("--storage", type=str | None, default=None, help=STORAGE_HELP)
+    parser.add_argument("--backbone", type=str | None, default=None,
+                        help="the backbone a tuning study tunes (instead of the config's)")  # fmt: skip
+
+
+def parser() -> Parser:
+    return Parser(prog="zoo sweep", description=__doc__.split("\n\n")[0])
+
+
+def subcommands(parser: Parser) -> None:
+    commands = parser.add_subcommands(required=True, dest="subcommand")
+
+    run = Parser(description="run trials of a study (create it, or resume it)")
+    _study_options(run, config_required=True)
+    run.add_argument("--study", type=str | None, default=None,
+                     help="kind of study (null: the config's `study`)")  # fmt: skip
+    run.add_argument("--name", type=str | None, default=None,
+                     help="study name (null: the config's `name`)")  # fmt: skip
+    run.add_argument("--seeds", type=int, nargs="+", default=None,
+                     help="training seeds of an ablation grid (instead of the config's; give a "
+                     "new --name)")  # fmt: skip
+    run.add_argument("--n_trials", type=int | None, default=None, help="trials this worker runs")
+    run.add_argument("--timeout", type=float | None, default=None, help="seconds this worker runs")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    run.add_argument("--heartbeat", type=int, default=30, help="seconds between heartbeats")
+    run.add_argument("--grace", type=int, default=120,
+                     help="seconds without heartbeat before a trial is failed")  # fmt: skip
+    run.add_argument("--max_retry", type=int, default=2, help="retries of a failed trial")
+    commands.add_subcommand("run", run, help="run trials of a study")
+
+    status = Parser(description="a study's progress: its trials and, for a grid, what is left")
+    _study_options(status, config_required=False)
+    status.add_argument("--name", type=str | None, default=None,
+                        help="study name (null: the config's `name`)")  # fmt: skip
+    commands.add_subcommand("status", status, help="a study's progress")
+
+    export = Parser(description="write a tuning study's chosen settings (a `zoo fit` fragment)")
+    _study_options(export, config_required=True)
+    export.add_argument("--out", type=str | None, default=None,
+                        help="output file (null: the config's `output`)")  # fmt: skip
+    commands.add_subcommand("export", export, help="write a tuning study's chosen settings")
+
+
+def run(options: Namespace, argv: list[str]) -> int:
+    subcommand = options.subcommand
+    return {"run": _run, "status": _status, "export": _export}[subcommand](options[subcommand])
+
+
+def _run(args: Namespace) -> int:
+    from sweeps.study import (
+        STUDY_KINDS,
+        SweepError,
+        create_study,
+        grid_progress,
+        load_spec,
+        open_storage,
+        run_worker,
+    )
+
+    spec = load_spec(
+        args.config, kind=args.study, name=args.name, storage=args.storage, backbone=args.backbone
+    )
+    if args.seeds is not None:
+        if spec.kind != "ablation":
+            raise SweepError("--seeds sets the seeds of an ablation grid; tuning has one seed")
+        spec.config = dataclasses.replace(spec.config, seeds=list(args.seeds))
+    if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # workers share the machine's cores rather than each taking all of them (children inherit)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
+    siblings = []
+    for index in range(1, args.workers):  # the other workers are plain `zoo sweep run` processes
+        command = [sys.executable, "-m", "zoo.cli", "sweep", "run", *_own_args(args, spec)]
+        env = {**os.environ, "ZOO_SWEEP_SIBLING": "1", "ZOO_SWEEP_WORKER": str(index)}
+        siblings.append(subprocess.Popen(command, env=env))
+    storage = open_storage(
+        spec.storage,
+        heartbeat_interval=args.heartbeat,
+        grace_period=args.grace,
+        max_retry=args.max_retry,
+    )
+    study = create_study(spec, storage, worker=int(os.environ.get("ZOO_SWEEP_WORKER", "0")))
+    kind = STUDY_KINDS[spec.kind]
+    space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
+    ran = run_worker(
+        study,
+        lambda trial: kind.objective(trial, spec.config),
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        max_retry=args.max_retry,
+        search_space=space,
+        poll_interval=max(1.0, args.heartbeat / 2),
+    )
+    codes = [p.wait() for p in siblings]
+    if os.environ.get("ZOO_SWEEP_SIBLING"):
+        return 0
+    print(f"zoo sweep: this worker ran {ran} trial(s); study {spec.name!r} in {spec.storage}")
+    if space is not None:
+        print(f"zoo sweep: grid {grid_progress(study, space)}")
+    print_status(study)
+    if spec.kind == "tune" and spec.config.output:
+        from sweeps.tune import write_tuned
+
+        if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+            print(f"zoo sweep: tuned settings written to {write_tuned(study, spec.config)}")
+    return 1 if any(codes) else 0
+
+
+def _own_args(args: Namespace, spec: Any) -> list[str]:
+    """This worker's options, for its siblings (the study resolved: kind, name, storage)."""
+    out = ["--study", spec.kind, "--config", args.config, "--storage", spec.storage]
+    out += ["--name", spec.name, "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    out += ["--max_retry", str(args.max_retry)]
+    if args.seeds is not None:
+        out += ["--seeds", *map(str, args.seeds)]
+    if args.backbone is not None:
+        out += ["--backbone", args.backbone]
+    if args.n_trials is not None:
+        out += ["--n_trials", str(args.n_trials)]
+    if args.timeout is not None:
+        out += ["--timeout", str(args.timeout)]
+    return out
+
+
+def print_status(study: Any) -> None:
+    import pandas as pd
+
+    from sweeps.study import status_table
+
+    table = status_table(study)
+    if table.empty:
+        print("(no trials yet)")
+        return
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    counts = table["state"].str.split().str[0].value_counts().sort_index()
+    print("trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+
+
+def _status(args: Namespace) -> int:
+    from sweeps.study import DEFAULT_STORAGE, grid_progress, load_existing, load_spec
+    from zoo.errors import UsageError
+
+    space = None
+    if args.config:
+        spec = load_spec(
+            args.config, kind=None, name=args.name, storage=args.storage, backbone=args.backbone
+        )
+        name, storage_url = spec.name, spec.storage
+        space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
+    else:
+        if not args.name:
+            raise UsageError("give --config or --name")
+        name, storage_url = args.name, args.storage or DEFAULT_STORAGE
+    study = load_existing(name, storage_url)
+    print(f"study {name!r} in {storage_url}")
+    if space is not None:
+        print(f"grid: {grid_progress(study, space)}")
+    print_status(study)
+    return 0
+
+
+def _export(args: Namespace) -> int:
+    from sweeps.study import SweepError, load_existing, load_spec
+    from sweeps.tune import write_tuned
+
+    spec = load_spec(
+        args.config, kind=None, name=None, storage=args.storage, backbone=args.backbone
+    )
+    if spec.kind != "tune":
+        raise SweepError(
+            f"{args.config} is a {spec.kind} study: only tuning studies choose settings"
+        )
+    study = load_existing(spec.name, spec.storage)
+    print(f"wrote {write_tuned(study, spec.config, args.out)}")
+    return 0

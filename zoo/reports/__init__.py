@@ -1,0 +1,1 @@
+"""Reports: the ablation report's tables, figures and pages (`zoo report`), a dataset in text."""

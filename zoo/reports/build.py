@@ -1,0 +1,102 @@
+"""The ablation report, from Optuna studies or from `zoo evaluate` outputs (`zoo report`).
+
+Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tables/*.csv`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from zoo.reports import figures as figures_
+from zoo.reports import html
+from zoo.reports.data import RUN_COLUMNS, ReportError, load_results, load_studies
+from zoo.reports.tables import completed, curve_table, summary_table, trial_table
+
+
+@dataclasses.dataclass
+class ReportSettings:
+    """What a report is made of and where it goes."""
+
+    out: Path
+    """Report directory (reports/<name>)."""
+    storage: str | None = None
+    """Optuna storage URL of the studies (e.g. sqlite:///runs/sweeps.db)."""
+    study: list[str] = dataclasses.field(default_factory=list)
+    """Study names."""
+    results: Path | None = None
+    """Directory tree of `zoo evaluate` outputs."""
+    title: str | None = None
+    """Title of the report (None: its directory's name)."""
+    reps: int = 2000
+    """Bootstrap resamples per interval."""
+
+    def __post_init__(self) -> None:
+        if not self.study and self.results is None:
+            raise ReportError("give --storage URL --study NAME [--study NAME ...], or --results DIR")
+        if self.study and not self.storage:
+            raise ReportError("--study needs --storage URL (e.g. sqlite:///runs/sweeps.db)")
+        if self.reps < 100:
+            raise ReportError("--reps must be >= 100")
+
+
+def build_report(args: ReportSettings) -> Path:
+    """Load the runs, compute the tables, draw the figures, write the pages; the index.html path."""
+    frames, notes = [], []
+    if args.study:
+        assert args.storage is not None  # ReportSettings refuses studies without a storage
+        frames.append(load_studies(args.storage, args.study))
+    if args.results is not None:
+        results, skipped = load_results(args.results)
+        frames.append(results)
+        notes += skipped
+    runs = pd.concat(frames, ignore_index=True).reindex(
+        columns=list(dict.fromkeys([*frames[0].columns, *RUN_COLUMNS]))
+    )
+    out: Path = args.out
+    for folder, pattern in (("figures", "*.png"), ("tables", "*.csv")):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for stale in (out / folder).glob(pattern):  # an earlier report's, maybe of other studies
+            stale.unlink()
+    done = completed(runs)
+    summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
+    curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
+    trials = trial_table(runs)
+    tables = {"summary": summary, "curves": curves, "trials": trials}
+    figures = figures_.ablation_figures(done, summary, curves, out / "figures")
+    if args.study:
+        tune = figures_.tuning_figures(str(args.storage), runs, out / "figures")
+        figures += tune.figures
+        notes += tune.notes
+        tables.update(tune.tables)
+    tables = {name: table for name, table in tables.items() if not table.empty}
+    for name, table in tables.items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    seeds = sorted({int(n) for n in summary["seeds"]}) if len(summary) else []
+    if seeds and max(seeds) < 2:
+        notes.append("every configuration has 1 seed: no interval can be given (means are shown)")
+    elif 1 in seeds:
+        notes.append("configurations with 1 seed have no interval (their means are shown)")
+    page = html.Page(
+        title=args.title or out.resolve().name,
+        sources=_sources(args),
+        runs=runs,
+        summary=summary,
+        trials=trials,
+        figures=figures,
+        tables=sorted(f"tables/{name}.csv" for name in tables),
+        notes=notes,
+        reps=args.reps,
+    )
+    (out / "report.md").write_text(html.markdown(page))
+    index = out / "index.html"
+    index.write_text(html.html(page))
+    return index
+
+
+def _sources(args: ReportSettings) -> list[str]:
+    names = ", ".join(f"`{name}`" for name in args.study)
+    sources = [f"studies {names} in `{args.storage}`"] if args.study else []
+    return sources + ([f"`zoo evaluate` outputs under `{args.results}`"] if args.results else [])
