@@ -68,6 +68,8 @@ PY
 }
 
 mkdir -p "$OUT"
-[[ $WHICH == ad || $WHICH == both ]] && reference ad configs/collect/darkroom.yaml configs/experiments/darkroom_ad.yaml
-[[ $WHICH == ed || $WHICH == both ]] && reference ed configs/collect/darkroom_expert.yaml configs/experiments/darkroom_ed.yaml
+# one experiment, AD by default; ED by its data-mode switch, on the expert dataset
+[[ $WHICH == ad || $WHICH == both ]] && reference ad configs/collect/darkroom.yaml
+[[ $WHICH == ed || $WHICH == both ]] && reference ed configs/collect/darkroom_expert.yaml \
+  --data.mode ed --data.path data/darkroom_expert
 exit 0
