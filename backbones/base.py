@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +62,9 @@ class Backbone(nn.Module, ABC, Generic[StateT]):
 
     name: str = ""  # set by @register_backbone
     d_model: int
+    width_args: ClassVar[tuple[str, ...]] = ("d_model",)
+    """The constructor arguments that set the model's width, scaled together when a tuner fits a
+    parameter budget (every member also takes `depth`, its number of blocks or layers)."""
 
     @abstractmethod
     def init_state(

@@ -21,7 +21,7 @@ class GRUState(State):
     """The GRU's hidden state."""
 
     hidden: Tensor
-    """`[num_layers, B, hidden_size]`."""
+    """`[depth, B, hidden_size]`."""
 
 
 @dataclasses.dataclass
@@ -29,51 +29,52 @@ class LSTMState(State):
     """The LSTM's hidden and cell states."""
 
     hidden: Tensor
-    """`[num_layers, B, hidden_size]`."""
+    """`[depth, B, hidden_size]`."""
     cell: Tensor
-    """`[num_layers, B, hidden_size]`."""
+    """`[depth, B, hidden_size]`."""
 
 
 class _TorchRNN(Backbone[StateT]):
     """A multi-layer torch RNN (`rnn_class`), batch-first, with a projection back to `d_model`."""
 
     rnn_class: ClassVar[type[nn.GRU] | type[nn.LSTM]]
+    width_args = ("d_model", "hidden_size")
 
     def __init__(
         self,
         *,
         d_model: int,
         hidden_size: int,
-        num_layers: int,
+        depth: int,
         dropout: float = 0.0,
     ) -> None:
         """
         Args:
             d_model: width of the input and output features.
             hidden_size: width of every layer's hidden (and, for the LSTM, cell) state.
-            num_layers: stacked recurrent layers.
+            depth: stacked recurrent layers (`depth`, as every backbone names it).
             dropout: dropout between layers (torch applies none after the last).
         """
         super().__init__()
         for arg, value in (
             ("d_model", d_model),
             ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
+            ("depth", depth),
         ):
             if value < 1:
                 raise ValueError(f"{self.name}: {arg} must be >= 1, got {value}")
         self.d_model = d_model
         self.hidden_size = hidden_size
-        self.num_layers = num_layers
+        self.depth = depth
         self.rnn = self.rnn_class(
-            d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout
+            d_model, hidden_size, num_layers=depth, batch_first=True, dropout=dropout
         )
         self.out = nn.Identity() if hidden_size == d_model else nn.Linear(hidden_size, d_model)
 
     def _zeros(
         self, batch_size: int, device: torch.device | None, dtype: torch.dtype | None
     ) -> Tensor:
-        shape = (self.num_layers, batch_size, self.hidden_size)
+        shape = (self.depth, batch_size, self.hidden_size)
         return torch.zeros(shape, device=device, dtype=dtype)
 
 

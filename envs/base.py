@@ -112,7 +112,7 @@ class EnvFamily(ABC):
 
     def params(self) -> dict[str, Any]:
         """The family's parameters, JSON-serialisable (for a dataset's manifest)."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # families are dataclasses; the ABC is not
 
 
 EnvFamilyT = TypeVar("EnvFamilyT", bound=type[EnvFamily])
@@ -137,7 +137,7 @@ def make_family(name: str, **params: Any) -> EnvFamily:
         known = ", ".join(sorted(ENV_FAMILIES))
         raise ValueError(f"unknown env {name!r}; known envs: {known}")
     cls = ENV_FAMILIES[name]
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # families are dataclasses; the ABC is not
     unknown = sorted(set(params) - fields)
     if unknown:
         raise ValueError(

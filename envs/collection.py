@@ -65,7 +65,8 @@ def collect_histories(
     elif learner is None:
         raise ValueError("collect_histories needs a learner, or expert=True")
     elif getattr(learner, "num_envs", num) != num:
-        raise ValueError(f"the learner runs {learner.num_envs} sub-envs, not one per task ({num})")  # type: ignore[attr-defined]
+        runs = getattr(learner, "num_envs", None)
+        raise ValueError(f"the learner runs {runs} sub-envs, not one per task ({num})")
     else:
         act, learn = learner.act, learner.update
     obs, _ = env.reset(seed=seed)

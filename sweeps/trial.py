@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -46,7 +46,7 @@ class EvaluationSettings:
     """Test tasks, one sub-env each; None: every test task of the env exactly once per seed."""
     episodes: int = 20
     """In-context episodes per task (validation and test)."""
-    mode: str = "stream"
+    mode: Literal["stream", "window"] = "stream"
     """Context mode: `stream` (state carried) or `window` (fresh forward over the last steps)."""
     final_episodes: int = 5
     """Episodes averaged into the final return."""
@@ -240,7 +240,7 @@ def _child(spec_path: str) -> int:
     callbacks += [
         InContextEvaluation(
             episodes=settings.episodes,
-            mode=settings.mode,  # type: ignore[arg-type]
+            mode=settings.mode,
             split="val",
             final_episodes=settings.final_episodes,
             repeats=settings.val_repeats,
@@ -300,7 +300,7 @@ def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> 
         evaluation = Evaluation(
             episodes=settings.episodes,
             tasks=settings.tasks,
-            mode=settings.mode,  # type: ignore[arg-type]
+            mode=settings.mode,
             split="test",
             final_episodes=settings.final_episodes,
             seed=seed,

@@ -26,9 +26,6 @@ from backbones.presets import preset_path
 from sweeps.study import StudyKind, SweepError, register_study_kind
 from sweeps.trial import EvaluationSettings, run_trial
 
-DEPTH_ARGS = ("depth", "num_layers")
-WIDTH_ARGS = ("d_model", "hidden_size")
-
 
 @dataclasses.dataclass
 class TuneConfig:
@@ -100,7 +97,7 @@ def preset_init_args(backbone: str, size: str) -> tuple[str, dict[str, Any]]:
 def widest_within_budget(backbone: str, init_args: dict[str, Any], budget: int) -> dict[str, Any]:
     """`init_args` with every width argument set to the largest multiple of 8 whose model fits
     `budget` (widths a backbone refuses, e.g. not divisible by its heads, are skipped)."""
-    widths = [name for name in WIDTH_ARGS if name in init_args]
+    widths = list(BACKBONES[backbone].width_args)  # the contract names them
     best = None
     for width in range(8, 1 << 16, 8):
         args = {**init_args, **dict.fromkeys(widths, width)}
@@ -127,9 +124,7 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
         "label_smoothing": trial.suggest_categorical("label_smoothing", config.label_smoothing),
     }
     overrides: dict[str, Any] = {}
-    depth_arg = next((name for name in DEPTH_ARGS if name in accepted), None)
-    if depth_arg is not None:
-        overrides[depth_arg] = trial.suggest_categorical("depth", config.depths)
+    overrides["depth"] = trial.suggest_categorical("depth", config.depths)  # every member's name
     if "dropout" in accepted:
         overrides["dropout"] = trial.suggest_float("dropout", *config.dropout)
     if "attn_dropout" in accepted:

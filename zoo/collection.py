@@ -150,6 +150,7 @@ def parameter_defaults(config: CollectConfig, family: EnvFamily) -> dict[str, di
     """The default of every env and learner parameter, by identity section."""
     params: Any = getattr(LEARNERS[config.learner], "Params", None)
     return {
+        # families are dataclasses (the EnvFamily ABC is not, so mypy cannot see it)
         "env_params": dataclasses.asdict(type(family)()),  # type: ignore[call-overload]
         "learner_params": (
             dataclasses.asdict(params())

@@ -342,7 +342,9 @@ class InContextEvaluation(pl.Callback):
 
     @rank_zero_only
     def _evaluate_on_rank_zero(self, pl_module: pl.LightningModule) -> dict[str, float]:
-        return self.evaluate(pl_module)  # type: ignore[arg-type]
+        if not isinstance(pl_module, InContextLearner):
+            raise TypeError(f"InContextEvaluation evaluates an InContextLearner, not {pl_module}")
+        return self.evaluate(pl_module)
 
 
 def evaluation_tasks(

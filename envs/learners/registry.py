@@ -39,7 +39,7 @@ def make_learner(
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
     cls = LEARNERS[name]
-    params_cls = cls.Params  # type: ignore[attr-defined]
+    params_cls = cls.Params  # type: ignore[attr-defined]  # every registered learner declares its Params dataclass
     hints = typing.get_type_hints(params_cls)
     fields = [f.name for f in dataclasses.fields(params_cls)]
     unknown = sorted(set(params) - set(fields))
@@ -50,7 +50,7 @@ def make_learner(
             raise ValueError(
                 f"learner {name!r}: parameter {key}={value!r} should be of type {hints[key]}"
             )
-    return cls(num_envs=num_envs, family=family, seed=seed, params=params_cls(**params))  # type: ignore[call-arg]
+    return cls(num_envs=num_envs, family=family, seed=seed, params=params_cls(**params))  # type: ignore[call-arg]  # the Protocol does not type __init__
 
 
 def _is_instance(value: Any, hint: Any) -> bool:

@@ -20,7 +20,7 @@ def test_lists_every_backbone_with_its_real_parameter_count(capsys) -> None:
 
 def test_fails_on_too_wide_a_spread_and_missing_presets(tmp_path, capsys) -> None:
     shutil.copy(PRESET_DIR / "gru-tiny.yaml", tmp_path / "gru-tiny.yaml")
-    wide = (PRESET_DIR / "lstm-tiny.yaml").read_text().replace("num_layers: 3", "num_layers: 9")
+    wide = (PRESET_DIR / "lstm-tiny.yaml").read_text().replace("depth: 3", "depth: 9")
     (tmp_path / "lstm-tiny.yaml").write_text(wide)
     assert zoo(["backbones", "--size", "tiny", "--presets", str(tmp_path)]) == 1
     captured = capsys.readouterr()

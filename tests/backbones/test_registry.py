@@ -181,7 +181,7 @@ def test_unknown_backbone_is_a_clear_error() -> None:
 
 
 def test_create_backbone_builds_the_registered_class() -> None:
-    backbone = create_backbone("gru", d_model=8, hidden_size=4, num_layers=1)
+    backbone = create_backbone("gru", d_model=8, hidden_size=4, depth=1)
     assert isinstance(backbone, BACKBONES["gru"]) and count_parameters(backbone) > 0
 
 
@@ -199,7 +199,7 @@ def test_a_state_of_another_depth_is_refused(name: str) -> None:
     import yaml
 
     init_args = dict(yaml.safe_load(preset_path(name, "tiny").read_text())["init_args"])
-    depth_arg = "num_layers" if "num_layers" in init_args else "depth"
+    depth_arg = "depth"
     deeper = create_backbone(name, **{**init_args, depth_arg: init_args[depth_arg] + 1}).eval()
     backbone = tiny(name)
     state = deeper.init_state(BATCH)

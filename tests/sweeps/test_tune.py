@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_widest_width_fills_the_budget(name: str, depth: int) -> None:
     _, init_args = preset_init_args(name, "100k")
     budget = count_parameters(create_backbone(name, **init_args))
-    depth_arg = "num_layers" if "num_layers" in init_args else "depth"
-    shaped = widest_within_budget(name, {**init_args, depth_arg: depth}, budget)
+    shaped = widest_within_budget(name, {**init_args, "depth": depth}, budget)
     assert count_parameters(create_backbone(name, **shaped)) <= budget
     width = shaped.get("d_model", shaped.get("hidden_size"))
     for wider in range(width + 8, width + 257, 8):  # every buildable wider model is too big
@@ -82,14 +81,14 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
         # what the trial trained, as one `zoo fit` config: the depth it drew, the width it got
         fit_config = trial.user_attrs["fit_command"].removeprefix("zoo fit --config ")
         trained = yaml.safe_load(Path(fit_config).read_text())["model"]["backbone"]["init_args"]
-        assert trained["num_layers"] == trial.params["depth"]
+        assert trained["depth"] == trial.params["depth"]
         assert trained["hidden_size"] == trial.user_attrs["backbone_init_args"]["hidden_size"]
     # the chosen settings, as a zoo fit config fragment applied after the preset
     fragment = yaml.safe_load(tuned.read_text())
     best = study.best_trial
     assert fragment["model"]["lr"] == pytest.approx(best.params["lr"])
     assert fragment["model"]["token_mask"] == best.params["token_mask"]
-    assert fragment["model"]["backbone"]["init_args"]["num_layers"] == best.params["depth"]
+    assert fragment["model"]["backbone"]["init_args"]["depth"] == best.params["depth"]
     assert f"trial {best.number}" in tuned.read_text()
     # an ablation with `tuned:` trains every trial of that backbone on these settings
     ablation = {
@@ -117,4 +116,4 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
         (Path(trial.user_attrs["run_dir"]) / "csv/version_0/config.yaml").read_text()
     )
     assert config_yaml["model"]["lr"] == pytest.approx(best.params["lr"])
-    assert config_yaml["model"]["backbone"]["init_args"]["num_layers"] == best.params["depth"]
+    assert config_yaml["model"]["backbone"]["init_args"]["depth"] == best.params["depth"]

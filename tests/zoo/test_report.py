@@ -330,7 +330,9 @@ def test_missing_study_and_empty_results_are_one_line_errors(
     assert "no returns.json under" in capsys.readouterr().err
 
 
-def test_page_loads_every_image_in_a_headless_browser(storage: str, tmp_path: Path) -> None:
+def test_page_shows_every_image_at_a_readable_size_in_a_headless_browser(
+    storage: str, tmp_path: Path
+) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium not installed (Debian package `chromium`; make test installs it)")
@@ -357,6 +359,11 @@ def test_page_loads_every_image_in_a_headless_browser(storage: str, tmp_path: Pa
     images = re.findall(r"<img [^>]*>", dom)
     assert len(images) == 5  # curves, context, cost, history and importances of tune_gru
     assert all('data-loaded="1"' in image for image in images), images
+    # drawn at a readable size in a 1280-pixel window: wide, and not shrunk below half its pixels
+    for image in images:
+        shown = int(re.search(r'data-shown="(\d+)"', image).group(1))
+        natural = int(re.search(r'data-natural="(\d+)"', image).group(1))
+        assert shown >= 480 and shown >= natural / 2, image
 
 
 def test_a_tuning_study_alone_and_a_rerun_into_the_same_directory(

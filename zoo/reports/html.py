@@ -215,7 +215,9 @@ def html(page: Page) -> str:
         parts.append(
             f"<figure><h2>{_e(figure.title)}</h2>"
             f"<img src='{_e(figure.path)}' alt='{_e(figure.title)}' data-loaded='pending' "
-            "onload=\"this.dataset.loaded='1'\" onerror=\"this.dataset.loaded='0'\">"
+            # loaded, and the size it is drawn at (the browser test reads both)
+            "onload=\"this.dataset.loaded='1'; this.dataset.shown=Math.round(this.width); "
+            "this.dataset.natural=this.naturalWidth\" onerror=\"this.dataset.loaded='0'\">"
             f"<figcaption>{_e(figure.caption)}</figcaption></figure>"
         )
     parts.append(
