@@ -44,7 +44,7 @@ from backbones.presets import preset_path
 from zoo.training import build
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENT = ROOT / "configs" / "experiments" / "darkroom_ad.yaml"
+EXPERIMENT = ROOT / "configs" / "experiments" / "darkroom.yaml"
 AS_IS = "experiment"
 """`--backbones experiment`: the experiment's own backbone, settings and all (the reference run)."""
 

@@ -29,6 +29,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 sweep() { $ZOO sweep run --config "configs/sweeps/$1.yaml" --name "$1$suffix" "${seeds[@]}" --storage "$storage"; }
 (sweep "$ed" && sweep "$ablation") &
 first=$!
+# a failing worker takes the other down with it instead of leaving it running unattended
+trap 'pkill -TERM -P "$first" 2>/dev/null; kill "$first" 2>/dev/null' ERR
 sweep "$ablation"
 wait "$first"
 $ZOO report --storage "$storage" --study "$ablation$suffix" --study "$ed$suffix" \

@@ -36,7 +36,7 @@ class AblationConfig:
     """`zoo fit` settings of every trial, over the experiment's, e.g. `{trainer: {max_steps: 300}}`."""
     tuned: str | None = None
     """Directory of tuned settings, `<tuned>/<backbone>.yaml` as the tuning study wrote them
-    (`zoo sweep` on a tune config with `output:`), applied after each backbone's preset; a
+    (`zoo sweep run` on a tune config with `output:`), applied after each backbone's preset; a
     backbone without a file trains on the experiment's settings and its rows say "untuned"."""
     evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
     """In-context evaluation of every trial on held-out tasks."""

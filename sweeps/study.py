@@ -88,8 +88,10 @@ def open_storage(
                     )
             except Exception as error:
                 # two workers creating a fresh database at once: one of them loses the race to
-                # write its schema version; by the next attempt the schema is there
-                if "alembic_version" not in str(error) or attempt == 4:
+                # create a table or write the schema version ("table studies already exists",
+                # "alembic_version"); by the next attempt the schema is there
+                lost_race = "alembic_version" in str(error) or "already exists" in str(error)
+                if not lost_race or attempt == 4:
                     raise
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")

@@ -106,7 +106,7 @@ def run_trial(
             "seed_everything": seed,
         },
         {"trainer": {"default_root_dir": str(run_dir), "logger": logger}},
-        *(str(c) if isinstance(c, Path) else c for c in overrides),
+        *overrides,
     ]
     spec = {
         "configs": configs,
@@ -221,7 +221,9 @@ def _child(spec_path: str) -> int:
                 out.write(f"{trainer.global_step} {value!r}\n")
 
     cli = build(spec["configs"])  # an attention window follows the data's context by itself
-    # what was trained, as one file: `zoo fit --config <it>` trains the same run again
+    # the trial's `zoo fit` config as one file (before the trial swaps in its own selection
+    # callbacks): `zoo fit --config <it> --trainer.default_root_dir <elsewhere>` trains the same
+    # model on the same data with the same seed
     fit_config = run_dir / "fit.yaml"
     fit_config.write_text(cli.parser.dump(cli.config, skip_none=False))
     if len(cli.datamodule.val_tasks) == 0:

@@ -1,1 +1,2 @@
-"""The zoo: in-context learner, training CLI, in-context evaluation and reports."""
+"""The zoo's library (the in-context learner, training, in-context evaluation, collection), its
+reports (`zoo.reports`) and its commands (`zoo.cli`)."""

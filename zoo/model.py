@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from backbones.base import Backbone, State
 from zoo.checkpoints import read_checkpoint
-from zoo.errors import CheckpointError, UserError
+from zoo.errors import CheckpointError, UserError, one_line
 
 
 class InContextLearner(pl.LightningModule):
@@ -186,9 +186,8 @@ class InContextLearner(pl.LightningModule):
 
     def initial_state(self, batch_size: int) -> State:
         """The backbone's state before the first token, on the model's device and dtype."""
-        dtype = cast(
-            torch.dtype, self.dtype
-        )  # Lightning types it `str | dtype`; a module's is a dtype
+        # Lightning types `dtype` as `str | torch.dtype`; a module's is always a torch.dtype
+        dtype = cast(torch.dtype, self.dtype)
         return self.backbone.init_state(batch_size, device=self.device, dtype=dtype)
 
     def step(
@@ -314,4 +313,13 @@ def load_learner(
         ) from None
     except RuntimeError as e:  # the state does not fit the model its hyper-parameters build
         raise CheckpointError(f"{path}: its weights do not fit its own config ({e})") from None
+    except Exception as e:  # jsonargparse refusing the recorded backbone config
+        if "is not accepted" not in str(e):
+            raise
+        renamed = " (the GRU and LSTM's `num_layers` is `depth` since 2026-12-01)"
+        raise CheckpointError(
+            f"{path}: its backbone config does not fit this version of the zoo: "
+            f"{one_line(e).split(': ', 2)[-1]}{renamed if 'num_layers' in str(e) else ''}; "
+            "retrain it, or build the backbone in Python and pass it as `backbone=`"
+        ) from None
     return model.eval()

@@ -205,3 +205,13 @@ def test_a_state_of_another_depth_is_refused(name: str) -> None:
     state = deeper.init_state(BATCH)
     with pytest.raises((ValueError, RuntimeError)):
         backbone.step(inputs(backbone)[:, 0], state=state)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shared_size_names(name: str) -> None:
+    """Every member names its sizes alike: `d_model` and `depth` (what a tuner sets), and every
+    other width argument it declares in `width_args` is a constructor argument."""
+    accepted = set(inspect.signature(BACKBONES[name].__init__).parameters)
+    assert {"d_model", "depth"} <= accepted
+    assert "d_model" in BACKBONES[name].width_args
+    assert set(BACKBONES[name].width_args) <= accepted

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -200,3 +201,35 @@ def test_a_pruned_trial_stops_its_child(tmp_path: Path, experiment: Path) -> Non
     assert 1 in trial.intermediate_values  # the first validation, at step 1, was reported
     run_dir = Path(trial.user_attrs["run_dir"])
     assert not (run_dir / "result.json").exists()  # stopped long before its 400 steps
+
+
+def _open_after(barrier: Any, url: str, results: Any) -> None:
+    from sweeps.study import open_storage
+
+    barrier.wait()  # both processes create the fresh database at the same moment
+    try:
+        open_storage(url)
+        results.put("ok")
+    except Exception as error:  # the race lost: what the main job's first run hit
+        results.put(str(error))
+
+
+def test_two_workers_creating_a_fresh_database_at_once_both_open_it(tmp_path: Path) -> None:
+    """`make run` starts two workers on a new SQLite file: one may lose the race to create a
+    table ("table studies already exists"); `open_storage` retries until the schema is there."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    outcomes = []
+    for attempt in range(20):
+        url = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [
+            context.Process(target=_open_after, args=(barrier, url, results)) for _ in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        outcomes += [results.get(timeout=10), results.get(timeout=10)]
+    assert outcomes == ["ok"] * 40, [o for o in outcomes if o != "ok"]

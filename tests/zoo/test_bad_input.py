@@ -192,6 +192,20 @@ def test_resuming_on_another_collection_of_the_same_env_is_refused(
     assert "trained on another collection of 'darkroom'" in refused(argv, capsys)
 
 
+def test_a_checkpoint_of_an_older_backbone_config_is_one_line(
+    checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """A GRU checkpoint written before `num_layers` became `depth` names the rename."""
+    state = torch.load(checkpoint, weights_only=True)
+    init_args = state["hyper_parameters"]["backbone"]["init_args"]
+    init_args["num_layers"] = init_args.pop("depth")
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    line = refused(["evaluate", str(old), f"--out={tmp_path / 'eval'}"], capsys)
+    assert str(old) in line and "`num_layers` is `depth`" in line
+    assert not (tmp_path / "eval").exists()
+
+
 def test_a_checkpoint_is_loaded_without_running_pickled_code(checkpoint: Path) -> None:
     torch.load(checkpoint, weights_only=True)  # what `zoo evaluate` and resuming rely on
 

@@ -63,11 +63,12 @@ def _attrs(rng: np.random.Generator, *, backbone: str, context: float, seed: int
     }
 
 
-def _ablation(storage: str, name: str, experiment: str, backbones, seeds) -> None:
+def _ablation(storage: str, name: str, experiment: str, backbones, seeds, fit=None) -> None:
     rng = np.random.default_rng(len(name))
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.set_user_attr("kind", "ablation")
-    study.set_user_attr("config", {"experiment": experiment, "backbones": list(backbones)})
+    config = {"experiment": experiment, "backbones": list(backbones), "fit": fit or {}}
+    study.set_user_attr("config", config)
     space = {
         "backbone": optuna.distributions.CategoricalDistribution(list(backbones)),
         "context_episodes": optuna.distributions.CategoricalDistribution(list(CONTEXTS)),
@@ -145,7 +146,8 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("studies")
     url = f"sqlite:///{root / 'sweeps.db'}"
     _ablation(url, "darkroom_ablation", "configs/experiments/darkroom.yaml", BACKBONES, (0, 1, 2))
-    _ablation(url, "darkroom_ed", "configs/experiments/darkroom_ed.yaml", ("gru",), (0, 1))
+    ed = {"data": {"mode": "ed", "path": "data/darkroom_expert"}}  # as configs/sweeps/darkroom_ed
+    _ablation(url, "darkroom_ed", "configs/experiments/darkroom.yaml", ("gru",), (0, 1), ed)
     _tune(url, "tune_gru", complete=8)
     _tune(url, "tune_lstm", complete=1)
     return url

@@ -1,5 +1,5 @@
-"""`zoo`: the command layer. It parses options, calls the library, prints; nothing below it ever
-sees a command line.
+"""`zoo`: the command layer. It parses options, calls the library, prints; the library below it
+takes settings objects and configs, not command lines.
 
 Every sub-command is a module of this package registered in COMMANDS. A module builds its
 jsonargparse parser (`parser()`; its own sub-commands, if any, in `subcommands(parser)`) and runs

@@ -13,6 +13,7 @@ from pathlib import Path
 from jsonargparse import Namespace
 
 from zoo.cli import Parser
+from zoo.errors import UsageError
 
 
 def parser() -> Parser:
@@ -23,7 +24,11 @@ def parser() -> Parser:
         description="List registered backbones and the parameter counts of their size presets.",
     )
     parser.add_argument(
-        "--size", type=str, nargs="+", choices=SIZES, default=None, help="only these sizes"
+        "--size",
+        action="append",
+        type=str,
+        default=None,
+        help=f"only this size, one of {', '.join(SIZES)} (repeatable)",
     )
     parser.add_argument("--presets", type=Path, default=PRESET_DIR, help="preset directory")
     return parser
@@ -37,6 +42,9 @@ def run(args: Namespace, argv: list[str]) -> int:
         print(f"zoo backbones: no preset directory {args.presets}", file=sys.stderr)
         return 2
     sizes = args.size or list(SIZES)
+    unknown = sorted(set(sizes) - set(SIZES))
+    if unknown:
+        raise UsageError(f"--size {', '.join(unknown)}: not a preset size ({', '.join(SIZES)})")
     problems: list[str] = []
 
     print("Registered backbones:\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from jsonargparse import Namespace
+from jsonargparse import ActionYesNo, Namespace
 
 from zoo.cli import Parser
 from zoo.errors import UsageError, is_user_error, one_line
@@ -22,7 +22,9 @@ def parser() -> Parser:
 
     parser = Parser(prog="zoo evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a checkpoint written by `zoo fit` (.ckpt)")
-    parser.add_class_arguments(Evaluation)
+    parser.add_class_arguments(Evaluation, skip={"greedy"})
+    parser.add_argument("--greedy", action=ActionYesNo, default=False,
+                        help="argmax actions instead of sampling")  # fmt: skip
     # a checkpoint's evaluation plays a longer history than the in-training one
     parser.set_defaults(episodes=50)
     parser.add_argument(

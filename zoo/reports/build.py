@@ -35,7 +35,9 @@ class ReportSettings:
 
     def __post_init__(self) -> None:
         if not self.study and self.results is None:
-            raise ReportError("give --storage URL --study NAME [--study NAME ...], or --results DIR")
+            raise ReportError(
+                "give --storage URL --study NAME [--study NAME ...], or --results DIR"
+            )
         if self.study and not self.storage:
             raise ReportError("--study needs --storage URL (e.g. sqlite:///runs/sweeps.db)")
         if self.reps < 100:

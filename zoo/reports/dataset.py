@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.storage import DatasetError, HistoryDataset, open_dataset
+from datamodules.storage import DatasetError, HistoryDataset
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

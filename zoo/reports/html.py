@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from zoo.reports.tables import finite
 from zoo.reports.figures import Figure
+from zoo.reports.tables import finite
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
@@ -217,7 +217,7 @@ def html(page: Page) -> str:
             f"<img src='{_e(figure.path)}' alt='{_e(figure.title)}' data-loaded='pending' "
             # loaded, and the size it is drawn at (the browser test reads both)
             "onload=\"this.dataset.loaded='1'; this.dataset.shown=Math.round(this.width); "
-            "this.dataset.natural=this.naturalWidth\" onerror=\"this.dataset.loaded='0'\">"
+            'this.dataset.natural=this.naturalWidth" onerror="this.dataset.loaded=\'0\'">'
             f"<figcaption>{_e(figure.caption)}</figcaption></figure>"
         )
     parts.append(

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 
-
 # -------------------------------------------------------------------------------- statistics
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs that count: complete, not grid duplicates, with a final return and a curve."""
