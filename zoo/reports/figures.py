@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 COST_AXES = (
     ("parameters", "backbone parameters", True),
@@ -44,8 +45,9 @@ def _colours(labels: list[str]) -> dict[str, Any]:
     return {name: cmap(backbones.index(name.split(" (")[0]) % 10) for name in labels}
 
 
-def _save(fig: plt.Figure, out: Path, name: str) -> str:
-    fig.tight_layout()
+def _save(fig: plt.Figure, out: Path, name: str, *, tight: bool = True) -> str:
+    if tight:  # a figure with a legend outside its axes has laid itself out
+        fig.tight_layout()
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
     return f"figures/{name}"
@@ -112,7 +114,7 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
         row[0].set_ylabel("return (mean, 95% CI)")
     fig.tight_layout(rect=(0, 0.9 / (3.4 * nrows + 0.9), 1, 1))
     fig.legend(
-        legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=8
+        legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=10
     )
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
@@ -127,18 +129,22 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
 
 
 def _context(summary: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    # wide enough for the legend beside the axes, where it covers no line
+    fig, ax = plt.subplots(figsize=(8.6, 4.4))
     colours = _colours(list(summary["label"]))
     for name, rows in summary.groupby("label"):
         rows = rows.sort_values("context_episodes")
         x, y = rows["context_episodes"].to_numpy(float), rows["iqm_return_final"].to_numpy(float)
         mode = rows["data_mode"].iloc[0]
         seeds = "/".join(str(int(n)) for n in sorted(set(rows["seeds"])))
+        # ED, the control, in black and dashed: never the colour of an AD member
+        colour = colours[name] if mode == "ad" else "black"
+        colours[name] = colour
         ax.plot(
             x,
             y,
-            marker="o",
-            color=colours[name],
+            marker="o" if mode == "ad" else "s",
+            color=colour,
             linestyle="-" if mode == "ad" else "--",
             label=f"{name} (n={seeds})",
         )
@@ -160,7 +166,7 @@ def _context(summary: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
     ax.minorticks_off()
     ax.set_xlabel("training context (episodes)")
     ax.set_ylabel("final in-context return (IQM, 95% CI)")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     path = _save(fig, out, "context.png")
     return Figure(
         path,
@@ -171,7 +177,7 @@ def _context(summary: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
 
 
 def _cost(runs: pd.DataFrame, out: Path) -> Figure:
-    fig, axes = plt.subplots(1, len(COST_AXES), figsize=(4.0 * len(COST_AXES), 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(COST_AXES), figsize=(3.6 * len(COST_AXES), 3.8), sharey=True)
     labels = [
         f"{b}" if m == "ad" else f"{b} ({m.upper()})"
         for m, b in zip(runs["data_mode"], runs["backbone"], strict=True)
@@ -183,16 +189,24 @@ def _cost(runs: pd.DataFrame, out: Path) -> Figure:
         y = runs["return_final"].to_numpy(float)
         for each in sorted(set(labels)):
             mask = np.array([lab == each for lab in labels]) & np.isfinite(x)
-            ax.scatter(x[mask], y[mask], color=colours[each], label=each, s=22, alpha=0.8)
+            ed = each.endswith("(ED)")  # the control in black squares, as in the context figure
+            style = {"color": "black", "marker": "s"} if ed else {"color": colours[each]}
+            ax.scatter(x[mask], y[mask], label=each, s=22, alpha=0.8, **style)
         if not np.isfinite(x).any():
             missing.append(name)
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         elif log and (x[np.isfinite(x)] > 0).all() and np.nanmax(x) > 20 * np.nanmin(x):
             ax.set_xscale("log")
+        else:  # a few short ticks (100k, 1.2M): long numbers run into each other at this width
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_xlabel(name)
     axes[0].set_ylabel("final in-context return")
-    axes[0].legend(fontsize=7, loc="best")
-    path = _save(fig, out, "cost.png")
+    # one legend below the panels, where it covers no point
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=9)
+    path = _save(fig, out, "cost.png", tight=False)
     caption = "Each point is one trained model (one seed): its cost against its final return."
     if missing:
         caption += f" Not recorded for these runs: {', '.join(missing)} (sweep trials record them)."
