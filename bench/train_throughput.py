@@ -105,7 +105,9 @@ def fit_configs(
     for `zoo.training.build` (what `zoo fit --config ...` would train)."""
     model: dict[str, Any] = {}
     if backbone != AS_IS:
-        model["backbone"] = yaml.safe_load(preset_path(backbone, size).read_text())
+        model["backbone"] = str(
+            preset_path(backbone, size)
+        )  # the preset file, as experiments name it
         if args.compile != "experiment":
             model["compile"] = args.compile == "true"
     run = {

@@ -89,8 +89,6 @@ def run_trial(
     is false). The child trains what `zoo fit` would on these configs, in this order: the
     experiment, the backbone's preset, the trial's context and seed, its run directory, then
     `overrides` (config files such as tuned settings, and mappings such as a study's `fit:`)."""
-    import yaml
-
     run_dir = Path(runs_dir) / trial.study.study_name / f"trial-{trial.number:04d}"
     run_dir.mkdir(parents=True, exist_ok=True)
     # each trial logs into its own directory: concurrent trials never share a logger's versions
@@ -101,7 +99,7 @@ def run_trial(
     configs: list[str | Mapping[str, Any]] = [
         experiment,
         {
-            "model": {"backbone": yaml.safe_load(Path(backbone_preset).read_text())},
+            "model": {"backbone": str(backbone_preset)},  # a preset file, as experiments name it
             "data": {"context_episodes": context_episodes},
             "seed_everything": seed,
         },

@@ -19,7 +19,7 @@ import dataclasses
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
@@ -38,6 +38,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+SettingsT = TypeVar("SettingsT")
 
 
 def register_command(name: str, command: Command) -> None:
@@ -85,6 +86,11 @@ class Parser(ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("exit_on_error", False)
         super().__init__(*args, **kwargs)
+
+
+def settings_of(cls: type[SettingsT], options: Namespace) -> SettingsT:
+    """The settings dataclass `cls` from parsed options that `add_class_arguments(cls)` made."""
+    return cls(**{field.name: options[field.name] for field in dataclasses.fields(cls)})  # type: ignore[arg-type]  # cls is a dataclass type (the callers pass one)
 
 
 def parser(name: str) -> Parser:

@@ -8,12 +8,11 @@ flags win). A killed run resumes shard by shard; see `zoo.collection`.
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 
 from jsonargparse import ActionConfigFile, ActionYesNo, Namespace
 
-from zoo.cli import Parser
+from zoo.cli import Parser, settings_of
 from zoo.collection import CollectConfig, collect, summary
 
 
@@ -33,7 +32,7 @@ def parser() -> Parser:
 
 def config_of(options: Namespace) -> CollectConfig:
     """The collection a parsed command line asks for."""
-    return CollectConfig(**{f.name: options[f.name] for f in dataclasses.fields(CollectConfig)})
+    return settings_of(CollectConfig, options)
 
 
 def run(options: Namespace, argv: list[str]) -> int:

@@ -8,12 +8,11 @@ besides the checkpoint and the outputs are the fields of `zoo.evaluation.Evaluat
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from jsonargparse import ActionYesNo, Namespace
 
-from zoo.cli import Parser
+from zoo.cli import Parser, settings_of
 from zoo.errors import UsageError, is_user_error, one_line
 
 
@@ -53,9 +52,8 @@ def parser() -> Parser:
 def run(options: Namespace, argv: list[str]) -> int:
     from zoo.evaluation import Evaluation, evaluate_checkpoint, write_outputs
 
-    fields = {f.name: options[f.name] for f in dataclasses.fields(Evaluation)}
     try:
-        settings = Evaluation(**fields)
+        settings = settings_of(Evaluation, options)
         result = evaluate_checkpoint(
             options.checkpoint,
             settings,
