@@ -247,8 +247,21 @@ def source_learning_curves(
     if not dataset:
         raise ValueError("the model records no dataset, so no source learner to compare with")
     manifest = open_dataset(dataset).manifest
+    if manifest.mode != "ad":
+        raise ValueError(
+            f"the model was trained on expert episodes ({dataset}), which no source learner "
+            "made: leave out --source_episodes"
+        )
+    # the learner's and the envs' generators from one seed, independent (the same seed for both
+    # correlates a bandit learner's tie-breaking with the payouts: UCB1's first pull scored 81% of
+    # optimal instead of ~45%)
+    env_seed, learner_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     learner = make_learner(
-        manifest.learner, num_envs=len(tasks), family=family, seed=seed, **manifest.learner_params
+        manifest.learner,
+        num_envs=len(tasks),
+        family=family,
+        seed=learner_seed,
+        **manifest.learner_params,
     )
     histories = collect_histories(
         family,
@@ -257,7 +270,7 @@ def source_learning_curves(
         episodes=episodes,
         keep_every=episodes,  # only the learning curve is needed, which covers every episode
         expert=False,
-        seed=seed,
+        seed=env_seed,
         task_index=np.arange(len(tasks)),
     )
     return manifest.learner, np.asarray(histories.learning_curve, dtype=np.float64)
@@ -387,7 +400,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Play `settings` with the frozen learner of `checkpoint`; return everything `returns.json`
     holds. `env`: the env the checkpoint must have been trained on; `source_episodes`: episodes of
-    the source learner's curve on the same tasks (None: K x the dataset's keep_every; 0: none)."""
+    the source learner's curve on the same tasks (None: K x the dataset's keep_every, none
+    for an expert dataset; 0: none)."""
     model = load_learner(str(checkpoint), map_location=device)
     family = family_of(model, env=env)
     tasks = evaluation_tasks(model, family, settings.split, settings.tasks, seed=settings.seed)
@@ -421,7 +435,9 @@ def evaluate_checkpoint(
     }
     if source_episodes is None:
         try:
-            keep_every = open_dataset(model.env["dataset"]).manifest.keep_every
+            manifest = open_dataset(model.env["dataset"]).manifest
+            # an expert dataset's episodes come from no learner: there is no source to show
+            keep_every = manifest.keep_every if manifest.mode == "ad" else None
         except (DatasetError, KeyError):
             keep_every = None  # the training data is not here: no source curve by default
         source_episodes = settings.episodes * keep_every if keep_every else 0

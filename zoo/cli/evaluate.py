@@ -36,8 +36,8 @@ def parser() -> Parser:
         "--source_episodes",
         type=int | None,
         default=None,
-        help="episodes of the source learner's curve (null: K x the dataset's keep_every; "
-        "0 skips it)",
+        help="episodes of the source learner's curve (null: K x the dataset's keep_every, "
+        "none for an expert dataset; 0 skips it)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument(

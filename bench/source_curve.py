@@ -1,0 +1,98 @@
+"""The source learner's own learning curve for a collect config, in memory (nothing is written):
+how fast its histories go from near-random to near-optimal, and what an AD context of a few stored
+episodes spans of that improvement.
+
+    .venv/bin/python bench/source_curve.py --config configs/collect/key_to_door.yaml
+    .venv/bin/python bench/source_curve.py --config configs/collect/key_to_door.yaml \
+        --histories 128 --learner_params '{"replay_sweeps": 20}'
+
+Options are `zoo collect`'s (a config file and/or flags); `--histories` plays that many of the
+config's histories (task h % num_tasks, as the dataset does), default 256. Prints the mean return
+as a fraction of optimal at a few episodes, the first episode at which the mean reaches 50%, 80% and
+90% of optimal, and the stored-episode count between the first and the 80% point (what a context
+must hold to see the improvement). Bandits: one episode is one pull; the fraction is of the best
+arm's mean (random play is about half of it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from envs.collection import collect_histories, kept_episodes
+from envs.learners import make_learner
+from zoo.collection import CollectConfig, check_config
+
+
+def first_reaching(curve: np.ndarray, level: float) -> str:
+    reach = np.flatnonzero(curve >= level)
+    return str(reach[0] + 1) if len(reach) else "never"
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(CollectConfig)
+    parser.add_argument("--histories", type=int, default=256)
+    parser.add_argument("--window", type=int, default=1, help="episodes in the running mean")
+    options = parser.parse_args()
+    options.pop("config", None)
+    histories = options.pop("histories")
+    window = options.pop("window")
+    config = CollectConfig(**options.as_dict())
+    family, tasks, params = check_config(config)
+    rows = np.arange(histories) % config.num_tasks
+    # independent generators for the learner and the envs, as `zoo collect` spawns them per shard
+    env_seed, learner_seed = (int(s) for s in np.random.SeedSequence(config.seed).generate_state(2))
+    learner = None
+    if not config.expert:
+        learner = make_learner(
+            config.learner, num_envs=histories, family=family, seed=learner_seed, **params
+        )
+    start = time.perf_counter()
+    result = collect_histories(
+        family,
+        tasks[rows],
+        learner,
+        episodes=config.episodes,
+        keep_every=config.keep_every,
+        expert=config.expert,
+        seed=env_seed,
+    )
+    seconds = time.perf_counter() - start
+    optimal = float(family.optimal_return(tasks[rows]).mean())
+    curve = result.learning_curve.mean(0) / optimal
+    smooth = np.convolve(curve, np.ones(window) / window, mode="valid") if window > 1 else curve
+    kept = kept_episodes(config.episodes, config.keep_every)
+    points = sorted(
+        {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, config.episodes}
+        & set(range(1, config.episodes + 1))
+    )
+    print(
+        f"{config.env}, {config.learner} {params}: {histories} histories x {config.episodes} "
+        f"episodes in {seconds:.1f} s; optimal {optimal:.3f}"
+    )
+    print(
+        "  fraction of optimal by episode: "
+        + "  ".join(f"ep{k}={curve[k - 1]:.0%}" for k in points)
+    )
+    for level in (0.5, 0.8, 0.9):
+        reach = first_reaching(smooth, level)
+        if reach != "never":  # the window's last episode
+            reach = str(int(reach) + window - 1)
+        stored = "-" if reach == "never" else int(np.searchsorted(kept, int(reach) - 1) + 1)
+        print(
+            f"  mean over histories (running mean of {window}) first >= {level:.0%}: "
+            f"episode {reach} "
+            f"(stored episode {stored} of {len(kept)}, keep_every {config.keep_every})"
+        )
+
+
+if __name__ == "__main__":
+    main()
