@@ -43,7 +43,10 @@ class EvaluationSettings:
     seed of `seeds`."""
 
     tasks: int | None = None
-    """Test tasks, one sub-env each; None: every test task of the env exactly once per seed."""
+    """Held-out tasks, one sub-env each; None: every task of `split` exactly once per seed."""
+    split: Literal["test", "ood"] = "test"
+    """The held-out split the selected checkpoint plays: `test` (the training distribution's
+    held-out tasks), or `ood` for families that define it (bandit)."""
     episodes: int = 20
     """In-context episodes per task (validation and test)."""
     mode: Literal["stream", "window"] = "stream"
@@ -301,7 +304,7 @@ def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> 
             episodes=settings.episodes,
             tasks=settings.tasks,
             mode=settings.mode,
-            split="test",
+            split=settings.split,
             final_episodes=settings.final_episodes,
             seed=seed,
         )
@@ -320,12 +323,13 @@ def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> 
         **summarise(every, best, final_episodes=settings.final_episodes),
         "curve": every.mean(0).tolist(),
         "test_tasks": len(returns[0]),
+        "test_split": settings.split,
         "eval_seeds": list(settings.seeds),
         "return_final_by_seed": finals,
         "eval_steps_per_s": round(steps / max(seconds, 1e-9), 1),
         "eval_dir": str(run_dir / f"test-seed{settings.seeds[0]}"),
         "evaluate_command": (
-            f"zoo evaluate {checkpoint} --split test --episodes {settings.episodes} "
+            f"zoo evaluate {checkpoint} --split {settings.split} --episodes {settings.episodes} "
             f"--mode {settings.mode} --final_episodes {settings.final_episodes} "
             + (f"--tasks {settings.tasks} " if settings.tasks else "")
             + f"--seed <each of {' '.join(map(str, settings.seeds))}>"

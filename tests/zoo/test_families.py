@@ -21,7 +21,7 @@ FAMILIES = {
     "darkroom": GRID,
     "key_to_door": GRID,
     "darkroom_hard": GRID,
-    "bandit": (["--episodes=12"], ["--data.context_len=6"], 6, "ood"),
+    "bandit": (["--episodes=12"], ["--data.context_episodes=6"], 6, "ood"),
 }
 
 
