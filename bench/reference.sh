@@ -11,7 +11,8 @@
 #   darkroom_hard: final success rate (return 1 = goal reached);
 #   bandit (ood split): (r - r_random) / (r_UCB - r_random) at the end of the history, UCB being
 #     the source learner on the same bandits, r the mean reward of the last 20 pulls.
-# Targets and measured results: BENCHMARKS.md ("Dark Room reference", "Reference runs").
+# Targets and measured results: BENCHMARKS.md ("Dark Room reference run", "Reference runs of the
+# other families").
 # Usage: bench/reference.sh FAMILY [ad|ed|both]   FAMILY: darkroom key_to_door darkroom_hard bandit
 #   env: STEPS=<n> for a quick smoke run (fit n steps, validate once)
 set -euo pipefail
@@ -24,8 +25,8 @@ WHICH=${2:-both}
 SEEDS=(0 1 2)
 FINAL=5
 
-# What differs between families: the held-out tasks and history length of the evaluation, and how
-# ED gets its expert episodes (an expert dataset, or each history's last converged episodes).
+# What differs between families: the held-out tasks and history length of the evaluation, and
+# ED's expert dataset (the optimal policy on the AD data's tasks: configs/collect/<family>_expert.yaml).
 case $FAMILY in
   darkroom)  # all 16 held-out goals
     EVAL=(--episodes 40)
@@ -33,12 +34,12 @@ case $FAMILY in
     ED_FIT=(--data.mode ed --data.path data/darkroom_expert) ;;
   key_to_door)  # all 1,296 held-out (key, door) pairs
     EVAL=(--episodes 40)
-    ED_COLLECT=
-    ED_FIT=(--data.mode ed --data.expert_episodes 20) ;;
+    ED_COLLECT=configs/collect/key_to_door_expert.yaml
+    ED_FIT=(--data.mode ed --data.path data/key_to_door_expert) ;;
   darkroom_hard)  # all 58 held-out goals
     EVAL=(--episodes 80)
-    ED_COLLECT=
-    ED_FIT=(--data.mode ed --data.expert_episodes 20) ;;
+    ED_COLLECT=configs/collect/darkroom_hard_expert.yaml
+    ED_FIT=(--data.mode ed --data.path data/darkroom_hard_expert) ;;
   bandit)  # 1,000 out-of-distribution bandits (arm means are continuous: a fixed seeded sample)
     EVAL=(--episodes 100 --split ood --tasks 1000 --final_episodes 20)
     FINAL=20
@@ -58,11 +59,11 @@ timed() {  # label, command...
   echo "$label: $((SECONDS - start)) s"
 }
 
-reference() {  # ad|ed, collect config (empty: the AD data is there already), `zoo fit` options
+reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside the experiment's)
   local kind=$1 collect=$2 start=$SECONDS
   shift 2
   rm -rf "${OUT:?}/$kind"
-  [[ -n $collect ]] && timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
+  timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
   timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "$@" \
     --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
     --trainer.enable_progress_bar false "${steps[@]}"
@@ -123,13 +124,8 @@ print(f"{family} {kind}: final score {fmt(float(np.mean(scores)))} {what} on ave
 PY
 }
 
+case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
-AD_COLLECT=configs/collect/$FAMILY.yaml
-[[ $WHICH == ad || $WHICH == both ]] && reference ad "$AD_COLLECT"
-if [[ $WHICH == ed || $WHICH == both ]]; then
-  # ED on the AD data needs that data; collect it (a no-op when it is there and matches)
-  [[ -z $ED_COLLECT && $WHICH == ed ]] && timed ed-collect-ad-data "$ZOO" collect \
-    --config "$AD_COLLECT" --no_progress
-  reference ed "$ED_COLLECT" "${ED_FIT[@]}"
-fi
+[[ $WHICH == ad || $WHICH == both ]] && reference ad "configs/collect/$FAMILY.yaml"
+[[ $WHICH == ed || $WHICH == both ]] && reference ed "$ED_COLLECT" "${ED_FIT[@]}"
 exit 0

@@ -39,8 +39,8 @@ class EvaluationSettings:
     run's validation tasks in context (training-distribution tasks whose histories it never
     trained on); the checkpoint with the best `val/return_final` is kept, training stops after
     `patience` validations without improvement (or at `--trainer.max_steps`), and the pruner
-    reads the same number. Then, once, the kept checkpoint plays the `test` split under every
-    seed of `seeds`."""
+    reads the same number. Then, once, the kept checkpoint plays the held-out `split` (`test`, or
+    `ood`) under every seed of `seeds`."""
 
     tasks: int | None = None
     """Held-out tasks, one sub-env each; None: every task of `split` exactly once per seed."""
@@ -62,7 +62,7 @@ class EvaluationSettings:
     """Validations without a better `val/return_final` before training stops; 0: never stop
     early (train to `--trainer.max_steps`)."""
     test: bool = True
-    """Play the test split with the selected checkpoint; false for tuning, whose objective is the
+    """Play the held-out split with the selected checkpoint; false for tuning, whose objective is the
     best validation return (tuning never sees a test task)."""
 
     def __post_init__(self) -> None:
@@ -291,7 +291,7 @@ def _child(spec_path: str) -> int:
 
 
 def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> dict[str, Any]:
-    """The selected checkpoint on the test split, once per evaluation seed: summaries over every
+    """The selected checkpoint on the held-out split (`settings.split`), once per evaluation seed: summaries over every
     (seed, task) pair, per-seed final returns, the curves, the source learner on the same tasks."""
     import numpy as np
 

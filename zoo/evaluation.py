@@ -254,7 +254,7 @@ def source_learning_curves(
         )
     # the learner's and the envs' generators from one seed, independent (the same seed for both
     # correlates a bandit learner's tie-breaking with the payouts: UCB1's first pull scored 81% of
-    # optimal instead of ~45%)
+    # optimal on train bandits, where a random arm scores ~40-45%)
     env_seed, learner_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     learner = make_learner(
         manifest.learner,

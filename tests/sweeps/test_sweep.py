@@ -172,6 +172,11 @@ def test_shipped_study_configs_load(config: Path) -> None:
 
         evaluation = spec.config.evaluation
         family = make_family(Path(spec.config.experiment).stem)
+        try:  # a family with an out-of-distribution split is scored on it (the bandit)
+            family.sample_tasks("ood", 1, seed=0)
+            assert evaluation.split == "ood"
+        except ValueError:
+            assert evaluation.split == "test"
         if family.split_size(evaluation.split) is None:
             assert evaluation.tasks is not None and evaluation.tasks >= 100
         else:

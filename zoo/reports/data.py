@@ -26,6 +26,7 @@ RUN_COLUMNS = (
     "budget_capped",
     "tuned_from",
     "test_tasks",
+    "test_split",
     "eval_seeds",
     "return_final_by_seed",
     "curve",

@@ -81,7 +81,11 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
         )
         tasks, seeds = group["test_tasks"].dropna(), group["eval_seeds"].dropna()
         if len(tasks) and len(seeds):
-            row["evaluation"] = f"{int(tasks.iloc[0])} tasks x {len(seeds.iloc[0])} eval seeds"
+            split = group["test_split"].dropna()  # older trials played `test` and did not say
+            held_out = f"{split.iloc[0]} " if len(split) else ""
+            row["evaluation"] = (
+                f"{int(tasks.iloc[0])} {held_out}tasks x {len(seeds.iloc[0])} eval seeds"
+            )
         if mode != "ad":  # ED trains on an expert's episodes: there is no source learner to show
             group = group.assign(source_return_final=np.nan)
         for column in (
