@@ -10,6 +10,17 @@ import pytest
 from backbones.presets import preset_path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared machine: one thread is ~10x faster than oversubscribed cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny_fit_args(
     dataset: Path, root: Path, *extra: str, max_steps: int = 2, every: int = 2
 ) -> list[str]:
