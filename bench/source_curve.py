@@ -30,11 +30,6 @@ from envs.learners import make_learner
 from zoo.collection import CollectConfig, check_config
 
 
-def first_reaching(curve: np.ndarray, level: float) -> str:
-    reach = np.flatnonzero(curve >= level)
-    return str(reach[0] + 1) if len(reach) else "never"
-
-
 def main() -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile)
@@ -83,14 +78,15 @@ def main() -> None:
         + "  ".join(f"ep{k}={curve[k - 1]:.0%}" for k in points)
     )
     for level in (0.5, 0.8, 0.9):
-        reach = first_reaching(smooth, level)
-        if reach != "never":  # the window's last episode
-            reach = str(int(reach) + window - 1)
-        stored = "-" if reach == "never" else int(np.searchsorted(kept, int(reach) - 1) + 1)
+        reached = np.flatnonzero(smooth >= level)
+        if len(reached):  # the 0-based index of the first running window's last episode
+            last = int(reached[0]) + window - 1
+            where = f"episode {last + 1} (stored episode {np.searchsorted(kept, last) + 1}"
+        else:
+            where = "episode never (stored episode -"
         print(
             f"  mean over histories (running mean of {window}) first >= {level:.0%}: "
-            f"episode {reach} "
-            f"(stored episode {stored} of {len(kept)}, keep_every {config.keep_every})"
+            f"{where} of {len(kept)}, keep_every {config.keep_every})"
         )
 
 

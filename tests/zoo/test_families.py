@@ -33,6 +33,39 @@ FAMILIES = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def collect(config: str, output: Path, *extra: str) -> Path:
+    """`zoo collect` of a committed collect config, six tasks, one shard."""
+    path = ROOT / "configs/collect" / f"{config}.yaml"
+    tiny = ["--num_tasks=6", "--histories_per_task=1", "--num_shards=1", "--no_progress"]
+    assert zoo(["collect", f"--config={path}", *tiny, *extra, f"--output={output}"]) == 0
+    return output
+
+
+def fit(family: str, data: Path, root: Path, *extra: str, steps: int = 2) -> Path:
+    """`zoo fit` of the family's committed experiment on `data` with the tiny transformer for a
+    few steps; returns the checkpoint it selected on the validation tasks."""
+    args = [
+        f"--config={ROOT / 'configs/experiments' / f'{family}.yaml'}",
+        f"--data.path={data}",
+        *extra,
+        "--data.batch_size=4",
+        "--data.val_windows=8",
+        f"--model.backbone={preset_path('transformer', 'tiny')}",
+        "--model.compile=false",
+        "--model.warmup_steps=1",
+        f"--trainer.max_steps={steps}",
+        f"--trainer.val_check_interval={steps}",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+    assert zoo(["fit", *args]) == 0
+    (selected,) = root.glob("checkpoints/selected-step*.ckpt")
+    return selected
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_collect_fit_ad_and_ed_evaluate(
     family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -40,35 +73,13 @@ def test_collect_fit_ad_and_ed_evaluate(
     """As bench/reference.sh runs it: AD on the learning histories, ED on the family's expert
     dataset (configs/collect/<family>_expert.yaml, the optimal policy on the same tasks)."""
     ad_collect, ed_collect, context, split = FAMILIES[family]
-    tiny = ["--num_tasks=6", "--histories_per_task=1", "--num_shards=1", "--no_progress"]
-    for mode, config, collect in (
+    for mode, config, extra in (
         ("ad", family, ad_collect),
         ("ed", f"{family}_expert", ed_collect),
     ):
-        data = tmp_path / config
-        path = ROOT / "configs/collect" / f"{config}.yaml"
-        assert zoo(["collect", f"--config={path}", *tiny, *collect, f"--output={data}"]) == 0
+        data = collect(config, tmp_path / config, *extra)
         root = tmp_path / mode
-        fit = [
-            f"--config={ROOT / 'configs/experiments' / f'{family}.yaml'}",
-            f"--data.path={data}",
-            *context,
-            f"--data.mode={mode}",
-            "--data.batch_size=4",
-            "--data.val_windows=8",
-            f"--model.backbone={preset_path('transformer', 'tiny')}",
-            "--model.compile=false",
-            "--model.warmup_steps=1",
-            "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2",
-            "--trainer.num_sanity_val_steps=0",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={root}",
-        ]
-        assert zoo(["fit", *fit]) == 0, mode
-        (selected,) = root.glob("checkpoints/selected-step*.ckpt")  # chosen on validation tasks
+        selected = fit(family, data, root, *context, f"--data.mode={mode}")
         out = root / "eval"
         args = [str(selected), f"--split={split}", "--tasks=3", "--episodes=2"]
         assert zoo(["evaluate", *args, f"--out={out}"]) == 0, mode
@@ -90,27 +101,8 @@ def test_the_source_baseline_is_not_correlated_with_the_bandits_payouts(tmp_path
     """UCB1's first pull is a random arm (every arm is untried): on many train bandits it scores
     about a random arm's share of the best (~40-45%). The learner and the envs drawing from one seed
     made it 81%."""
-    data = tmp_path / "bandit"
-    config = ROOT / "configs/collect/bandit.yaml"
-    tiny = ["--num_tasks=6", "--num_shards=1", "--episodes=12", "--no_progress"]
-    assert zoo(["collect", f"--config={config}", *tiny, f"--output={data}"]) == 0
-    fit = [
-        f"--config={ROOT / 'configs/experiments/bandit.yaml'}",
-        f"--data.path={data}",
-        "--data.context_episodes=6",
-        "--data.batch_size=4",
-        "--data.val_windows=8",
-        f"--model.backbone={preset_path('transformer', 'tiny')}",
-        "--model.compile=false",
-        "--trainer.max_steps=1",
-        "--trainer.val_check_interval=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.logger=false",
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
-    assert zoo(["fit", *fit]) == 0
-    (checkpoint,) = tmp_path.glob("checkpoints/selected-step*.ckpt")
+    data = collect("bandit", tmp_path / "bandit", "--episodes=12")
+    checkpoint = fit("bandit", data, tmp_path, "--data.context_episodes=6", steps=1)
     args = [str(checkpoint), "--split=train", "--tasks=2000", "--episodes=1", "--final_episodes=1"]
     assert zoo(["evaluate", *args, "--source_episodes=1", f"--out={tmp_path / 'eval'}"]) == 0
     result = json.loads((tmp_path / "eval/returns.json").read_text())
