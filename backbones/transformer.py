@@ -3,11 +3,19 @@
 Each token attends to at most the last `context_len` tokens, itself included
 (x-transformers' `attn_max_attend_past = context_len - 1`). The window is switched on only for
 sequences longer than it: a training window no longer than the attention window runs SDPA's plain
-causal path, with no mask to build or apply (about 10% of the training step on CPU). The incremental path keeps every
-layer's keys and values for the last `context_len - 1` tokens (x-transformers' KV cache), so a
-stream of any length costs O(context_len) per token and equals the parallel forward with the same
-window exactly. It is *not* a recompute over the last `context_len` tokens: with several layers the
-receptive field of a sliding window reaches further back (docs/dependencies.md).
+causal path, with no mask to build or apply (about 10% of the training step on CPU).
+
+The incremental path (`step`, what the in-context evaluation runs) keeps every layer's keys and
+values of the last `context_len` tokens in a fixed ring buffer, keys already rotated at their
+absolute positions, and writes one slot per token: a stream of any length costs O(context_len)
+per token and equals the parallel forward with the same window (to float precision). Through
+x-transformers' own KV cache a step copied and re-rotated the whole cache in every layer
+(`torch.cat` and the rotary over all cached keys: 68% of an evaluation step at 1,296 tasks x 200
+cached tokens, BENCHMARKS.md "In-context evaluation"). `step` reuses the decoder's own modules
+(norms, projections, feed-forwards, rotary) and SDPA; a chunk of several tokens with a state
+still runs x-transformers' decoder, the ring converted to its cache and back. Neither is a
+recompute over the last `context_len` tokens: with several layers the receptive field of a
+sliding window reaches further back (docs/dependencies.md).
 """
 
 from __future__ import annotations
@@ -15,33 +23,40 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from x_transformers import Decoder
 from x_transformers.attend import Intermediates
-from x_transformers.x_transformers import LayerIntermediates
+from x_transformers.x_transformers import LayerIntermediates, apply_rotary_pos_emb
 
 from backbones.base import Backbone, State, register_backbone
 
 
 @dataclasses.dataclass
 class TransformerState(State):
-    """Per attention layer, the keys and values of the last `context_len - 1` tokens.
+    """Per attention layer, a ring buffer of the keys and values of the last `context_len` tokens.
 
-    Keys are stored before the rotary rotation (x-transformers rotates after reading the cache),
-    so positions restart at 0 inside the window; attention with rotary depends only on distances.
+    The token at absolute position p sits in slot `p % context_len`; keys are stored rotated at
+    their absolute position (attention with rotary positions depends only on distances, so a
+    query rotated at its own position reads them as the parallel forward does). `step` writes
+    its slot in place: a state stepped from is spent (copy it first, `map_tensors(Tensor.clone)`,
+    to branch).
     """
 
     keys: tuple[Tensor, ...]
-    """One `[B, heads, L, d_head]` tensor per layer, L <= context_len - 1."""
+    """One `[B, heads, context_len, d_head]` tensor per layer; slots not yet written are zeros."""
     values: tuple[Tensor, ...]
-    """One `[B, heads, L, d_head]` tensor per layer."""
+    """One `[B, heads, context_len, d_head]` tensor per layer."""
+    seen: int = 0
+    """Tokens processed so far: the absolute position of the next one."""
 
 
 @register_backbone("transformer")
 class TransformerBackbone(Backbone[TransformerState]):
     """Pre-norm causal transformer (x-transformers `Decoder`, SDPA attention, rotary positions).
 
-    `step` is the base class's one-token `forward`: it reads the cache and trims it again.
+    `forward` is x-transformers' decoder; `step` is one token through the same modules with a
+    ring-buffer KV cache (module docstring).
     """
 
     def __init__(
@@ -98,6 +113,11 @@ class TransformerBackbone(Backbone[TransformerState]):
         # x-transformers reads `max_attend_past` from each attention module at every forward
         self._attentions = [m for m in self.decoder.modules() if hasattr(m, "max_attend_past")]
         assert len(self._attentions) == depth
+        # `step` runs the layers itself: what it reproduces is the decoder built here (pre-norm,
+        # plain residuals, rotary on every head, nothing between the layers); pinned by the
+        # step == forward tests of every member
+        assert self.decoder.layer_types == ("a", "f") * depth
+        assert all(p is None for (_, *post), _, _ in self.decoder.layers for p in post)
 
     def follow_context(self, context_len: int) -> None:
         if self.context_len is None:
@@ -122,8 +142,11 @@ class TransformerBackbone(Backbone[TransformerState]):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> TransformerState:
-        empty = torch.zeros(batch_size, self.heads, 0, self.d_head, device=device, dtype=dtype)
-        return TransformerState(keys=(empty,) * self.depth, values=(empty,) * self.depth)
+        shape = (batch_size, self.heads, self.window, self.d_head)
+        return TransformerState(
+            keys=tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(self.depth)),
+            values=tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(self.depth)),
+        )
 
     def forward(
         self, x: Tensor, *, state: TransformerState | None = None
@@ -132,39 +155,96 @@ class TransformerBackbone(Backbone[TransformerState]):
             raise ValueError(
                 f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
             )
-        cached = 0 if state is None else state.keys[0].shape[-2]
+        seen = 0 if state is None else state.seen
+        cached = min(seen, self.window - 1)  # what the next token can still see
         window = self.window_for(cached + x.shape[1])
         for attention in self._attentions:
             attention.max_attend_past = window
-        if state is None:
+        if cached == 0:
             y, intermediates = self.decoder(x, return_hiddens=True)
         else:
+            assert state is not None
             y, intermediates = self.decoder(
-                x, cache=self._as_cache(state), cache_age=x.shape[1], return_hiddens=True
+                x, cache=self._as_cache(state, cached), cache_age=x.shape[1], return_hiddens=True
             )
-        return y, self._trimmed_state(intermediates)
+        return y, self._ring_state(intermediates, seen=seen + x.shape[1])
+
+    def step(self, x_t: Tensor, *, state: TransformerState) -> tuple[Tensor, TransformerState]:
+        """One token through the decoder's layers, its keys and values written to their slot."""
+        if len(state.keys) != self.depth:
+            raise ValueError(
+                f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
+            )
+        position, window = state.seen, self.window
+        slot, visible = position % window, min(position + 1, window)
+        freqs = self._rotary(torch.tensor([position], device=x_t.device))
+        x = x_t[:, None]
+        attention = 0
+        for layer_type, ((norm, *_), block, residual) in zip(
+            self.decoder.layer_types, self.decoder.layers, strict=True
+        ):
+            h = norm(x)
+            if layer_type == "a":
+                q = apply_rotary_pos_emb(block.split_q_heads(block.to_q(h)), freqs)
+                k = apply_rotary_pos_emb(block.split_k_heads(block.to_k(h)), freqs)
+                keys, values = state.keys[attention], state.values[attention]
+                keys[:, :, slot] = k[:, :, 0]
+                values[:, :, slot] = block.split_v_heads(block.to_v(h))[:, :, 0]
+                # the visible slots hold exactly the window (order does not matter to attention)
+                out = F.scaled_dot_product_attention(
+                    q, keys[:, :, :visible], values[:, :, :visible], scale=block.attend.scale
+                )
+                h = block.to_out(block.merge_heads(out))
+                attention += 1
+            else:
+                h = block(h)
+            x = residual(h, x)
+        y = self.decoder.final_norm(x)[:, 0]
+        return y, dataclasses.replace(state, seen=position + 1)
 
     def window_for(self, keys: int) -> int | None:
         """The attention window for `keys` positions: None (plain causal) when all of them fit."""
         return self.window - 1 if keys > self.window else None
 
-    def _as_cache(self, state: TransformerState) -> LayerIntermediates:
-        """The x-transformers cache object for a state (only the fields its decoder reads)."""
+    def _rotary(self, positions: Tensor) -> Tensor:
+        """The decoder's rotary frequencies `[1, L, rotary dims]` at absolute `positions` `[L]`
+        (plain rotary, no xpos scale: as built here)."""
+        rotary = self.decoder.rotary_pos_emb
+        assert rotary is not None  # built with rotary_pos_emb=True
+        freqs, scale = rotary(positions)
+        assert scale == 1.0
+        return freqs
+
+    def _as_cache(self, state: TransformerState, cached: int) -> LayerIntermediates:
+        """The x-transformers cache of a state: the last `cached` tokens' keys and values, oldest
+        first, keys un-rotated (x-transformers rotates after reading its cache, from position 0)."""
+        positions = torch.arange(state.seen - cached, state.seen, device=state.keys[0].device)
+        slots = positions % self.window
+        freqs = self._rotary(positions)
         return LayerIntermediates(
             attn_intermediates=[
-                Intermediates(cached_kv=(k, v))
+                Intermediates(
+                    cached_kv=(
+                        apply_rotary_pos_emb(k.index_select(2, slots), -freqs),
+                        v.index_select(2, slots),
+                    )
+                )
                 for k, v in zip(state.keys, state.values, strict=True)
             ],
-            cache_length=state.keys[0].shape[-2],
+            cache_length=cached,
         )
 
-    def _trimmed_state(self, intermediates: LayerIntermediates) -> TransformerState:
-        """Keep every layer's last `context_len - 1` keys and values: all a later token can see."""
-        keep = self.window - 1
+    def _ring_state(self, intermediates: LayerIntermediates, *, seen: int) -> TransformerState:
+        """Every layer's keys and values of the last `context_len` tokens (all a later token can
+        see), rotated at their absolute positions and placed in their ring slots."""
         keys, values = [], []
         for inter in intermediates.attn_intermediates:
-            k, v = inter.cached_kv
-            start = max(k.shape[-2] - keep, 0)
-            keys.append(k[..., start:, :])
-            values.append(v[..., start:, :])
-        return TransformerState(keys=tuple(keys), values=tuple(values))
+            k, v = inter.cached_kv  # oldest first, un-rotated; the newest is position seen - 1
+            keep = min(k.shape[-2], self.window)
+            positions = torch.arange(seen - keep, seen, device=k.device)
+            slots = positions % self.window
+            rotated = apply_rotary_pos_emb(k[..., -keep:, :], self._rotary(positions))
+            ring = k.new_zeros(*k.shape[:2], self.window, k.shape[-1])
+            keys.append(ring.index_copy(2, slots, rotated))
+            values.append(ring.index_copy(2, slots, v[..., -keep:, :]))
+        return TransformerState(keys=tuple(keys), values=tuple(values), seen=seen)

@@ -50,13 +50,34 @@ def test_the_window_equals_x_transformers_own_max_attend_past(length: int) -> No
     assert (backbone.window_for(length) is None) == (length <= 8)
 
 
-def test_stream_keeps_context_len_minus_one_cached_tokens_per_layer() -> None:
+def test_stream_keeps_a_ring_of_context_len_keys_and_values_per_layer() -> None:
     backbone = model(depth=3, context_len=5)
     state = backbone.init_state(2)
     for _ in range(12):
         _, state = backbone.step(torch.randn(2, 16), state=state)
     assert len(state.keys) == len(state.values) == 3
-    assert all(k.shape == (2, 2, 4, 8) for k in (*state.keys, *state.values))
+    assert all(k.shape == (2, 2, 5, 8) for k in (*state.keys, *state.values))
+    assert state.seen == 12
+
+
+def test_steps_and_chunks_mix_past_the_window() -> None:
+    """A chunk (x-transformers' decoder, the ring converted to its cache and back) and single
+    steps (the ring itself) continue each other in any order, long after the ring has wrapped."""
+    backbone = model(depth=2, context_len=5)
+    x = torch.randn(2, 60, 16)
+    with torch.no_grad():
+        y, _ = backbone(x)
+        head, state = backbone(x[:, :13])
+        parts = [head]
+        for t in range(13, 31):
+            y_t, state = backbone.step(x[:, t], state=state)
+            parts.append(y_t[:, None])
+        middle, state = backbone(x[:, 31:40], state=state)
+        parts.append(middle)
+        for t in range(40, 60):
+            y_t, state = backbone.step(x[:, t], state=state)
+            parts.append(y_t[:, None])
+    torch.testing.assert_close(torch.cat(parts, 1), y, atol=1e-5, rtol=0)
 
 
 def test_context_len_one_attends_only_to_itself() -> None:
