@@ -13,15 +13,25 @@
 #     the source learner on the same bandits, r the mean reward of the last 20 pulls.
 # Targets and measured results: BENCHMARKS.md ("Dark Room reference run", "Reference runs of the
 # other families").
-# Usage: bench/reference.sh FAMILY [ad|ed|both]   FAMILY: darkroom key_to_door darkroom_hard bandit
-#   env: STEPS=<n> for a quick smoke run (fit n steps, validate once)
+# Usage: bench/reference.sh FAMILY [ad|ed|both] [-- ZOO FIT OPTIONS]
+#   FAMILY: darkroom key_to_door darkroom_hard bandit; options after `--` go to both fits (a
+#   variant of the experiment, e.g. `-- --data.context_episodes 16 --model.label_smoothing 0.2`)
+#   env: STEPS=<n> for a quick smoke run (fit n steps, validate once); OUT=<dir> for the outputs
+#   (default runs/reference/FAMILY: a variant's run belongs in its own)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-FAMILY=${1:?usage: bench/reference.sh FAMILY [ad|ed|both]}
+FAMILY=${1:?usage: bench/reference.sh FAMILY [ad|ed|both] [-- ZOO FIT OPTIONS]}
 WHICH=${2:-both}
+shift $(($# < 2 ? $# : 2))
+VARIANT=()
+if [[ $# -gt 0 ]]; then
+  [[ $1 == -- ]] || { echo "options for zoo fit go after --, got $1" >&2; exit 2; }
+  shift
+  VARIANT=("$@")
+fi
 SEEDS=(0 1 2)
 FINAL=5
 
@@ -48,7 +58,7 @@ case $FAMILY in
   *) echo "unknown family $FAMILY: one of darkroom key_to_door darkroom_hard bandit" >&2; exit 2 ;;
 esac
 EXPERIMENT=configs/experiments/$FAMILY.yaml
-OUT=runs/reference/$FAMILY
+OUT=${OUT:-runs/reference/$FAMILY}
 steps=()
 [[ -n "${STEPS:-}" ]] && steps=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
 
@@ -64,7 +74,7 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
   shift 2
   rm -rf "${OUT:?}/$kind"
   timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
-  timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "$@" \
+  timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "$@" "${VARIANT[@]}" \
     --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
     --trainer.enable_progress_bar false "${steps[@]}"
   local selected
@@ -126,6 +136,7 @@ PY
 
 case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
+[[ ${#VARIANT[@]} -gt 0 ]] && echo "variant: ${VARIANT[*]}"
 [[ $WHICH == ad || $WHICH == both ]] && reference ad "configs/collect/$FAMILY.yaml"
 [[ $WHICH == ed || $WHICH == both ]] && reference ed "$ED_COLLECT" "${ED_FIT[@]}"
 exit 0
