@@ -34,21 +34,27 @@ from backbones.base import Backbone, State, register_backbone
 
 @dataclasses.dataclass
 class TransformerState(State):
-    """Per attention layer, a ring buffer of the keys and values of the last `context_len` tokens.
+    """Per attention layer, the keys and values of the tokens a next token can still see, in one
+    of two layouts (`ring`), converted on demand so that neither path pays for the other:
 
-    The token at absolute position p sits in slot `p % context_len`; keys are stored rotated at
-    their absolute position (attention with rotary positions depends only on distances, so a
-    query rotated at its own position reads them as the parallel forward does). `step` writes
-    its slot in place: a state stepped from is spent (copy it first, `map_tensors(Tensor.clone)`,
-    to branch).
+    - `ring=False`, what `forward` returns (training pays nothing for it: views of its own
+      keys): x-transformers' cache, the last `min(seen, context_len - 1)` tokens oldest first,
+      keys un-rotated;
+    - `ring=True`, what `step` keeps: a ring buffer of `context_len` slots, the token at absolute
+      position p in slot `p % context_len`, keys rotated at their absolute position (attention
+      with rotary positions depends only on distances, so a query rotated at its own position
+      reads them as the parallel forward does). `step` writes its slot in place: a state stepped
+      from is spent (copy it first, `map_tensors(Tensor.clone)`, to branch).
     """
 
     keys: tuple[Tensor, ...]
-    """One `[B, heads, context_len, d_head]` tensor per layer; slots not yet written are zeros."""
+    """One `[B, heads, L, d_head]` tensor per layer (ring: L = context_len, unwritten slots 0)."""
     values: tuple[Tensor, ...]
-    """One `[B, heads, context_len, d_head]` tensor per layer."""
+    """One `[B, heads, L, d_head]` tensor per layer."""
     seen: int = 0
     """Tokens processed so far: the absolute position of the next one."""
+    ring: bool = False
+    """The layout (above)."""
 
 
 @register_backbone("transformer")
@@ -146,6 +152,7 @@ class TransformerBackbone(Backbone[TransformerState]):
         return TransformerState(
             keys=tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(self.depth)),
             values=tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(self.depth)),
+            ring=True,
         )
 
     def forward(
@@ -167,7 +174,7 @@ class TransformerBackbone(Backbone[TransformerState]):
             y, intermediates = self.decoder(
                 x, cache=self._as_cache(state, cached), cache_age=x.shape[1], return_hiddens=True
             )
-        return y, self._ring_state(intermediates, seen=seen + x.shape[1])
+        return y, self._trimmed_state(intermediates, seen=seen + x.shape[1])
 
     def step(self, x_t: Tensor, *, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """One token through the decoder's layers, its keys and values written to their slot."""
@@ -175,6 +182,8 @@ class TransformerBackbone(Backbone[TransformerState]):
             raise ValueError(
                 f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
             )
+        if not state.ring:
+            state = self._as_ring(state)
         position, window = state.seen, self.window
         slot, visible = position % window, min(position + 1, window)
         freqs = self._rotary(torch.tensor([position], device=x_t.device))
@@ -218,33 +227,41 @@ class TransformerBackbone(Backbone[TransformerState]):
     def _as_cache(self, state: TransformerState, cached: int) -> LayerIntermediates:
         """The x-transformers cache of a state: the last `cached` tokens' keys and values, oldest
         first, keys un-rotated (x-transformers rotates after reading its cache, from position 0)."""
-        positions = torch.arange(state.seen - cached, state.seen, device=state.keys[0].device)
-        slots = positions % self.window
-        freqs = self._rotary(positions)
+        keys, values = state.keys, state.values
+        if state.ring:
+            positions = torch.arange(state.seen - cached, state.seen, device=keys[0].device)
+            slots, freqs = positions % self.window, -self._rotary(positions)
+            keys = tuple(apply_rotary_pos_emb(k.index_select(2, slots), freqs) for k in keys)
+            values = tuple(v.index_select(2, slots) for v in values)
         return LayerIntermediates(
             attn_intermediates=[
-                Intermediates(
-                    cached_kv=(
-                        apply_rotary_pos_emb(k.index_select(2, slots), -freqs),
-                        v.index_select(2, slots),
-                    )
-                )
-                for k, v in zip(state.keys, state.values, strict=True)
+                Intermediates(cached_kv=(k[..., -cached:, :], v[..., -cached:, :]))
+                for k, v in zip(keys, values, strict=True)
             ],
             cache_length=cached,
         )
 
-    def _ring_state(self, intermediates: LayerIntermediates, *, seen: int) -> TransformerState:
-        """Every layer's keys and values of the last `context_len` tokens (all a later token can
-        see), rotated at their absolute positions and placed in their ring slots."""
+    def _trimmed_state(self, intermediates: LayerIntermediates, *, seen: int) -> TransformerState:
+        """Every layer's last `context_len - 1` keys and values (all a later token can see), as
+        x-transformers cached them: views, nothing computed."""
+        keep = self.window - 1
         keys, values = [], []
         for inter in intermediates.attn_intermediates:
-            k, v = inter.cached_kv  # oldest first, un-rotated; the newest is position seen - 1
-            keep = min(k.shape[-2], self.window)
-            positions = torch.arange(seen - keep, seen, device=k.device)
-            slots = positions % self.window
-            rotated = apply_rotary_pos_emb(k[..., -keep:, :], self._rotary(positions))
-            ring = k.new_zeros(*k.shape[:2], self.window, k.shape[-1])
-            keys.append(ring.index_copy(2, slots, rotated))
-            values.append(ring.index_copy(2, slots, v[..., -keep:, :]))
+            k, v = inter.cached_kv
+            start = max(k.shape[-2] - keep, 0)
+            keys.append(k[..., start:, :])
+            values.append(v[..., start:, :])
         return TransformerState(keys=tuple(keys), values=tuple(values), seen=seen)
+
+    def _as_ring(self, state: TransformerState) -> TransformerState:
+        """The ring layout of a cache-layout state: keys rotated at their absolute positions and
+        placed in their slots (once, at the first `step` after a `forward`)."""
+        keys, values = [], []
+        for k, v in zip(state.keys, state.values, strict=True):
+            kept = k.shape[-2]  # oldest first, un-rotated; the newest is position seen - 1
+            positions = torch.arange(state.seen - kept, state.seen, device=k.device)
+            slots = positions % self.window
+            ring = k.new_zeros(*k.shape[:2], self.window, k.shape[-1])
+            keys.append(ring.index_copy(2, slots, apply_rotary_pos_emb(k, self._rotary(positions))))
+            values.append(ring.index_copy(2, slots, v))
+        return TransformerState(keys=tuple(keys), values=tuple(values), seen=state.seen, ring=True)
