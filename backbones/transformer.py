@@ -10,8 +10,8 @@ values of the last `context_len` tokens in a fixed ring buffer, keys already rot
 absolute positions, and writes one slot per token: a stream of any length costs O(context_len)
 per token and equals the parallel forward with the same window (to float precision). Through
 x-transformers' own KV cache a step copied and re-rotated the whole cache in every layer
-(`torch.cat` and the rotary over all cached keys: 68% of an evaluation step at 1,296 tasks x 200
-cached tokens, BENCHMARKS.md "In-context evaluation"). `step` reuses the decoder's own modules
+(`torch.cat` 54% of an evaluation step at 1,296 tasks x 200 cached tokens, the rotary's
+multiplies 12% more: BENCHMARKS.md "In-context evaluation"). `step` reuses the decoder's own modules
 (norms, projections, feed-forwards, rotary) and SDPA; a chunk of several tokens with a state
 still runs x-transformers' decoder, the ring converted to its cache and back. Neither is a
 recompute over the last `context_len` tokens: with several layers the receptive field of a
@@ -158,10 +158,8 @@ class TransformerBackbone(Backbone[TransformerState]):
     def forward(
         self, x: Tensor, *, state: TransformerState | None = None
     ) -> tuple[Tensor, TransformerState]:
-        if state is not None and len(state.keys) != self.depth:
-            raise ValueError(
-                f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
-            )
+        if state is not None:
+            self._check(state)
         seen = 0 if state is None else state.seen
         cached = min(seen, self.window - 1)  # what the next token can still see
         window = self.window_for(cached + x.shape[1])
@@ -178,10 +176,7 @@ class TransformerBackbone(Backbone[TransformerState]):
 
     def step(self, x_t: Tensor, *, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """One token through the decoder's layers, its keys and values written to their slot."""
-        if len(state.keys) != self.depth:
-            raise ValueError(
-                f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
-            )
+        self._check(state)
         if not state.ring:
             state = self._as_ring(state)
         position, window = state.seen, self.window
@@ -210,6 +205,12 @@ class TransformerBackbone(Backbone[TransformerState]):
             x = residual(h, x)
         y = self.decoder.final_norm(x)[:, 0]
         return y, dataclasses.replace(state, seen=position + 1)
+
+    def _check(self, state: TransformerState) -> None:
+        if len(state.keys) != self.depth:
+            raise ValueError(
+                f"transformer: a state of {len(state.keys)} layers for a model of {self.depth}"
+            )
 
     def window_for(self, keys: int) -> int | None:
         """The attention window for `keys` positions: None (plain causal) when all of them fit."""

@@ -4,6 +4,7 @@
     .venv/bin/python bench/evaluate.py --size 100k --tasks 64 --episodes 10 --context_len 80
     .venv/bin/python bench/evaluate.py --env key_to_door --size 100k --tasks 1296 --episodes 4 \
         --context_len 200 --backbones transformer --modes stream   # Key-to-Door's reference shapes
+    (add --profile for torch.profiler's table of where each run's CPU time went)
 
 Untrained models (Dark Room by default): the speed of `stream` (one `step()` per token, carried state) and
 `window` (a fresh forward over the last `context_len` steps at every step) does not depend on the
@@ -13,6 +14,7 @@ weights. Steps/s counts every sub-env's step (tasks x steps per second).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--context_len", type=int, default=80)
     parser.add_argument("--modes", nargs="+", default=["stream", "window"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops")
     args = parser.parse_args()
 
     family = make_family(args.env)
@@ -57,14 +60,23 @@ def main() -> None:
             observation_factors=tuple(family.observation_factors),
         ).to(args.device)
         for mode in args.modes:
-            start = time.perf_counter()
-            rollout = run_in_context(model, family, tasks, episodes=args.episodes, mode=mode)
-            seconds = time.perf_counter() - start
+            profiler = (
+                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                if args.profile
+                else None
+            )
+            with profiler or contextlib.nullcontext():
+                start = time.perf_counter()
+                rollout = run_in_context(model, family, tasks, episodes=args.episodes, mode=mode)
+                seconds = time.perf_counter() - start
             steps = rollout.actions.shape[1]
             print(
                 f"{name:<18} {mode:<7} {rollout.actions.size / seconds:12,.0f} steps/s "
                 f"({1e3 * seconds / steps:.1f} ms per lock-step of all tasks, {steps} of them)"
             )
+            if profiler is not None:
+                table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
+                print(table)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,21 @@ def one_thread():
 
 
 def _tiny_fit_args(
-    dataset: Path, root: Path, *extra: str, max_steps: int = 2, every: int = 2
+    dataset: Path,
+    root: Path,
+    *extra: str,
+    max_steps: int = 2,
+    every: int = 2,
+    backbone: str = "gru",
 ) -> list[str]:
-    """`zoo fit` options for a few steps of the tiny GRU, no logger, checkpoints under `root`."""
+    """`zoo fit` options for a few steps of a tiny preset (the GRU by default), no logger,
+    checkpoints under `root`; `extra` last, so it overrides any of them."""
     return [
         f"--data.path={dataset}",
         "--data.context_episodes=1",
         "--data.batch_size=4",
         "--data.val_windows=8",
-        f"--model.backbone={preset_path('gru', 'tiny')}",
+        f"--model.backbone={preset_path(backbone, 'tiny')}",
         "--model.warmup_steps=1",
         f"--trainer.max_steps={max_steps}",
         f"--trainer.val_check_interval={every}",

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from backbones.presets import preset_path
 from zoo.cli import main as zoo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,34 +40,28 @@ def collect(config: str, output: Path, *extra: str) -> Path:
     return output
 
 
-def fit(family: str, data: Path, root: Path, *extra: str, steps: int = 2) -> Path:
+def fit(tiny_fit_args, family: str, data: Path, root: Path, *extra: str, steps: int = 2) -> Path:
     """`zoo fit` of the family's committed experiment on `data` with the tiny transformer for a
-    few steps; returns the checkpoint it selected on the validation tasks."""
-    args = [
-        f"--config={ROOT / 'configs/experiments' / f'{family}.yaml'}",
-        f"--data.path={data}",
-        *extra,
-        "--data.batch_size=4",
-        "--data.val_windows=8",
-        f"--model.backbone={preset_path('transformer', 'tiny')}",
+    few steps (conftest's tiny options); returns the checkpoint it selected on the validation
+    tasks."""
+    config = f"--config={ROOT / 'configs/experiments' / f'{family}.yaml'}"
+    tiny = tiny_fit_args(
+        data,
+        root,
         "--model.compile=false",
-        "--model.warmup_steps=1",
-        f"--trainer.max_steps={steps}",
-        f"--trainer.val_check_interval={steps}",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.logger=false",
-        f"--trainer.default_root_dir={root}",
-    ]
-    assert zoo(["fit", *args]) == 0
+        *extra,
+        max_steps=steps,
+        every=steps,
+        backbone="transformer",
+    )
+    assert zoo(["fit", config, *tiny]) == 0
     (selected,) = root.glob("checkpoints/selected-step*.ckpt")
     return selected
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_collect_fit_ad_and_ed_evaluate(
-    family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_fit_args, family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As bench/reference.sh runs it: AD on the learning histories, ED on the family's expert
     dataset (configs/collect/<family>_expert.yaml, the optimal policy on the same tasks)."""
@@ -79,7 +72,7 @@ def test_collect_fit_ad_and_ed_evaluate(
     ):
         data = collect(config, tmp_path / config, *extra)
         root = tmp_path / mode
-        selected = fit(family, data, root, *context, f"--data.mode={mode}")
+        selected = fit(tiny_fit_args, family, data, root, *context, f"--data.mode={mode}")
         out = root / "eval"
         args = [str(selected), f"--split={split}", "--tasks=3", "--episodes=2"]
         assert zoo(["evaluate", *args, f"--out={out}"]) == 0, mode
@@ -97,12 +90,14 @@ def test_collect_fit_ad_and_ed_evaluate(
             assert not (root / "again").exists()
 
 
-def test_the_source_baseline_is_not_correlated_with_the_bandits_payouts(tmp_path: Path) -> None:
+def test_the_source_baseline_is_not_correlated_with_the_bandits_payouts(
+    tiny_fit_args, tmp_path: Path
+) -> None:
     """UCB1's first pull is a random arm (every arm is untried): on many train bandits it scores
     about a random arm's share of the best (~40-45%). The learner and the envs drawing from one seed
     made it 81%."""
     data = collect("bandit", tmp_path / "bandit", "--episodes=12")
-    checkpoint = fit("bandit", data, tmp_path, "--data.context_episodes=6", steps=1)
+    checkpoint = fit(tiny_fit_args, "bandit", data, tmp_path, "--data.context_episodes=6", steps=1)
     args = [str(checkpoint), "--split=train", "--tasks=2000", "--episodes=1", "--final_episodes=1"]
     assert zoo(["evaluate", *args, "--source_episodes=1", f"--out={tmp_path / 'eval'}"]) == 0
     result = json.loads((tmp_path / "eval/returns.json").read_text())
