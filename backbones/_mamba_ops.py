@@ -37,7 +37,6 @@ if not HAS_SELECTIVE_SCAN_CUDA and "selective_scan_cuda" not in sys.modules:
 
 from mamba_ssm.modules.mamba2 import Mamba2  # noqa: E402
 from mamba_ssm.modules.mamba_simple import Mamba  # noqa: E402
-from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete  # noqa: E402
 from mamba_ssm.ops.selective_scan_interface import (  # noqa: E402
     selective_scan_fn,
     selective_scan_ref,
@@ -195,8 +194,9 @@ def selective_state_step(
 # ---------------------------------------------------------------------------------------------
 
 
-CPU_SSD_CHUNK = 32
-"""Chunk length of the CPU SSD: per training step 0.9 s at 32, 4 s at 256 (docs/dependencies.md)."""
+CPU_SSD_CHUNK = 64
+"""Chunk length of the CPU SSD (the quadratic form's size): 64 was fastest for the 100k preset's
+training step among 32 / 64 / 96 / 160 (bench/ssd_cpu.py)."""
 
 
 @torch.autocast("cpu", enabled=False)  # full precision as in mamba-ssm's kernels
@@ -212,24 +212,49 @@ def ssd_scan_cpu(
     initial_state: Tensor | None = None,
     chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`mamba_chunk_scan_combined` (softplus dt, no z, no dt limit) via mamba-ssm's `ssd_minimal`.
+    """`mamba_chunk_scan_combined` (softplus dt, no z, no dt limit) on CPU: SSD's chunked form.
+
+    Within a chunk of `T` steps the scan is its quadratic ("attention") form,
+    `y = (L * C B^T) (dt x)` with `L[i, j] = exp(a_j+1 + ... + a_i)` for `i >= j`, plus the
+    carried state read through `C`; the state is then advanced over the chunk. Every product is a
+    batched matmul, `C B^T` is computed once per group rather than per head, and chunks are visited
+    in order with the state carried (mamba-ssm's `ssd_minimal_discrete` computes the same sums
+    with 4-operand einsums over all chunks at once, about twice as slow here).
 
     `x: [b, l, h, p]`, `dt: [b, l, h]`, `A, D, dt_bias: [h]`, `B, C: [b, l, g, n]`,
     `initial_state: [b, h, p, n]`. Returns `(y [b, l, h, p], final_state [b, h, p, n])`.
     `chunk_size` changes speed, not the result; by default `CPU_SSD_CHUNK` steps.
     """
-    length, heads = x.shape[1], x.shape[2]
-    chunk_size = chunk_size or max(1, min(length, CPU_SSD_CHUNK))
-    x, B, C = x.float(), B.float(), C.float()
+    batch, length, heads, headdim = x.shape
+    groups, d_state = B.shape[2], B.shape[3]
+    chunk_size = chunk_size or CPU_SSD_CHUNK
+    x = x.float()
     dt = F.softplus(dt.float() + dt_bias.float())
-    B, C = (repeat(t, "b l g n -> b l (g k) n", k=heads // t.shape[2]) for t in (B, C))
-    pad = -length % chunk_size  # padded steps: dt = 0 (decay 1, no input) keep the state
-    X, dA, B_, C_ = (
-        F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x * dt[..., None], A * dt, B, C)
-    )
-    init = None if initial_state is None else initial_state[:, None]
-    y, final_state = ssd_minimal_discrete(X, dA, B_, C_, chunk_size, initial_states=init)
-    return y[:, :length] + x * D.float()[:, None], final_state
+    log_decay = rearrange(dt * A.float(), "b l (g k) -> b g k l", g=groups)
+    X = rearrange(x * dt[..., None], "b l (g k) p -> b g k l p", g=groups)
+    B, C = (rearrange(t.float(), "b l g n -> b g l n") for t in (B, C))
+    if initial_state is None:
+        state = x.new_zeros(batch, groups, heads // groups, headdim, d_state)
+    else:
+        state = rearrange(initial_state.float(), "b (g k) p n -> b g k p n", g=groups)
+    ys = []
+    for start in range(0, length, chunk_size):
+        stop = min(start + chunk_size, length)
+        cum = log_decay[..., start:stop].cumsum(-1)  # [b, g, k, T], non-increasing
+        Xc, Bc, Cc = X[..., start:stop, :], B[:, :, start:stop], C[:, :, start:stop]
+        future = torch.ones(stop - start, stop - start, dtype=torch.bool).triu(1)
+        L = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(future, -torch.inf))
+        scores = (Cc @ Bc.transpose(-1, -2))[:, :, None]  # [b, g, 1, T, T]
+        carried = torch.exp(cum)[..., None] * (Cc[:, :, None] @ state.transpose(-1, -2))
+        ys.append((L * scores) @ Xc + carried)
+        to_end = torch.exp(cum[..., -1:] - cum)[
+            ..., None
+        ]  # decay from each step to the chunk's end
+        state = torch.exp(cum[..., -1])[..., None, None] * state + (
+            (Xc * to_end).transpose(-1, -2) @ Bc[:, :, None]
+        )
+    y = rearrange(torch.cat(ys, -2), "b g k l p -> b l (g k) p")
+    return y + x * D.float()[:, None], rearrange(state, "b g k p n -> b (g k) p n")
 
 
 def ssd_scan(

@@ -3,8 +3,8 @@
 The parameters are those of `mamba_ssm.modules.mamba2.Mamba2` (same names, shapes, initialisation),
 so a checkpoint moves between CPU and GPU. The mixer is run here from those parameters, with a
 carried state: on a GPU through mamba-ssm's Triton kernels (`mamba_chunk_scan_combined` with
-initial states, `selective_state_update`, the gated RMSNorm), on CPU through its pure-PyTorch
-chunked SSD (`ssd_minimal_discrete`) and reference norm (`backbones._mamba_ops`).
+initial states, `selective_state_update`, the gated RMSNorm), on CPU through SSD's chunked
+quadratic form in batched matmuls and mamba-ssm's reference norm (`backbones._mamba_ops`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ batch 32 x 160 steps of Dark Room histories):
 - the ceiling: an fp32 [n, n] x [n, n] matmul at the same thread count.
 Prints tokens/s, GFLOP/s by the 6N rule (N = parameters; attention's own matmuls added for the
 transformer), the fraction of the ceiling, Lightning's overhead (fit / bare) and each member's
-step time relative to the transformer's. Numbers mean something only on a quiet machine: the
+step time relative to the transformer's, and the bare step's page faults and kernel time (what
+`--malloc default` against `retain` changes). Numbers mean something only on a quiet machine: the
 script prints the load it started under.
 
     python bench/train_throughput.py                          # all backbones, 100k and 400k
@@ -27,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +43,7 @@ import yaml
 
 from backbones import BACKBONES, count_parameters
 from backbones.presets import preset_path
+from zoo.allocator import retain_freed_memory
 from zoo.training import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,10 @@ class Result:
     flop_per_step: float
     fit_ms: float
     bare_ms: float
+    bare_faults: float = 0.0
+    """Minor page faults a bare step (memory the allocator handed back and took again)."""
+    bare_sys_ms: float = 0.0
+    """Kernel CPU time a bare step (page faults are most of it)."""
 
 
 class StepTimer(pl.Callback):
@@ -146,7 +153,10 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         model, data = cli.model, cli.datamodule
         batches = [b for _, b in zip(range(8), data.train_dataloader(), strict=False)]
         optimizer = model.configure_optimizers()["optimizer"]  # the model's own, as fit used
-        bare = bare_loop(model, batches, optimizer, warmup=args.warmup, steps=args.steps)
+        usage = []
+        bare = bare_loop(
+            model, batches, optimizer, warmup=args.warmup, steps=args.steps, usage=usage
+        )
     shape = batches[0]["actions"].shape
     return Result(
         backbone=backbone,
@@ -156,6 +166,8 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         flop_per_step=flop_per_step(model, *shape),
         fit_ms=1000 * statistics.median(fit),
         bare_ms=1000 * statistics.median(bare),
+        bare_faults=(usage[1].ru_minflt - usage[0].ru_minflt) / args.steps,
+        bare_sys_ms=1000 * (usage[1].ru_stime - usage[0].ru_stime) / args.steps,
     )
 
 
@@ -166,6 +178,7 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads), "--compile", args.compile]
     command += [f"--set={setting}" for setting in args.set]
+    command += ["--malloc", args.malloc]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -173,11 +186,14 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     return Result(**json.loads(lines[-1]))
 
 
-def bare_loop(model, batches, optimizer, *, warmup: int, steps: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """Forward, backward and an optimizer step, nothing else."""
+def bare_loop(model, batches, optimizer, *, warmup: int, steps: int, usage=None) -> list[float]:  # type: ignore[no-untyped-def]
+    """Forward, backward and an optimizer step, nothing else. `usage`, a list, receives the
+    process's `getrusage` before and after the timed steps."""
     model.train()
     times = []
     for i in range(warmup + steps):
+        if i == warmup and usage is not None:
+            usage.append(resource.getrusage(resource.RUSAGE_SELF))
         batch = batches[i % len(batches)]
         start = time.perf_counter()
         loss, _ = model._loss(batch)
@@ -185,6 +201,8 @@ def bare_loop(model, batches, optimizer, *, warmup: int, steps: int) -> list[flo
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
+    if usage is not None:
+        usage.append(resource.getrusage(resource.RUSAGE_SELF))
     return times[warmup:]
 
 
@@ -230,6 +248,13 @@ def main() -> int:
         help="a `zoo fit` option for every row, without its dashes (repeatable), e.g. "
         "model.embedding_dropout=0.1",
     )
+    parser.add_argument(
+        "--malloc",
+        choices=["retain", "default"],
+        default="retain",
+        help="retain: glibc keeps freed memory, as `zoo` sets it (zoo/allocator.py); default: "
+        "glibc's own thresholds (page faults on every step's large tensors), for a before/after",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny presets, few steps")
     parser.add_argument("--profile", metavar="BACKBONE", help="profile one bare step instead")
     parser.add_argument("--one", nargs=2, metavar=("BACKBONE", "SIZE"), help=argparse.SUPPRESS)
@@ -237,6 +262,8 @@ def main() -> int:
     if args.quick:
         args.sizes, args.steps, args.warmup = ["tiny"], 3, 1
     torch.set_num_threads(args.threads)
+    if args.malloc == "retain":
+        retain_freed_memory()
     data = Path(args.data or ROOT / "data" / "darkroom")
     if not data.is_dir():
         print(f"no dataset at {data}: zoo collect --config configs/collect/darkroom.yaml first")
@@ -254,7 +281,7 @@ def main() -> int:
     print(f"# train_throughput: torch {torch.__version__}, {args.threads} threads, load at start")
     print(f"# {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
     print(f"# experiment {EXPERIMENT.relative_to(ROOT)}, data {data}; median of {args.steps} steps")
-    print(f"# presets with --model.compile={args.compile}")
+    print(f"# presets with --model.compile={args.compile}; malloc: {args.malloc}")
     results = [
         measure_in_child(b, s, args)
         for s in args.sizes
@@ -264,9 +291,10 @@ def main() -> int:
     print()
     print(
         "| backbone | size | params | fit ms/step | bare ms/step | fit / bare | fit tokens/s "
-        "| fit GFLOP/s | of ceiling | fit vs transformer | bare vs transformer |"
+        "| fit GFLOP/s | of ceiling | fit vs transformer | bare vs transformer "
+        "| bare page faults/step | bare kernel ms/step |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         reference = next(
             (x for x in results if x.size == r.size and x.backbone == "transformer"), None
@@ -280,7 +308,8 @@ def main() -> int:
         print(
             f"| {r.backbone} | {'-' if r.backbone == AS_IS else r.size} | {r.parameters:,} | {r.fit_ms:.1f} | {r.bare_ms:.1f} "
             f"| {r.fit_ms / r.bare_ms:.2f} | {r.tokens_per_step / (r.fit_ms / 1000):,.0f} "
-            f"| {gflops:.1f} | {gflops / ceiling:.1%} | {vs[0]} | {vs[1]} |"
+            f"| {gflops:.1f} | {gflops / ceiling:.1%} | {vs[0]} | {vs[1]} "
+            f"| {r.bare_faults:,.0f} | {r.bare_sys_ms:.1f} |"
         )
     return 0
 
