@@ -11,8 +11,8 @@ batch 32 x 160 steps of Dark Room histories):
 - the ceiling: an fp32 [n, n] x [n, n] matmul at the same thread count.
 Prints tokens/s, GFLOP/s by the 6N rule (N = parameters; attention's own matmuls added for the
 transformer), the fraction of the ceiling, Lightning's overhead (fit / bare) and each member's
-step time relative to the transformer's, and the bare step's page faults and kernel time (what
-`--malloc default` against `retain` changes). Numbers mean something only on a quiet machine: the
+step time relative to the transformer's, and the bare step's page faults and kernel time (memory the
+allocator gave back and took again). Numbers mean something only on a quiet machine: the
 script prints the load it started under.
 
     python bench/train_throughput.py                          # all backbones, 100k and 400k
@@ -43,7 +43,6 @@ import yaml
 
 from backbones import BACKBONES, count_parameters
 from backbones.presets import preset_path
-from zoo.allocator import retain_freed_memory
 from zoo.training import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +177,6 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads), "--compile", args.compile]
     command += [f"--set={setting}" for setting in args.set]
-    command += ["--malloc", args.malloc]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -248,13 +246,6 @@ def main() -> int:
         help="a `zoo fit` option for every row, without its dashes (repeatable), e.g. "
         "model.embedding_dropout=0.1",
     )
-    parser.add_argument(
-        "--malloc",
-        choices=["retain", "default"],
-        default="retain",
-        help="retain: glibc keeps freed memory, as `zoo` sets it (zoo/allocator.py); default: "
-        "glibc's own thresholds (page faults on every step's large tensors), for a before/after",
-    )
     parser.add_argument("--quick", action="store_true", help="tiny presets, few steps")
     parser.add_argument("--profile", metavar="BACKBONE", help="profile one bare step instead")
     parser.add_argument("--one", nargs=2, metavar=("BACKBONE", "SIZE"), help=argparse.SUPPRESS)
@@ -262,8 +253,6 @@ def main() -> int:
     if args.quick:
         args.sizes, args.steps, args.warmup = ["tiny"], 3, 1
     torch.set_num_threads(args.threads)
-    if args.malloc == "retain":
-        retain_freed_memory()
     data = Path(args.data or ROOT / "data" / "darkroom")
     if not data.is_dir():
         print(f"no dataset at {data}: zoo collect --config configs/collect/darkroom.yaml first")
@@ -281,7 +270,7 @@ def main() -> int:
     print(f"# train_throughput: torch {torch.__version__}, {args.threads} threads, load at start")
     print(f"# {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
     print(f"# experiment {EXPERIMENT.relative_to(ROOT)}, data {data}; median of {args.steps} steps")
-    print(f"# presets with --model.compile={args.compile}; malloc: {args.malloc}")
+    print(f"# presets with --model.compile={args.compile}")
     results = [
         measure_in_child(b, s, args)
         for s in args.sizes

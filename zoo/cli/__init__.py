@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
-from zoo.allocator import retain_freed_memory
 from zoo.errors import UsageError, concise, is_user_error, one_line
 
 
@@ -114,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (a bad option, a damaged dataset or checkpoint, ...) is one
     line on stderr and exit code 2; a bug keeps its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    retain_freed_memory()  # no page faults on every training step's tensors (zoo/allocator.py)
     debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
     if argv[:1] == ["--debug"]:
         debug, argv = True, argv[1:]
