@@ -63,7 +63,7 @@ class Result:
     bare_faults: float = 0.0
     """Minor page faults a bare step (memory the allocator handed back and took again)."""
     bare_sys_ms: float = 0.0
-    """Kernel CPU time a bare step (page faults are most of it)."""
+    """Kernel CPU time a bare step (where page faults are paid)."""
 
 
 class StepTimer(pl.Callback):
@@ -152,10 +152,10 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         model, data = cli.model, cli.datamodule
         batches = [b for _, b in zip(range(8), data.train_dataloader(), strict=False)]
         optimizer = model.configure_optimizers()["optimizer"]  # the model's own, as fit used
-        usage = []
-        bare = bare_loop(
-            model, batches, optimizer, warmup=args.warmup, steps=args.steps, usage=usage
-        )
+        bare_loop(model, batches, optimizer, warmup=args.warmup, steps=0)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        bare = bare_loop(model, batches, optimizer, warmup=0, steps=args.steps)
+        after = resource.getrusage(resource.RUSAGE_SELF)
     shape = batches[0]["actions"].shape
     return Result(
         backbone=backbone,
@@ -165,8 +165,8 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         flop_per_step=flop_per_step(model, *shape),
         fit_ms=1000 * statistics.median(fit),
         bare_ms=1000 * statistics.median(bare),
-        bare_faults=(usage[1].ru_minflt - usage[0].ru_minflt) / args.steps,
-        bare_sys_ms=1000 * (usage[1].ru_stime - usage[0].ru_stime) / args.steps,
+        bare_faults=(after.ru_minflt - before.ru_minflt) / args.steps,
+        bare_sys_ms=1000 * (after.ru_stime - before.ru_stime) / args.steps,
     )
 
 
@@ -184,14 +184,11 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     return Result(**json.loads(lines[-1]))
 
 
-def bare_loop(model, batches, optimizer, *, warmup: int, steps: int, usage=None) -> list[float]:  # type: ignore[no-untyped-def]
-    """Forward, backward and an optimizer step, nothing else. `usage`, a list, receives the
-    process's `getrusage` before and after the timed steps."""
+def bare_loop(model, batches, optimizer, *, warmup: int, steps: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Forward, backward and an optimizer step, nothing else."""
     model.train()
     times = []
     for i in range(warmup + steps):
-        if i == warmup and usage is not None:
-            usage.append(resource.getrusage(resource.RUSAGE_SELF))
         batch = batches[i % len(batches)]
         start = time.perf_counter()
         loss, _ = model._loss(batch)
@@ -199,8 +196,6 @@ def bare_loop(model, batches, optimizer, *, warmup: int, steps: int, usage=None)
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
-    if usage is not None:
-        usage.append(resource.getrusage(resource.RUSAGE_SELF))
     return times[warmup:]
 
 
