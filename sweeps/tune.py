@@ -49,8 +49,9 @@ class TuneConfig:
     """Warm-up lengths to choose from."""
     dropout: tuple[float, float] = (0.0, 0.2)
     """Dropout range, for backbones that take a `dropout` argument."""
-    depths: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
-    """Depths (blocks or layers) to choose from; the width follows from the budget."""
+    depths: list[int] | None = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
+    """Depths (blocks or layers) to choose from; the width follows from the budget. None: the
+    preset's own depth only (one study config then fits every backbone's shape)."""
     token_mask: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.3])
     """Token-masking probabilities to choose from (AD: 0.3)."""
     label_smoothing: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1])
@@ -113,6 +114,12 @@ def widest_within_budget(backbone: str, init_args: dict[str, Any], budget: int) 
     return best
 
 
+def depth_choices(config: TuneConfig, init_args: dict[str, Any]) -> list[int]:
+    """The depths a trial draws from: the config's, or the preset's own (`depths: null`).
+    `depth` is every member's name for its number of blocks or layers (the backbone contract)."""
+    return list(config.depths) if config.depths is not None else [int(init_args["depth"])]
+
+
 def objective(trial: optuna.Trial, config: TuneConfig) -> float:
     preset, init_args = preset_init_args(config.backbone, config.size)
     budget = config.param_budget or count_parameters(create_backbone(config.backbone, **init_args))
@@ -124,7 +131,7 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
         "label_smoothing": trial.suggest_categorical("label_smoothing", config.label_smoothing),
     }
     overrides: dict[str, Any] = {}
-    overrides["depth"] = trial.suggest_categorical("depth", config.depths)  # every member's name
+    overrides["depth"] = trial.suggest_categorical("depth", depth_choices(config, init_args))
     if "dropout" in accepted:
         overrides["dropout"] = trial.suggest_float("dropout", *config.dropout)
     if "attn_dropout" in accepted:

@@ -13,7 +13,7 @@ import yaml
 
 from backbones import count_parameters, create_backbone
 from sweeps.study import SweepError, open_storage
-from sweeps.tune import preset_init_args, widest_within_budget
+from sweeps.tune import TuneConfig, depth_choices, preset_init_args, widest_within_budget
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +33,14 @@ def test_widest_width_fills_the_budget(name: str, depth: int) -> None:
         except ValueError:
             continue
         assert count_parameters(model) > budget
+
+
+@pytest.mark.parametrize(("name", "depth"), [("gru", 4), ("lstm", 3), ("transformer", 2)])
+def test_depths_null_keeps_each_presets_own_depth(name: str, depth: int) -> None:
+    _, init_args = preset_init_args(name, "100k")
+    config = TuneConfig(experiment="unused.yaml", backbone=name, depths=None)
+    assert depth_choices(config, init_args) == [depth]
+    assert depth_choices(TuneConfig(experiment="unused.yaml", backbone=name), init_args) == [1, 2, 3, 4]
 
 
 def test_a_budget_below_the_narrowest_model_is_refused() -> None:
