@@ -25,6 +25,9 @@ def main() -> None:
     for name in args.study:
         study = optuna.load_study(study_name=name, storage=args.storage)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if done and "curve" not in done[0].user_attrs:  # a tuning study plays no test task
+            print(f"## {name}: no test curves (a tuning study): `zoo sweep status` prints it")
+            continue
         walls: dict[tuple, list[float]] = collections.defaultdict(list)
         seeds: set = set()
         print(f"## {name}: {len(done)} complete trial(s)")

@@ -152,6 +152,28 @@ def test_config_typo_is_one_clear_error(
     assert "nope" in capsys.readouterr().err
 
 
+def test_grid_options_replace_the_configs_axes(
+    tmp_path: Path, experiment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = str(study_config(tmp_path, experiment))
+    axes = ["--backbones", "transformer", "--context_episodes", "1", "--seeds", "3"]
+    finished(sweep("--config", config, "--storage", storage, "--name", "one", *axes))
+    (trial,) = optuna.load_study(study_name="one", storage=open_storage(storage)).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.params == {"backbone": "transformer", "context_episodes": 1.0, "seed": 3}
+    # a bad value is the config's own one-line error, before any trial starts
+    run = ["sweep", "run", "--config", config, "--storage", storage, "--name", "two"]
+    assert zoo([*run, "--backbones", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert zoo([*run, "--context_episodes", "0"]) == 2
+    assert "context_episodes must be > 0" in capsys.readouterr().err
+    tune = str(ROOT / "configs/sweeps/darkroom_tune.yaml")
+    assert zoo(["sweep", "run", "--config", tune, "--storage", storage, "--seeds", "1"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert "two" not in optuna.get_all_study_names(storage=open_storage(storage))
+
+
 @pytest.mark.parametrize(
     "config", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem
 )

@@ -40,7 +40,8 @@ def test_depths_null_keeps_each_presets_own_depth(name: str, depth: int) -> None
     _, init_args = preset_init_args(name, "100k")
     config = TuneConfig(experiment="unused.yaml", backbone=name, depths=None)
     assert depth_choices(config, init_args) == [depth]
-    assert depth_choices(TuneConfig(experiment="unused.yaml", backbone=name), init_args) == [1, 2, 3, 4]
+    default = TuneConfig(experiment="unused.yaml", backbone=name)
+    assert depth_choices(default, init_args) == [1, 2, 3, 4]
 
 
 def test_a_budget_below_the_narrowest_model_is_refused() -> None:

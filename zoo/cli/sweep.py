@@ -55,6 +55,12 @@ def subcommands(parser: Parser) -> None:
     run.add_argument("--seeds", type=int, nargs="+", default=None,
                      help="training seeds of an ablation grid (instead of the config's; give a "
                      "new --name)")  # fmt: skip
+    run.add_argument("--backbones", type=str, nargs="+", default=None,
+                     help="backbones of an ablation grid (instead of the config's; give a new "
+                     "--name)")  # fmt: skip
+    run.add_argument("--context_episodes", type=float, nargs="+", default=None,
+                     help="training contexts of an ablation grid, in episodes (instead of the "
+                     "config's; give a new --name)")  # fmt: skip
     run.add_argument("--n_trials", type=int | None, default=None, help="trials this worker runs")
     run.add_argument("--timeout", type=float | None, default=None, help="seconds this worker runs")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
@@ -82,6 +88,10 @@ def run(options: Namespace, argv: list[str]) -> int:
     return {"run": _run, "status": _status, "export": _export}[subcommand](options[subcommand])
 
 
+GRID_OPTIONS = ("backbones", "context_episodes", "seeds")
+"""Options that replace an ablation grid's axes (AblationConfig fields of the same names)."""
+
+
 def _run(args: Namespace) -> int:
     from sweeps.study import (
         STUDY_KINDS,
@@ -96,10 +106,15 @@ def _run(args: Namespace) -> int:
     spec = load_spec(
         args.config, kind=args.study, name=args.name, storage=args.storage, backbone=args.backbone
     )
-    if args.seeds is not None:
+    grid = {k: getattr(args, k) for k in GRID_OPTIONS if getattr(args, k) is not None}
+    if grid:
         if spec.kind != "ablation":
-            raise SweepError("--seeds sets the seeds of an ablation grid; tuning has one seed")
-        spec.config = dataclasses.replace(spec.config, seeds=list(args.seeds))
+            options = ", ".join(f"--{k}" for k in grid)
+            raise SweepError(f"{options} set an ablation grid's axes; a tuning study has none")
+        try:
+            spec.config = dataclasses.replace(spec.config, **{k: list(v) for k, v in grid.items()})
+        except (ValueError, FileNotFoundError) as error:  # an unknown backbone, a context <= 0
+            raise SweepError(str(error)) from error
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         # workers share the machine's cores rather than each taking all of them (children inherit)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
@@ -146,8 +161,9 @@ def _own_args(args: Namespace, spec: Any) -> list[str]:
     out = ["--study", spec.kind, "--config", args.config, "--storage", spec.storage]
     out += ["--name", spec.name, "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
     out += ["--max_retry", str(args.max_retry)]
-    if args.seeds is not None:
-        out += ["--seeds", *map(str, args.seeds)]
+    for option in GRID_OPTIONS:
+        if getattr(args, option) is not None:
+            out += [f"--{option}", *map(str, getattr(args, option))]
     if args.backbone is not None:
         out += ["--backbone", args.backbone]
     if args.n_trials is not None:
