@@ -162,6 +162,11 @@ def test_grid_options_replace_the_configs_axes(
     (trial,) = optuna.load_study(study_name="one", storage=open_storage(storage)).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.params == {"backbone": "transformer", "context_episodes": 1.0, "seed": 3}
+    # status counts the grid the study ran, not the config file's
+    assert zoo(["sweep", "status", "--config", config, "--storage", storage, "--name", "one"]) == 0
+    assert (
+        "'done': 1, 'running': 0, 'waiting': 0, 'failed': 0, 'todo': 0" in capsys.readouterr().out
+    )
     # a bad value is the config's own one-line error, before any trial starts
     run = ["sweep", "run", "--config", config, "--storage", storage, "--name", "two"]
     assert zoo([*run, "--backbones", "nope"]) == 2

@@ -206,6 +206,11 @@ def _status(args: Namespace) -> int:
     study = load_existing(name, storage_url)
     print(f"study {name!r} in {storage_url}")
     if space is not None:
+        # the grid the study was run on: its workers' `--backbones`/`--context_episodes`/`--seeds`
+        # may have replaced the config file's axes, and the study records what they ran
+        ran = study.user_attrs.get("config", {})
+        axes = {k: ran[k] for k in GRID_OPTIONS if k in ran}
+        space = dataclasses.replace(spec.config, **axes).search_space()
         print(f"grid: {grid_progress(study, space)}")
     print_status(study)
     return 0
