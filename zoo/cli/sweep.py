@@ -192,25 +192,25 @@ def _status(args: Namespace) -> int:
     from sweeps.study import DEFAULT_STORAGE, grid_progress, load_existing, load_spec
     from zoo.errors import UsageError
 
-    space = None
+    grid_config = None  # an ablation's config: its grid is shown
     if args.config:
         spec = load_spec(
             args.config, kind=None, name=args.name, storage=args.storage, backbone=args.backbone
         )
         name, storage_url = spec.name, spec.storage
-        space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
+        grid_config = spec.config if hasattr(spec.config, "search_space") else None
     else:
         if not args.name:
             raise UsageError("give --config or --name")
         name, storage_url = args.name, args.storage or DEFAULT_STORAGE
     study = load_existing(name, storage_url)
     print(f"study {name!r} in {storage_url}")
-    if space is not None:
+    if grid_config is not None:
         # the grid the study was run on: its workers' `--backbones`/`--context_episodes`/`--seeds`
         # may have replaced the config file's axes, and the study records what they ran
         ran = study.user_attrs.get("config", {})
         axes = {k: ran[k] for k in GRID_OPTIONS if k in ran}
-        space = dataclasses.replace(spec.config, **axes).search_space()
+        space = dataclasses.replace(grid_config, **axes).search_space()
         print(f"grid: {grid_progress(study, space)}")
     print_status(study)
     return 0
