@@ -110,6 +110,13 @@ class EnvFamily(ABC):
     def optimal_return(self, tasks: np.ndarray) -> np.ndarray:
         """Best achievable episode return of each task, `[n]` float64."""
 
+    def transition_table(self) -> np.ndarray | None:
+        """`[num_observations, num_actions]` int64: the observation each action leads to from each
+        observation, where that is deterministic and the same in every task (the Dark grids: the
+        moves, walls included), so a learner may be told the dynamics and left to find the rewards;
+        None (the default) where it is not."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """The family's parameters, JSON-serialisable (for a dataset's manifest)."""
         return dataclasses.asdict(self)  # type: ignore[call-overload]  # families are dataclasses; the ABC is not

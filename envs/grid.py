@@ -71,6 +71,9 @@ class GridFamily(EnvFamily):
     def split_size(self, split: Split) -> int | None:
         return len(self._pool(split))
 
+    def transition_table(self) -> np.ndarray:
+        return move_table(self.size)
+
 
 @functools.lru_cache(maxsize=8)
 def move_table(size: int) -> np.ndarray:

@@ -46,6 +46,13 @@ class QLearningParams:
     far, toward its last seen reward and next state (Dyna-Q planning on the model the agent has
     seen; exact on deterministic grids): a found goal's value spreads over every explored cell, so
     the greedy path is the shortest one through them. 0: off."""
+    known_moves: bool = False
+    """Tell the learner where each action leads (the family's `transition_table`: the grid's moves)
+    but not what it pays: arriving in a cell reveals the outcome (reward, end of episode, next
+    state) of every (state, action) that leads there, not only of the one taken, so the planning
+    sweeps see it and the optimism of untried actions draws the agent to unvisited cells rather
+    than to every untried action of every visited one (an optimistic planner, R-max-like, on a
+    known grid). Needs `replay_sweeps`."""
     progress_state: bool | None = None
     """Add "rewarded already this episode" (key picked) to the state; None: where the family's
     rewards mark progress (`EnvFamily.reward_marks_progress`)."""
@@ -55,6 +62,8 @@ class QLearningParams:
             raise ValueError(f"q_learning: need 0 < lr <= 1 and 0 <= gamma < 1, got {self}")
         if self.replay_sweeps < 0:
             raise ValueError(f"q_learning: replay_sweeps must be >= 0, got {self.replay_sweeps}")
+        if self.known_moves and not self.replay_sweeps:
+            raise ValueError("q_learning: known_moves needs replay_sweeps > 0 (its planning)")
         check_epsilon(
             "q_learning",
             start=self.eps_start,
@@ -111,6 +120,8 @@ class QLearning(Learner):
             self._seen_next = np.full(self.q.shape, -1, np.int64)
             self._seen_reward = np.zeros(self.q.shape, np.float32)
             self._seen_terminated = np.zeros(self.q.shape, bool)
+        if params.known_moves:
+            self._into = self._arrivals(family)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         q = np.take(self._q_rows, self._row_base + self._state(obs, self.progress), axis=0)
@@ -145,6 +156,8 @@ class QLearning(Learner):
             self._seen_next[envs, state, actions] = next_row
             self._seen_reward[envs, state, actions] = rewards
             self._seen_terminated[envs, state, actions] = terminated
+            if self.params.known_moves:
+                self._reveal(state, next_obs, next_row, rewards, terminated)
         if self.params.backward_replay:
             self._record(step)
             if len(finished):
@@ -199,6 +212,47 @@ class QLearning(Learner):
             if np.array_equal(updated, q):  # converged: more sweeps change nothing
                 break
             self.q[envs] = updated
+
+    def _arrivals(self, family: EnvFamily) -> np.ndarray:
+        """`[num_obs, k]`: the (observation, action) pairs, as `obs * num_actions + action`, that
+        lead to each observation under the family's moves; -1 pads the shorter rows."""
+        moves = family.transition_table()
+        if moves is None:
+            raise ValueError(
+                f"q_learning: known_moves needs a family with deterministic moves; "
+                f"{family.name!r} has no transition_table"
+            )
+        if family.reward_marks_progress and not self.track_progress:
+            raise ValueError(
+                f"q_learning: known_moves on {family.name!r} needs progress_state (its rewards "
+                "depend on progress the observation does not show)"
+            )
+        order = np.argsort(moves.reshape(-1), kind="stable")
+        counts = np.bincount(moves.reshape(-1), minlength=self.num_obs)
+        into = np.full((self.num_obs, int(counts.max())), -1, np.int64)
+        column = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+        into[np.repeat(np.arange(self.num_obs), counts), column] = order
+        return into
+
+    def _reveal(
+        self,
+        state: np.ndarray,
+        next_obs: np.ndarray,
+        next_row: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None:
+        """Record this step's outcome for every (state, action) of the same progress layer that
+        arrives where it did (`known_moves`): on these grids the outcome depends on the cell
+        arrived in and the progress so far, not on where the agent came from."""
+        pairs = self._into[next_obs]  # [num_envs, k]
+        env, slot = np.nonzero(pairs >= 0)
+        layer = state[env] // self.num_obs  # the progress layer the step started in
+        flat = pairs[env, slot] + layer * self.num_obs * self.num_actions
+        rows, actions = np.divmod(flat, self.num_actions)
+        self._seen_next[env, rows, actions] = next_row[env]
+        self._seen_reward[env, rows, actions] = rewards[env]
+        self._seen_terminated[env, rows, actions] = terminated[env]
 
     def _state(self, obs: np.ndarray, progress: np.ndarray) -> np.ndarray:
         return obs + progress * self.num_obs if self.track_progress else obs

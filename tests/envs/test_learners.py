@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,9 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fraction_of_optimal(
-    name: str, learner: str, *, tasks: int, episodes: int, **params: object
+    name: str,
+    learner: str,
+    *,
+    tasks: int,
+    episodes: int,
+    env_params: dict[str, Any] | None = None,
+    **params: object,
 ) -> np.ndarray:
-    family = make_family(name)
+    family = make_family(name, **(env_params or {}))
     table = family.sample_tasks("train", tasks, seed=0)
     agent = make_learner(learner, num_envs=tasks, family=family, seed=0, **params)
     histories = collect_histories(family, table, agent, episodes=episodes, seed=0)
@@ -86,6 +93,77 @@ def test_q_learning_adds_the_key_to_its_state_only_where_rewards_mark_progress()
     for name, states in [("darkroom", 81), ("key_to_door", 162)]:
         agent = make_learner("q_learning", num_envs=2, family=make_family(name), seed=0)
         assert agent.q.shape == (2, states, 5)  # type: ignore[attr-defined]
+
+
+FAST = {"lr": 1.0, "init_value": 0.5, "eps_start": 0.1, "eps_end": 0.0, "eps_decay_episodes": 40}
+FAST |= {"backward_replay": True, "replay_sweeps": 40}
+
+
+def _drive(agent: Any, family: Any, table: np.ndarray, *, steps: int) -> np.ndarray:
+    """Play and teach `agent` for `steps` steps as `collect_histories` does; `[env, progress layer,
+    cell]`: the cells each sub-env arrived in, by the layer it arrived from."""
+    env = family.make_vector_env(table, seed=0)
+    obs, _ = env.reset(seed=0)
+    arrived = np.zeros((len(table), 2, family.num_observations), bool)
+    for _ in range(steps):
+        actions, layer = agent.act(obs), agent.progress.astype(int)
+        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        agent.update(obs, actions, rewards, info["final_obs"], terminated, truncated)
+        arrived[np.arange(len(table)), layer, family.transition_table()[obs, actions]] = True
+        obs = next_obs
+    return arrived
+
+
+def test_known_moves_reveals_every_pair_that_arrives_in_a_visited_cell() -> None:
+    """With the grid's moves known, arriving in a cell records its outcome for every (state,
+    action) that leads there, and for no other pair; the outcomes are the env's own."""
+    family = make_family("key_to_door", size=5)  # two progress layers: the key is picked first
+    table = family.sample_tasks("train", 16, seed=0)
+    agent: Any = make_learner(
+        "q_learning", num_envs=16, family=family, seed=0, known_moves=True, **FAST
+    )
+    arrived = _drive(agent, family, table, steps=120)  # ~6 episodes
+    moves, cells = family.transition_table(), family.num_observations
+    seen = (agent._seen_next >= 0).reshape(16, 2, cells, -1)
+    np.testing.assert_array_equal(seen, arrived[:, :, moves])  # exactly the pairs into them
+    next_obs = ((agent._seen_next - agent._row_base[:, None, None]) % cells).reshape(seen.shape)
+    np.testing.assert_array_equal(next_obs[seen], np.broadcast_to(moves, seen.shape)[seen])
+    assert arrived[:, 1].any() and (agent._seen_reward > 0).any()
+    plain: Any = make_learner("q_learning", num_envs=16, family=family, seed=0, **FAST)
+    _drive(plain, family, table, steps=120)
+    assert seen.sum() > 1.5 * (plain._seen_next >= 0).sum()
+
+
+def test_known_moves_finds_dark_room_hard_goals_in_half_the_episodes() -> None:
+    """Optimism over unvisited cells instead of untried actions: on Dark Room Hard (9x9 here)
+    80% success comes in about half the episodes (measured 7 against 14 on 32 goals)."""
+    curves = [
+        _fraction_of_optimal(
+            "darkroom_hard",
+            "q_learning",
+            tasks=32,
+            episodes=40,
+            env_params={"size": 9},
+            known_moves=k,
+            **FAST,
+        ).mean(0)
+        for k in (True, False)
+    ]
+    known, plain = (int(np.flatnonzero(c >= 0.8)[0]) for c in curves)
+    assert known <= 0.7 * plain, (known, plain)
+    assert curves[0][:2].mean() < 0.3  # it still starts out searching
+
+
+def test_known_moves_needs_a_grid_its_planning_and_the_progress_state() -> None:
+    with pytest.raises(ValueError, match=r"bandit.* has no transition_table"):
+        make_learner("q_learning", num_envs=1, family=make_family("bandit"), seed=0,
+                     known_moves=True, replay_sweeps=1)  # fmt: skip
+    with pytest.raises(ValueError, match="needs replay_sweeps"):
+        make_learner("q_learning", num_envs=1, family=make_family("darkroom"), seed=0,
+                     known_moves=True)  # fmt: skip
+    with pytest.raises(ValueError, match="needs progress_state"):
+        make_learner("q_learning", num_envs=1, family=make_family("key_to_door"), seed=0,
+                     known_moves=True, replay_sweeps=1, progress_state=False)  # fmt: skip
 
 
 @pytest.mark.parametrize("learner", ["ucb1", "thompson", "epsilon_greedy"])
