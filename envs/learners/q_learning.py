@@ -152,12 +152,13 @@ class QLearning(Learner):
         done = terminated | truncated
         finished = np.flatnonzero(done)
         if self.params.replay_sweeps:
-            envs = np.arange(self.num_envs)
-            self._seen_next[envs, state, actions] = next_row
-            self._seen_reward[envs, state, actions] = rewards
-            self._seen_terminated[envs, state, actions] = terminated
-            if self.params.known_moves:
+            if self.params.known_moves:  # the pair taken is one of those revealed
                 self._reveal(state, next_obs, next_row, rewards, terminated)
+            else:
+                envs = np.arange(self.num_envs)
+                self._seen_next[envs, state, actions] = next_row
+                self._seen_reward[envs, state, actions] = rewards
+                self._seen_terminated[envs, state, actions] = terminated
         if self.params.backward_replay:
             self._record(step)
             if len(finished):

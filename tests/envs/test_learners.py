@@ -136,7 +136,7 @@ def test_known_moves_reveals_every_pair_that_arrives_in_a_visited_cell() -> None
 
 def test_known_moves_finds_dark_room_hard_goals_in_half_the_episodes() -> None:
     """Optimism over unvisited cells instead of untried actions: on Dark Room Hard (9x9 here)
-    80% success comes in about half the episodes (measured 7 against 14 on 32 goals)."""
+    80% success comes in about half the episodes (episode 8 against 14 on these 32 goals)."""
     curves = [
         _fraction_of_optimal(
             "darkroom_hard",
