@@ -6,7 +6,8 @@
 #       played by the checkpoint chosen on the validation tasks (never on held-out ones), beside
 #       the source learner on the same tasks;
 #   ED: the same experiment in ED mode, evaluated the same way.
-# Prints each stage's wall time, the in-context curve's key points and the family's score:
+# Prints each stage's wall time, the in-context curve's key points and the family's score
+# (bench/reference_score.py, which also summarises several runs: training seeds):
 #   darkroom, key_to_door: final return (last 5 episodes) as a fraction of optimal;
 #   darkroom_hard: final success rate (return 1 = goal reached);
 #   bandit (ood split): (r - r_random) / (r_UCB - r_random) at the end of the history, UCB being
@@ -85,53 +86,7 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
       --seed "$seed" --out "$OUT/$kind/eval-$seed"
   done
   echo "$kind total: $((SECONDS - start)) s"
-  "$PY" - "$FAMILY" "$kind" "$FINAL" "$OUT" "${SEEDS[@]}" <<'PY'
-import json, sys
-import numpy as np
-family, kind, final, out, seeds = *sys.argv[1:3], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
-def returns_of(kind, seed):
-    try:
-        return json.load(open(f"{out}/{kind}/eval-{seed}/returns.json"))
-    except FileNotFoundError as e:
-        sys.exit(f"no {kind} evaluation at {e.filename}: run bench/reference.sh {family} {kind}")
-
-results = [returns_of(kind, seed) for seed in seeds]
-scores = []
-for result in results:
-    returns = np.asarray(result["returns"])
-    curve, k = returns.mean(0), returns.shape[1]
-    optimal = float(np.mean(result["optimal"]))
-    points = sorted({1, 2, 5, 10, 20, k // 2, k} & set(range(1, k + 1)))
-    print(f"{kind}, evaluation seed {result['seed']}: held-out return by episode (mean of "
-          f"{len(returns)} {result['split']} tasks, {result['mode']}, optimal {optimal:.3f}):")
-    print("  " + "  ".join(f"ep{p}={curve[p - 1]:.2f}" for p in points))
-    ad_final = float(returns[:, -final:].mean())
-    source = np.asarray(result["source"]["returns"]) if result["source"] else None
-    if family == "bandit":  # normalised to the source (UCB) on the same bandits, 0 = random arm
-        # ED's model learnt from no learner: its UCB is the AD run's, on the same seeded bandits
-        ucb_of = result if source is not None else returns_of("ad", result["seed"])
-        if ucb_of["tasks"] != result["tasks"] or not ucb_of["source"]:
-            sys.exit("the bandit score needs UCB on the same bandits: run the ad reference first")
-        random = float(np.asarray(result["tasks"]).mean())
-        ucb = float(np.asarray(ucb_of["source"]["returns"])[:, k - final : k].mean())
-        score = (ad_final - random) / (ucb - random)
-        print(f"  last {final} pulls: {ad_final:.3f}; random arm {random:.3f}, "
-              f"{ucb_of['source']['learner']} {ucb:.3f}: score {score:.2f} of UCB")
-    else:
-        score = ad_final / optimal
-        print(f"  final (last {final}) {ad_final:.3f} = {score:.1%} of optimal, "
-              f"auc {result['summary']['auc']:.3f}")
-    scores.append(score)
-    if source is not None and family != "bandit":
-        reach = np.flatnonzero(source.mean(0) >= 0.8 * optimal)
-        print(f"  source learner ({result['source']['learner']}) on the same tasks: "
-              f"ep1={source.mean(0)[0]:.2f} ep{source.shape[1]}={source.mean(0)[-1]:.2f}, "
-              f"first episode >= 80% of optimal: {reach[0] + 1 if len(reach) else 'never'}")
-what = "of UCB" if family == "bandit" else "of optimal"
-fmt = (lambda s: f"{s:.2f}") if family == "bandit" else (lambda s: f"{s:.1%}")
-print(f"{family} {kind}: final score {fmt(float(np.mean(scores)))} {what} on average over "
-      f"{len(scores)} evaluation seeds ({', '.join(fmt(s) for s in scores)})")
-PY
+  "$PY" bench/reference_score.py "$FAMILY" "$kind" "$OUT" --final "$FINAL" --seeds "${SEEDS[@]}"
 }
 
 case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
