@@ -22,7 +22,12 @@ class State:
 
     Subclasses are `@dataclasses.dataclass` classes whose fields are tensors (or None, or plain
     Python numbers such as a position counter). `map_tensors` gives them `detach()` and `to()`.
+    A state of a fixed size whose tensors all have the batch at one dimension declares it in
+    `batch_dim`; then `where` resets some of its rows (training with a state carried from window
+    to window, `model.carry_state`). None (the default): rows cannot be told apart.
     """
+
+    batch_dim: ClassVar[int | None] = None
 
     def map_tensors(self, fn: Callable[[Tensor], Tensor]) -> State:
         """A copy of this state with `fn` applied to every tensor field (tuples/lists of tensors too)."""
@@ -43,6 +48,39 @@ class State:
 
     def detach(self) -> State:
         return self.map_tensors(Tensor.detach)
+
+    def tensors(self) -> dict[str, Any]:
+        """The fields, by name (tensors, tuples of tensors, ...): what a checkpoint stores."""
+        assert dataclasses.is_dataclass(self), f"{type(self).__name__} must be a dataclass"
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def where(self, rows: Tensor, other: State) -> State:
+        """This state with the rows where `rows` (`[B]` bool) is True taken from `other`, a state
+        of the same type and shape (e.g. `init_state`: those rows start afresh)."""
+        dim = self.batch_dim
+        if dim is None:
+            raise TypeError(f"{type(self).__name__} has no batch dimension to select rows along")
+        if type(other) is not type(self):
+            raise TypeError(f"cannot mix a {type(self).__name__} with a {type(other).__name__}")
+
+        def pick(mine: Any, theirs: Any) -> Any:
+            if isinstance(mine, Tensor):
+                shape = [1] * mine.ndim
+                shape[dim] = -1
+                return torch.where(rows.view(shape), theirs, mine)
+            if isinstance(mine, (tuple, list)):
+                return type(mine)(pick(m, t) for m, t in zip(mine, theirs, strict=True))
+            return mine
+
+        theirs = other.tensors()
+        return self.replace_tensors(
+            {name: pick(value, theirs[name]) for name, value in self.tensors().items()}
+        )
+
+    def replace_tensors(self, fields: dict[str, Any]) -> State:
+        """A copy with the named fields replaced (the inverse of `tensors`)."""
+        assert dataclasses.is_dataclass(self), f"{type(self).__name__} must be a dataclass"
+        return dataclasses.replace(self, **fields)
 
 
 StateT = TypeVar("StateT", bound=State)

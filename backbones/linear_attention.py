@@ -39,6 +39,8 @@ NORMALIZER_EPS = 1e-6  # Katharopoulos et al.'s epsilon in the denominator
 class LinearAttentionState(State):
     """Per layer, the matrix memory of every head (float32, the precision fla accumulates in)."""
 
+    batch_dim = 0
+
     memory: tuple[Tensor, ...]
     """One `[B, heads, d_key, d_value]` tensor per layer (`d_value = d_head + 1` for the
     normalised `linear_attention`: the last column accumulates the keys for the denominator)."""

@@ -36,6 +36,8 @@ _Mixing = Callable[[nn.Module, Tensor, Tensor, Tensor | None], tuple[Tensor, Ten
 class MambaState(State):
     """Per layer: the short convolution's input history and the SSM state."""
 
+    batch_dim = 1
+
     conv_state: Tensor
     """`[depth, B, conv_channels, d_conv - 1]`: each layer's last `d_conv - 1` conv inputs."""
     ssm_state: Tensor

@@ -20,6 +20,8 @@ from backbones.base import Backbone, State, StateT, register_backbone
 class GRUState(State):
     """The GRU's hidden state."""
 
+    batch_dim = 1
+
     hidden: Tensor
     """`[depth, B, hidden_size]`."""
 
@@ -27,6 +29,8 @@ class GRUState(State):
 @dataclasses.dataclass
 class LSTMState(State):
     """The LSTM's hidden and cell states."""
+
+    batch_dim = 1
 
     hidden: Tensor
     """`[depth, B, hidden_size]`."""

@@ -140,9 +140,18 @@ class WindowDataset(Dataset):
         steps = table.start[episode] + positions - table.virtual_start[episode]
         return table.history[row], table.shard[episode[:, 0]], steps
 
+    def window_index(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Index of the window that starts `offsets` steps into history `rows` (of the table)."""
+        rows, offsets = np.asarray(rows, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+        return np.where(rows > 0, self._cumulative[rows - 1], 0) + offsets
+
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        _, shards, steps = self.locate(np.asarray(indices))
+        index = np.asarray(indices, dtype=np.int64)
+        _, shards, steps = self.locate(index)
+        row = np.searchsorted(self._cumulative, index, side="right")
         out: dict[str, np.ndarray] = {
+            # the window starts its history: a state carried from the window before is reset
+            "first": index == np.where(row > 0, self._cumulative[row - 1], 0),
             "observations": np.empty(steps.shape, dtype=np.int64),
             "actions": np.empty(steps.shape, dtype=np.int64),
             "rewards": np.empty(steps.shape, dtype=np.float32),
@@ -150,8 +159,8 @@ class WindowDataset(Dataset):
         for shard_id in np.unique(shards):
             rows = shards == shard_id
             arrays = self.data.shards[shard_id]
-            for key, array in out.items():
-                array[rows] = getattr(arrays, key)[steps[rows]]
+            for key in ("observations", "actions", "rewards"):
+                out[key][rows] = getattr(arrays, key)[steps[rows]]
         return {key: torch.from_numpy(array) for key, array in out.items()}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -193,6 +202,79 @@ class EpochSampler(DistributedSampler):
             indices = drawn[self.rank : self.total_size : self.num_replicas].tolist()
         else:
             indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
+class ConsecutiveSampler(EpochSampler):
+    """Training windows that follow one another, for a model that carries its state from each
+    window to the next (`data.carry_state`): batch row `b` is a lane that walks whole histories
+    in consecutive windows, `[0, L)`, `[L, 2L)`, ... (a history's last `len % L` steps are not
+    trained on), then goes on with another history, whose first window is marked `first` in the
+    batch (the model resets that row's state there, so it starts each history as the in-context
+    evaluation does: from `init_state`). Which histories fill which lane is a seeded permutation
+    per epoch; the histories are dealt to ranks once (by `seed`), so ranks never share one. Every
+    rank's lanes are cut to the same length, fixed for the run (so `len` and the resume `skip`
+    of `EpochSampler` hold): at most one history's windows shorter than the average lane.
+    """
+
+    def __init__(
+        self,
+        dataset: WindowDataset,
+        *,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+        self.windows = dataset
+        self.lanes = batch_size
+        table = dataset.table
+        chunks = table.history_len // dataset.context_len  # whole windows from each history's start
+        dealt = np.random.default_rng(seed).permutation(len(chunks))
+        self.histories = [dealt[r::num_replicas] for r in range(num_replicas)]
+        # each history goes to the lane with the fewest windows so far, so no lane is more than
+        # one history's windows short of the average
+        longest = int(chunks.max(initial=0))
+        lengths = [int(chunks[h].sum()) // batch_size - longest for h in self.histories]
+        self.lane_len = min(lengths)
+        if self.lane_len < 1:
+            raise ValueError(
+                f"too few whole windows of {dataset.context_len} steps for {batch_size} lanes "
+                f"(data.carry_state) on each of {num_replicas} rank(s): lower data.batch_size or "
+                "data.context_len"
+            )
+        self.chunks = chunks
+        self.num_samples = self.lane_len * batch_size
+        self.total_size = self.num_samples * num_replicas
+
+    def lane_windows(self, epoch: int) -> np.ndarray:
+        """`[lane_len, lanes]` window indices of this rank in `epoch`: row `t` is batch `t`."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
+        order = rng.permutation(self.histories[self.rank])
+        filled = np.zeros(self.lanes, dtype=np.int64)
+        rows: list[list[int]] = [[] for _ in range(self.lanes)]
+        offsets: list[list[int]] = [[] for _ in range(self.lanes)]
+        length = self.windows.context_len
+        for history in order:
+            n = int(self.chunks[history])
+            if n == 0:
+                continue
+            lane = int(np.argmin(filled))
+            if filled[lane] >= self.lane_len:
+                break  # every lane is full
+            rows[lane].extend([int(history)] * n)
+            offsets[lane].extend(range(0, n * length, length))
+            filled[lane] += n
+        index = [
+            self.windows.window_index(np.array(r[: self.lane_len]), np.array(o[: self.lane_len]))
+            for r, o in zip(rows, offsets, strict=True)
+        ]
+        return np.stack(index, axis=1)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.lane_windows(self.epoch).reshape(-1).tolist()
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
 
@@ -255,6 +337,7 @@ class HistoryDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         val_windows: int = 2048,
         train_windows_per_epoch: int | None = None,
+        carry_state: bool = False,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -275,6 +358,12 @@ class HistoryDataModule(pl.LightningDataModule):
             val_windows: validation windows (a fixed seeded subset of the held-out windows).
             train_windows_per_epoch: windows drawn (with replacement) per epoch; None: every
                 training window once, shuffled.
+            carry_state: train on consecutive windows (`ConsecutiveSampler`: each batch row
+                walks whole histories) with the model's state carried from one window to the
+                next and gradients cut between them (truncated backpropagation through time):
+                a recurrent or state-space member then learns from states that have seen whole
+                histories, as its `stream` evaluation uses them, instead of from a fresh state
+                every window. Linked to `model.carry_state`.
             batch_size: windows per batch.
             num_workers: DataLoader worker processes (each opens its own memory maps).
             seed: seed of the task split, the episode permutation and the sampling order.
@@ -289,6 +378,12 @@ class HistoryDataModule(pl.LightningDataModule):
         ):
             if value is not None and value < low:
                 raise ValueError(f"data.{name} must be >= {low}, got {value}")
+        if carry_state and train_windows_per_epoch is not None:
+            raise ValueError(
+                "data.carry_state walks every history once per epoch: it does not take "
+                "data.train_windows_per_epoch (drop one of them)"
+            )
+        self.carry_state = bool(carry_state)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.path = str(path)
@@ -390,17 +485,25 @@ class HistoryDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Every training window once per epoch in a seeded order (or `train_windows_per_epoch`
-        drawn with replacement), sharded across the ranks of a distributed run."""
+        drawn with replacement; or, with `carry_state`, consecutive windows per batch row),
+        sharded across the ranks of a distributed run."""
         self.setup()
         assert self.train_windows is not None  # made by setup()
         trainer = self.trainer
-        sampler = EpochSampler(
-            self.train_windows,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-            seed=self._hp.seed,
-            num_samples=self._hp.train_windows_per_epoch,
-        )
+        ranks = {
+            "num_replicas": trainer.world_size if trainer else 1,
+            "rank": trainer.global_rank if trainer else 0,
+            "seed": self._hp.seed,
+        }
+        sampler: EpochSampler
+        if self.carry_state:
+            sampler = ConsecutiveSampler(
+                self.train_windows, batch_size=self._hp.batch_size, **ranks
+            )
+        else:
+            sampler = EpochSampler(
+                self.train_windows, num_samples=self._hp.train_windows_per_epoch, **ranks
+            )
         loader = self._loader(self.train_windows, sampler, cls=ResumableLoader)
         self._train_loader = loader
         return loader

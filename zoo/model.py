@@ -47,6 +47,7 @@ class InContextLearner(pl.LightningModule):
         embedding_dropout: float = 0.0,
         token_mask: float = 0.0,
         label_smoothing: float = 0.0,
+        carry_state: bool = False,
         compile: bool = False,
     ) -> None:
         """
@@ -78,6 +79,11 @@ class InContextLearner(pl.LightningModule):
                 are never masked.
             label_smoothing: label smoothing of the behaviour-cloning cross-entropy (AD uses it
                 on Dark Room Hard).
+            carry_state: carry the backbone's state (detached) from each training window to the
+                next of the same batch row, resetting it where a window is `first` of its
+                history (linked from `data.carry_state`, whose sampler makes the windows
+                consecutive): truncated backpropagation through time. For members whose state has
+                a fixed size (not the transformer, whose context is its attention window).
             compile: run the training and validation loss through `torch.compile` (in-context
                 evaluation stays eager: its shapes change every step). Same numbers to float
                 precision; faster where BENCHMARKS.md says so (the reference transformer on
@@ -118,6 +124,21 @@ class InContextLearner(pl.LightningModule):
         if isinstance(self.hparams.get("backbone"), nn.Module):
             del self.hparams["backbone"]
 
+        if carry_state:
+            if compile:
+                raise ValueError(
+                    "model.compile does not take the carried state of data.carry_state: "
+                    "set model.compile false"
+                )
+            kind = type(backbone.init_state(1))
+            if kind.batch_dim is None:
+                raise ValueError(
+                    f"data.carry_state needs a member whose state has a fixed size (gru, lstm, "
+                    f"mamba, mamba2, linear_attention, simple_gla); {type(backbone).__name__}'s "
+                    f"{kind.__name__} has none: drop data.carry_state"
+                )
+        # (state, last action, last reward) of every batch row after its last training window
+        self._carried: tuple[State, Tensor, Tensor] | None = None
         self.backbone = backbone
         backbone.follow_context(context_len)  # sizes that default to the training context
         self.num_observations = num_observations
@@ -213,14 +234,49 @@ class InContextLearner(pl.LightningModule):
         return torch.compile(self._window_loss)
 
     def _window_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        loss, accuracy, _ = self._sequence_loss(batch)
+        return loss, accuracy
+
+    def _carried_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """`_window_loss` after each row's carried state (`carry_state`), which it then replaces;
+        rows whose window is `first` of its history start from `init_state`."""
+        actions = batch["actions"]
+        fresh = self.initial_state(len(actions))
+        first = batch["first"].bool()
+        if self._carried is None or len(self._carried[1]) != len(actions):
+            state, first = fresh, torch.ones_like(first)
+            last_action = torch.full_like(actions[:, 0], self.no_action)
+            last_reward = torch.zeros_like(batch["rewards"][:, 0])
+        else:
+            carried, last_action, last_reward = self._carried
+            state = carried.where(first, fresh)
+        start = (
+            torch.where(first, self.no_action, last_action),
+            torch.where(first, 0.0, last_reward),
+        )
+        loss, accuracy, state = self._sequence_loss(batch, state=state, start=start)
+        self._carried = (state.detach(), actions[:, -1].clone(), batch["rewards"][:, -1].clone())
+        return loss, accuracy
+
+    def _sequence_loss(
+        self,
+        batch: dict[str, Tensor],
+        *,
+        state: State | None = None,
+        start: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, State]:
+        """(cross-entropy, action accuracy, state after) of windows following `state`, whose
+        first step's previous (action, reward) is `start` (None: none, a window on its own)."""
         actions = batch["actions"].long()
         prev_actions, prev_rewards = self.previous(actions, batch["rewards"])
+        if start is not None:
+            prev_actions[:, 0], prev_rewards[:, 0] = start
         tokens = self.embed(batch["observations"], prev_actions, prev_rewards)
         mask_p = self.hparams.get("token_mask", 0.0)
         if self.training and mask_p > 0:
             keep = torch.rand(tokens.shape[:-1], device=tokens.device) >= mask_p
             tokens = tokens * keep[..., None].to(tokens.dtype)
-        features, _ = self.backbone(tokens)
+        features, state = self.backbone(tokens, state=state)
         logits = self.head(features)
         loss = F.cross_entropy(
             logits.reshape(-1, self.num_actions),
@@ -228,10 +284,13 @@ class InContextLearner(pl.LightningModule):
             label_smoothing=self.hparams.get("label_smoothing", 0.0),
         )
         accuracy = (logits.argmax(-1) == actions).float().mean()
-        return loss, accuracy
+        return loss, accuracy, state
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, accuracy = self._loss(batch)
+        if self.hparams.get("carry_state"):
+            loss, accuracy = self._carried_loss(batch)
+        else:
+            loss, accuracy = self._loss(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"train/loss is {loss.item()} at step {self.global_step}: training diverged "
@@ -249,6 +308,27 @@ class InContextLearner(pl.LightningModule):
         # averaged over every rank's windows (one all-reduce per validation, none in training)
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("val/action_acc", accuracy, batch_size=size, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With `carry_state`, the rows' carried states: a resumed run goes on from them."""
+        if self._carried is not None:
+            state, actions, rewards = self._carried
+            checkpoint["carried_state"] = {
+                "state": state.tensors(),
+                "actions": actions,
+                "rewards": rewards,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        carried = checkpoint.get("carried_state")
+        if carried is None or not self.hparams.get("carry_state"):
+            return
+        fresh = self.initial_state(len(carried["actions"]))
+        self._carried = (
+            fresh.replace_tensors(carried["state"]),
+            carried["actions"],
+            carried["rewards"],
+        )
 
     def configure_optimizers(self) -> Any:  # Lightning's optimizer-and-scheduler dict
         hp: Any = self.hparams  # the __init__ arguments, saved by save_hyperparameters

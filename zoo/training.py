@@ -37,7 +37,14 @@ class _NoAdverts(logging.Filter):
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_NoAdverts())  # the loggers Lightning's messages go to
 
-LINKED_FROM_DATA = ("num_observations", "observation_factors", "num_actions", "context_len", "env")
+LINKED_FROM_DATA = (
+    "num_observations",
+    "observation_factors",
+    "num_actions",
+    "context_len",
+    "env",
+    "carry_state",
+)
 """Attributes of the instantiated datamodule passed to the model's arguments of the same name."""
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.history import HistoryDataModule
+from datamodules.history import ConsecutiveSampler, HistoryDataModule
 from datamodules.storage import (
     COLLECTION,
     FORMAT_VERSION,
@@ -213,3 +213,47 @@ def test_window_dataset_pickles_without_the_memory_maps(dataset_path: Path) -> N
     copy = pickle.loads(pickle.dumps(dm.train_windows))
     assert copy._data is None
     torch.testing.assert_close(copy[5], dm.train_windows[5])
+
+
+def test_carried_state_windows_walk_whole_histories(
+    dataset_path: Path, histories: Histories
+) -> None:
+    """`data.carry_state`: each batch row walks histories window after window from their first
+    step, `first` marking where one starts; ranks share no history and run as many batches."""
+    dm = HistoryDataModule(
+        path=str(dataset_path), context_len=3, val_fraction=0.0, carry_state=True, batch_size=2
+    )
+    dm.setup()
+    windows = dm.train_windows
+    sampler = ConsecutiveSampler(windows, batch_size=2, seed=0)
+    lanes = sampler.lane_windows(0)
+    assert lanes.shape == (sampler.lane_len, 2) and len(sampler) == lanes.size
+    assert list(sampler) == lanes.reshape(-1).tolist()  # batch t = row t: one window per lane
+    for lane in lanes.T:
+        batch = windows.__getitems__(lane.tolist())
+        steps = batch["rewards"].numpy().astype(np.int64)  # each step's global number
+        history = np.searchsorted(histories.offsets, steps[:, 0], side="right") - 1
+        starts = histories.offsets[history]
+        np.testing.assert_array_equal(batch["first"].numpy(), steps[:, 0] == starts)
+        assert batch["first"][0]  # a lane starts with a history's first window
+        follows = ~batch["first"].numpy()[1:]
+        np.testing.assert_array_equal(steps[1:, 0][follows], steps[:-1, -1][follows] + 1)
+        np.testing.assert_array_equal(history[1:][follows], history[:-1][follows])
+    again = ConsecutiveSampler(windows, batch_size=2, seed=0)
+    np.testing.assert_array_equal(again.lane_windows(0), lanes)
+    assert not np.array_equal(sampler.lane_windows(1), lanes)  # other lanes every epoch
+
+    ranks = [ConsecutiveSampler(windows, batch_size=2, num_replicas=2, rank=r) for r in (0, 1)]
+    walked = [set(windows.locate(np.array(list(s)))[0]) for s in ranks]
+    assert not walked[0] & walked[1] and len(ranks[0]) == len(ranks[1])
+
+
+def test_carried_state_refuses_windows_drawn_with_replacement(dataset_path: Path) -> None:
+    with pytest.raises(ValueError, match="train_windows_per_epoch"):
+        HistoryDataModule(
+            path=str(dataset_path), context_len=3, carry_state=True, train_windows_per_epoch=8
+        )
+    dm = HistoryDataModule(path=str(dataset_path), context_len=3, carry_state=True, batch_size=64)
+    dm.setup()
+    with pytest.raises(ValueError, match=r"lower data\.batch_size"):
+        ConsecutiveSampler(dm.train_windows, batch_size=64)

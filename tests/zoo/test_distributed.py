@@ -79,16 +79,22 @@ def fit_in_process(
     return {k: v.clone() for k, v in cli.model.state_dict().items()}
 
 
+@pytest.mark.parametrize("carry", [False, True], ids=["windows", "carried-state"])
 def test_a_run_killed_mid_epoch_resumes_to_the_same_parameters(
-    tiny_fit_args, dataset: Path, tmp_path: Path
+    tiny_fit_args, dataset: Path, tmp_path: Path, carry: bool
 ) -> None:
-    straight = fit_in_process(tiny_fit_args(dataset, tmp_path / "straight", max_steps=9, every=3))
-    args = tiny_fit_args(dataset, tmp_path / "killed", max_steps=9, every=3)
+    """With `data.carry_state`, the checkpoint also holds every row's carried state."""
+    extra = ["--data.carry_state=true", "--data.context_episodes=0.25"] if carry else []
+    straight = fit_in_process(
+        tiny_fit_args(dataset, tmp_path / "straight", *extra, max_steps=9, every=3)
+    )
+    args = tiny_fit_args(dataset, tmp_path / "killed", *extra, max_steps=9, every=3)
     fit_in_process(args, kill_at=4)  # killed after the checkpoint of step 3
     checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)
     assert state["global_step"] == 3
     assert json.dumps(state["loops"]["fit_loop"]["state_dict"]["combined_loader"])
+    assert ("carried_state" in state) == carry
     resumed = fit_in_process(args, ckpt=checkpoint)
     for key, value in straight.items():
         np.testing.assert_array_equal(resumed[key].numpy(), value.numpy(), key)

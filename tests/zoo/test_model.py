@@ -177,3 +177,51 @@ def test_the_attention_window_follows_the_training_context() -> None:
     alone = TransformerBackbone(d_model=16, depth=1, heads=2)
     with pytest.raises(ValueError, match="context_len is unset"):
         alone(torch.zeros(1, 3, 16))
+
+
+CARRIED = ["gru", "lstm", "mamba", "mamba2", "linear_attention", "simple_gla"]
+
+
+def chunk(batch: dict[str, torch.Tensor], start: int, stop: int, first: bool):
+    part = {key: value[:, start:stop] for key, value in batch.items()}
+    return {**part, "first": torch.full((len(batch["actions"]),), first)}
+
+
+@pytest.mark.parametrize("name", CARRIED)
+def test_a_carried_state_trains_as_one_long_window(name: str) -> None:
+    """`carry_state`: the loss of two consecutive windows, the second after the first's state
+    (and its last action and reward), is the loss of one window over both; a row marked `first`
+    starts afresh, as a window on its own."""
+    model = tiny_learner(name, carry_state=True).train()
+    batch = tiny_batch(12)
+    whole, _ = model._window_loss(batch)
+    one, _ = model._carried_loss(chunk(batch, 0, 6, True))
+    two, _ = model._carried_loss(chunk(batch, 6, 12, False))
+    torch.testing.assert_close((one + two) / 2, whole, atol=1e-5, rtol=1e-4)
+    assert model._carried is not None
+    for value in model._carried[0].tensors().values():
+        for tensor in value if isinstance(value, tuple) else (value,):
+            assert not tensor.requires_grad
+    alone, _ = model._window_loss(chunk(batch, 6, 12, True))
+    again, _ = model._carried_loss(chunk(batch, 6, 12, True))
+    torch.testing.assert_close(again, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_reset_rows_only_where_a_history_starts() -> None:
+    model = tiny_learner("gru", carry_state=True).eval()
+    batch = tiny_batch(12)
+    model._carried_loss(chunk(batch, 0, 6, True))
+    state = model._carried[0]
+    fresh = model.initial_state(3)
+    rows = torch.tensor([True, False, True])
+    mixed = state.where(rows, fresh)
+    torch.testing.assert_close(mixed.hidden[:, 1], state.hidden[:, 1])
+    torch.testing.assert_close(mixed.hidden[:, [0, 2]], fresh.hidden[:, [0, 2]])
+    assert not torch.equal(state.hidden[:, 0], fresh.hidden[:, 0])
+
+
+def test_carry_state_needs_a_fixed_size_state_and_no_compile() -> None:
+    with pytest.raises(ValueError, match=r"fixed size.*drop data\.carry_state"):
+        tiny_learner("transformer", carry_state=True)
+    with pytest.raises(ValueError, match=r"model\.compile false"):
+        tiny_learner("gru", carry_state=True, compile=True)
