@@ -11,7 +11,8 @@ report computes it.
 Scores: darkroom, key_to_door: the final return (last `--final` episodes) as a fraction of
 optimal; darkroom_hard: the final success rate (return 1 = goal reached, optimal 1); bandit
 (`ood` split): (r - r_random) / (r_UCB - r_random) over the last `--final` pulls, UCB being the
-source learner on the same bandits.
+source learner on the same bandits. Dark Room Hard also prints how many tasks found the goal at
+all, and how many found it but then missed it in most of the final episodes (lost it).
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def run_scores(run: Path, family: str, kind: str, final: int, seeds: list[int]) 
             print(
                 f"  final (last {final}) {last:.3f} = {score:.1%} of optimal, "
                 f"auc {result['summary']['auc']:.3f}"
+            )
+        if family == "darkroom_hard":  # success (1) or not (0) per episode
+            found = returns.max(1) > 0
+            kept = returns[:, -final:].mean(1) >= 0.5
+            print(
+                f"  goal reached in some episode: {found.mean():.0%} of tasks; reached but "
+                f"missed in most of the last {final} episodes: {(found & ~kept).mean():.0%}"
             )
         scores.append(score)
         if source is not None and family != "bandit":

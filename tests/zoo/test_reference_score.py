@@ -75,3 +75,16 @@ def test_bandit_score_is_normalised_by_ucb_on_the_same_bandits(tmp_path: Path) -
 def test_a_missing_evaluation_says_which_run_to_make(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"bench/reference\.sh darkroom_hard ad"):
         reference_score.main(["darkroom_hard", "ad", str(tmp_path)])
+
+
+def test_dark_room_hard_counts_goals_found_and_goals_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # four tasks x 4 episodes: kept, found then lost, never found, found late and kept
+    returns = [[0, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]]
+    write(tmp_path, "ad", 0, returns, optimal=1.0)
+    scores = reference_score.run_scores(tmp_path, "darkroom_hard", "ad", 2, [0])
+    assert scores == [pytest.approx(0.5)]
+    out = capsys.readouterr().out
+    assert "goal reached in some episode: 75% of tasks" in out
+    assert "missed in most of the last 2 episodes: 25%" in out
