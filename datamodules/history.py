@@ -112,6 +112,7 @@ class WindowDataset(Dataset):
         self.context_len = context_len
         windows = np.maximum(table.history_len - context_len + 1, 0)
         self._cumulative = np.cumsum(windows)
+        self._first = self._cumulative - windows  # index of each history's first window
         self._data: HistoryDataset | None = data
 
     def __len__(self) -> int:
@@ -133,8 +134,7 @@ class WindowDataset(Dataset):
             raise IndexError(f"window index out of range [0, {len(self)})")
         table = self.table
         row = np.searchsorted(self._cumulative, indices, side="right")
-        before = np.where(row > 0, self._cumulative[row - 1], 0)
-        first = table.history_start[row] + indices - before
+        first = table.history_start[row] + indices - self._first[row]
         positions = first[:, None] + np.arange(self.context_len)
         episode = np.searchsorted(table.virtual_start, positions, side="right") - 1
         steps = table.start[episode] + positions - table.virtual_start[episode]
@@ -143,15 +143,14 @@ class WindowDataset(Dataset):
     def window_index(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Index of the window that starts `offsets` steps into history `rows` (of the table)."""
         rows, offsets = np.asarray(rows, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
-        return np.where(rows > 0, self._cumulative[rows - 1], 0) + offsets
+        return self._first[rows] + offsets
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)
         _, shards, steps = self.locate(index)
-        row = np.searchsorted(self._cumulative, index, side="right")
         out: dict[str, np.ndarray] = {
             # the window starts its history: a state carried from the window before is reset
-            "first": index == np.where(row > 0, self._cumulative[row - 1], 0),
+            "first": np.isin(index, self._first),
             "observations": np.empty(steps.shape, dtype=np.int64),
             "actions": np.empty(steps.shape, dtype=np.int64),
             "rewards": np.empty(steps.shape, dtype=np.float32),
