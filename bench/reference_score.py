@@ -13,6 +13,11 @@ optimal; darkroom_hard: the final success rate (return 1 = goal reached, optimal
 (`ood` split): (r - r_random) / (r_UCB - r_random) over the last `--final` pulls, UCB being the
 source learner on the same bandits. Dark Room Hard also prints how many tasks found the goal at
 all, and how many found it but then missed it in most of the final episodes (lost it).
+
+`--eval NAME` reads `<run>/<kind>/NAME-<seed>/` instead of the script's `eval-<seed>/`: other
+plays of the same checkpoints, e.g. of the validation tasks to compare variants without a test task
+(`zoo evaluate <run>/ad/checkpoints/selected-step*.ckpt --split val --episodes 80 --seed S
+--out <run>/ad/val80-S`, then `--eval val80`).
 """
 
 from __future__ import annotations
@@ -28,25 +33,31 @@ import numpy as np
 FAMILIES = ("darkroom", "key_to_door", "darkroom_hard", "bandit")
 
 
-def returns_of(run: Path, kind: str, seed: int, family: str) -> dict[str, Any]:
-    path = run / kind / f"eval-{seed}" / "returns.json"
+def returns_of(run: Path, kind: str, seed: int, family: str, name: str = "eval") -> dict[str, Any]:
+    path = run / kind / f"{name}-{seed}" / "returns.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        sys.exit(f"no {kind} evaluation at {path}: run bench/reference.sh {family} {kind}")
+        how = f"run bench/reference.sh {family} {kind}"
+        if name != "eval":
+            how = f"write it with `zoo evaluate <checkpoint> --seed {seed} --out {path.parent}`"
+        sys.exit(f"no {kind} evaluation at {path}: {how}")
 
 
-def run_scores(run: Path, family: str, kind: str, final: int, seeds: list[int]) -> list[float]:
-    """Print one run's curve and score per evaluation seed; return the scores."""
+def run_scores(
+    run: Path, family: str, kind: str, final: int, seeds: list[int], name: str = "eval"
+) -> list[float]:
+    """Print one run's curve and score per evaluation seed (the plays in `<name>-<seed>/`);
+    return the scores."""
     scores = []
     for seed in seeds:
-        result = returns_of(run, kind, seed, family)
+        result = returns_of(run, kind, seed, family, name)
         returns = np.asarray(result["returns"])
         curve, k = returns.mean(0), returns.shape[1]
         optimal = float(np.mean(result["optimal"]))
         points = sorted({1, 2, 5, 10, 20, k // 2, k} & set(range(1, k + 1)))
         print(
-            f"{kind}, evaluation seed {result['seed']}: held-out return by episode (mean of "
+            f"{kind}, evaluation seed {result['seed']}: return by episode (mean of "
             f"{len(returns)} {result['split']} tasks, {result['mode']}, optimal {optimal:.3f}):"
         )
         print("  " + "  ".join(f"ep{p}={curve[p - 1]:.2f}" for p in points))
@@ -54,7 +65,7 @@ def run_scores(run: Path, family: str, kind: str, final: int, seeds: list[int]) 
         source = np.asarray(result["source"]["returns"]) if result["source"] else None
         if family == "bandit":  # normalised to the source (UCB) on the same bandits, 0 = random
             # ED's model learnt from no learner: its UCB is the AD run's, on the same bandits
-            ucb_of = result if source is not None else returns_of(run, "ad", seed, family)
+            ucb_of = result if source is not None else returns_of(run, "ad", seed, family, name)
             if ucb_of["tasks"] != result["tasks"] or not ucb_of["source"]:
                 sys.exit(
                     "the bandit score needs UCB on the same bandits: run the ad reference "
@@ -103,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         help="episodes (bandit: pulls) the score averages (default 5; bandit 20)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
+    parser.add_argument(
+        "--eval",
+        default="eval",
+        metavar="NAME",
+        help="the plays to score: <run>/<kind>/NAME-<seed>/ (default: the script's eval-<seed>)",
+    )
     args = parser.parse_args(argv)
     final = args.final or (20 if args.family == "bandit" else 5)
     bandit = args.family == "bandit"
@@ -112,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     for run in args.runs:
         if len(args.runs) > 1:
             print(f"## {run}")
-        scores = run_scores(run, args.family, args.kind, final, args.seeds)
+        scores = run_scores(run, args.family, args.kind, final, args.seeds, args.eval)
         per_run.append(scores)
         print(
             f"{args.family} {args.kind}: final score {fmt(float(np.mean(scores)))} {what} on "

@@ -17,8 +17,10 @@ reference_score = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reference_score)
 
 
-def write(run: Path, kind: str, seed: int, returns, *, optimal=2.0, source=None, tasks=None):
-    out = run / kind / f"eval-{seed}"
+def write(
+    run: Path, kind: str, seed: int, returns, *, optimal=2.0, source=None, tasks=None, name="eval"
+):
+    out = run / kind / f"{name}-{seed}"
     out.mkdir(parents=True)
     result = {
         "seed": seed,
@@ -88,3 +90,19 @@ def test_dark_room_hard_counts_goals_found_and_goals_lost(
     out = capsys.readouterr().out
     assert "goal reached in some episode: 75% of tasks" in out
     assert "missed in most of the last 2 episodes: 25%" in out
+
+
+def test_other_plays_of_the_checkpoints_are_scored_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--eval val80` scores `<run>/ad/val80-<seed>/` (e.g. validation plays), never eval-<seed>."""
+    write(tmp_path, "ad", 0, [[0, 2.0]])
+    write(tmp_path, "ad", 0, [[0, 1.0]], name="val80")
+    reference_score.main(
+        ["key_to_door", "ad", str(tmp_path), "--final", "1", "--seeds", "0", "--eval", "val80"]
+    )
+    assert "final score 50.0% of optimal" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"zoo evaluate <checkpoint> --seed 1"):
+        reference_score.main(
+            ["key_to_door", "ad", str(tmp_path), "--seeds", "1", "--eval", "val80"]
+        )
