@@ -36,8 +36,11 @@ fi
 SEEDS=(0 1 2)
 FINAL=5
 
-# What differs between families: the held-out tasks and history length of the evaluation, and
-# ED's expert dataset (the optimal policy on the AD data's tasks: configs/collect/<family>_expert.yaml).
+# What differs between families: the held-out tasks and history length of the evaluation, ED's
+# expert dataset (the optimal policy on the AD data's tasks: configs/collect/<family>_expert.yaml)
+# and, where the family's best member is not its experiment's own model, the `zoo fit` options
+# of that member (FIT: before the variant's options, which can override them).
+FIT=()
 case $FAMILY in
   darkroom)  # all 16 held-out goals
     EVAL=(--episodes 40)
@@ -49,6 +52,11 @@ case $FAMILY in
     ED_FIT=(--data.mode ed --data.path data/key_to_door_expert) ;;
   darkroom_hard)  # all 58 held-out goals
     EVAL=(--episodes 80)
+    # mamba with Dark Room's tuned settings and its state carried from window to window in
+    # training (the experiment's transformer: 20%; BENCHMARKS.md "Dark Room Hard: a state carried
+    # across training windows"). Another backbone: `-- --model.backbone ... --data.carry_state false`
+    FIT=(--model.backbone configs/backbone/mamba-100k.yaml --config configs/tuned/darkroom/mamba.yaml
+      --model.compile false --data.carry_state true)
     ED_COLLECT=configs/collect/darkroom_hard_expert.yaml
     ED_FIT=(--data.mode ed --data.path data/darkroom_hard_expert) ;;
   bandit)  # 1,000 out-of-distribution bandits (arm means are continuous: a fixed seeded sample)
@@ -75,7 +83,7 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
   shift 2
   rm -rf "${OUT:?}/$kind"
   timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
-  timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "$@" "${VARIANT[@]}" \
+  timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "$@" "${VARIANT[@]}" \
     --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
     --trainer.enable_progress_bar false "${steps[@]}"
   local selected
@@ -91,6 +99,7 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
 
 case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
+[[ ${#FIT[@]} -gt 0 ]] && echo "$FAMILY's member: ${FIT[*]}"
 [[ ${#VARIANT[@]} -gt 0 ]] && echo "variant: ${VARIANT[*]}"
 [[ $WHICH == ad || $WHICH == both ]] && reference ad "configs/collect/$FAMILY.yaml"
 [[ $WHICH == ed || $WHICH == both ]] && reference ed "$ED_COLLECT" "${ED_FIT[@]}"
