@@ -129,16 +129,25 @@ class WindowDataset(Dataset):
 
     def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(global history `[B]`, shard `[B]`, step index within the shard `[B, context_len]`)."""
+        row, offset = self._history_offsets(indices)
+        shards, steps = self._steps(row, offset)
+        return self.table.history[row], shards, steps
+
+    def _history_offsets(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row of the table `[B]`, steps from its history's start to the window's `[B]`)."""
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"window index out of range [0, {len(self)})")
-        table = self.table
         row = np.searchsorted(self._cumulative, indices, side="right")
-        first = table.history_start[row] + indices - self._first[row]
-        positions = first[:, None] + np.arange(self.context_len)
+        return row, indices - self._first[row]
+
+    def _steps(self, row: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard `[B]`, step index within the shard `[B, context_len]`) of windows."""
+        table = self.table
+        positions = (table.history_start[row] + offset)[:, None] + np.arange(self.context_len)
         episode = np.searchsorted(table.virtual_start, positions, side="right") - 1
         steps = table.start[episode] + positions - table.virtual_start[episode]
-        return table.history[row], table.shard[episode[:, 0]], steps
+        return table.shard[episode[:, 0]], steps
 
     def window_index(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Index of the window that starts `offsets` steps into history `rows` (of the table)."""
@@ -146,11 +155,11 @@ class WindowDataset(Dataset):
         return self._first[rows] + offsets
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        index = np.asarray(indices, dtype=np.int64)
-        _, shards, steps = self.locate(index)
+        row, offset = self._history_offsets(np.asarray(indices, dtype=np.int64))
+        shards, steps = self._steps(row, offset)
         out: dict[str, np.ndarray] = {
             # the window starts its history: a state carried from the window before is reset
-            "first": np.isin(index, self._first),
+            "first": offset == 0,
             "observations": np.empty(steps.shape, dtype=np.int64),
             "actions": np.empty(steps.shape, dtype=np.int64),
             "rewards": np.empty(steps.shape, dtype=np.float32),
