@@ -53,8 +53,9 @@ case $FAMILY in
   darkroom_hard)  # all 58 held-out goals
     EVAL=(--episodes 80)
     # mamba with Dark Room's tuned settings and its state carried from window to window in
-    # training (the experiment's transformer: 20%; BENCHMARKS.md "Dark Room Hard: a state carried
-    # across training windows"). Another backbone: `-- --model.backbone ... --data.carry_state false`
+    # training (the experiment's transformer: 20%, on 100-episode histories; BENCHMARKS.md "Dark
+    # Room Hard: a state carried across training windows"). Another backbone:
+    # `-- --model.backbone ... --data.carry_state false`
     FIT=(--model.backbone configs/backbone/mamba-100k.yaml --config configs/tuned/darkroom/mamba.yaml
       --model.compile false --data.carry_state true)
     ED_COLLECT=configs/collect/darkroom_hard_expert.yaml
