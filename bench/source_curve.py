@@ -12,6 +12,12 @@ as a fraction of optimal at a few episodes, the first episode at which the mean 
 90% of optimal, and the stored-episode count between the first and the 80% point (what a context
 must hold to see the improvement). Bandits: one episode is one pull; the fraction is of the best
 arm's mean (random play is about half of it).
+
+`--first_hit` (families whose return is 0 until the goal is reached, e.g. Dark Room Hard) also
+prints what the learner does right after it first reaches the goal, and how many of those first
+discoveries land on a stored episode (with `keep_every` > 1 the others never reach the dataset):
+
+    .venv/bin/python bench/source_curve.py --config configs/collect/darkroom_hard.yaml --first_hit
 """
 
 from __future__ import annotations
@@ -36,10 +42,14 @@ def main() -> None:
     parser.add_class_arguments(CollectConfig)
     parser.add_argument("--histories", type=int, default=256)
     parser.add_argument("--window", type=int, default=1, help="episodes in the running mean")
+    parser.add_argument(
+        "--first_hit", action="store_true", help="the episodes after the first return > 0"
+    )
     options = parser.parse_args()
     options.pop("config", None)
     histories = options.pop("histories")
     window = options.pop("window")
+    first_hit = options.pop("first_hit")
     config = CollectConfig(**options.as_dict())
     family, tasks, params = check_config(config)
     rows = np.arange(histories) % config.num_tasks
@@ -88,6 +98,25 @@ def main() -> None:
             f"  mean over histories (running mean of {window}) first >= {level:.0%}: "
             f"{where} of {len(kept)}, keep_every {config.keep_every})"
         )
+    if first_hit:
+        print_first_hit(result.learning_curve, kept)
+
+
+def print_first_hit(returns: np.ndarray, kept: np.ndarray) -> None:
+    """The episodes after each history's first return > 0: how often the learner succeeds again
+    (at once, and in every later episode on average), and how many first hits are stored."""
+    hit = returns > 0
+    found = hit.any(1)
+    first = hit.argmax(1)
+    rows = np.flatnonzero(found & (first + 1 < returns.shape[1]))
+    after = np.array([hit[r, first[r] + 1 :].mean() for r in rows])
+    stored = np.isin(first[found], kept)
+    print(
+        f"  first return > 0: in {found.mean():.1%} of histories, at episode "
+        f"{np.median(first[found]) + 1:.0f} (median); return > 0 in the next episode "
+        f"{hit[rows, first[rows] + 1].mean():.1%}, in the episodes after it {after.mean():.1%}; "
+        f"the first hit is a stored episode in {stored.mean():.1%} of histories"
+    )
 
 
 if __name__ == "__main__":
