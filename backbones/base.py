@@ -77,6 +77,16 @@ class State:
             {name: pick(value, theirs[name]) for name, value in self.tensors().items()}
         )
 
+    def select(self, rows: Tensor) -> State:
+        """The state of the batch rows `rows` (`[B']` int64 indices), in that order: the state of
+        those sequences alone (the in-context evaluation drops the tasks that have played all
+        their episodes). Along `batch_dim`; a state with none raises TypeError unless it says
+        where its batch is by overriding this."""
+        dim = self.batch_dim
+        if dim is None:
+            raise TypeError(f"{type(self).__name__} has no batch dimension to select rows along")
+        return self.map_tensors(lambda t: t.index_select(dim, rows))
+
     def replace_tensors(self, fields: dict[str, Any]) -> State:
         """A copy with the named fields replaced (the inverse of `tensors`)."""
         assert dataclasses.is_dataclass(self), f"{type(self).__name__} must be a dataclass"

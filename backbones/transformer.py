@@ -56,6 +56,11 @@ class TransformerState(State):
     ring: bool = False
     """The layout (above)."""
 
+    def select(self, rows: Tensor) -> TransformerState:
+        # the batch is dim 0 in both layouts; `batch_dim` stays None because the cache layout's
+        # length grows, so rows of two states cannot be mixed (`where`)
+        return self.map_tensors(lambda t: t.index_select(0, rows))  # type: ignore[return-value]
+
 
 @register_backbone("transformer")
 class TransformerBackbone(Backbone[TransformerState]):

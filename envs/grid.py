@@ -197,14 +197,39 @@ class GridVectorEnv(TaskVectorEnv):
         self._expert = expert_table(size)
         self._cell = np.zeros(self.num_envs, dtype=np.int64)
         self._time = np.zeros(self.num_envs, dtype=np.int64)
+        # random starts, per sub-env and episode (`_starts`); made afresh at every reset
+        self._start_table = np.zeros((self.num_envs, 0), dtype=np.int64)
+        self._start_offset = 0  # the episode of the table's first column
+        self._episodes = np.zeros(self.num_envs, dtype=np.int64)  # episodes started, per sub-env
 
-    def _starts(self, count: int) -> np.ndarray:
-        if self.random_start:
-            return self.np_random.integers(0, self.size * self.size, size=count)
-        return np.full(count, (self.size // 2) * self.size + self.size // 2)
+    _START_BLOCK: ClassVar[int] = 64
+    """Random starts drawn at a time for every sub-env (its next 64 episodes)."""
+
+    def _starts(self, rows: np.ndarray) -> np.ndarray:
+        """The start cells of the next episodes of sub-envs `rows` (indices).
+
+        Random starts come from a table, a row per sub-env and a column per episode, drawn a
+        block of episodes at a time for every sub-env: a sub-env's k-th start does not depend on
+        when the others' episodes end, so a task plays the same whatever shares the vector env
+        with it and however the others play (the evaluation retires finished tasks on that)."""
+        if not self.random_start:
+            return np.full(len(rows), (self.size // 2) * self.size + self.size // 2)
+        episode = self._episodes[rows]
+        while len(rows) and episode.max() >= self._start_offset + self._start_table.shape[1]:
+            used = self._episodes.min() - self._start_offset  # columns no sub-env needs again
+            block = self.np_random.integers(
+                0, self.size * self.size, size=(self.num_envs, self._START_BLOCK)
+            )
+            self._start_table = np.concatenate([self._start_table[:, used:], block], axis=1)
+            self._start_offset += used
+        self._episodes[rows] += 1
+        return self._start_table[rows, episode - self._start_offset]
 
     def _reset_all(self) -> np.ndarray:
-        self._cell = self._starts(self.num_envs)
+        self._start_table = np.zeros((self.num_envs, 0), dtype=np.int64)
+        self._start_offset = 0
+        self._episodes = np.zeros(self.num_envs, dtype=np.int64)
+        self._cell = self._starts(np.arange(self.num_envs))
         self._time = np.zeros(self.num_envs, dtype=np.int64)
         self._reset_extra(np.ones(self.num_envs, dtype=bool))
         return self._cell
@@ -217,7 +242,7 @@ class GridVectorEnv(TaskVectorEnv):
 
     def _autoreset(self, done: np.ndarray, final_obs: np.ndarray) -> np.ndarray:
         self._cell = cell = final_obs.copy()
-        cell[done] = self._starts(int(done.sum()))
+        cell[done] = self._starts(np.flatnonzero(done))
         self._time[done] = 0
         self._reset_extra(done)
         return cell.copy()

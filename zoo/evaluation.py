@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
 
 from datamodules.storage import DatasetError, open_dataset
 from envs.base import EnvFamily, Split, draw_tasks, make_family
@@ -120,11 +121,20 @@ def run_in_context(
     seed: int = 0,
     greedy: bool = False,
     record_logits: bool = False,
+    retire: bool = True,
 ) -> Rollout:
     """Play `episodes` episodes of every task with frozen weights; one sub-env per task.
 
     The model's state starts once per task, at its first step, and is never reset in between.
     Actions are sampled from the policy (seeded), or its argmax with `greedy`.
+
+    Where episodes end early (Key-to-Door at the door), tasks finish their K episodes at different
+    steps. With `retire` a finished task leaves the model's batch (its state rows dropped, once
+    an eighth of the batch is done): the model runs only for the tasks still playing, which is
+    most of an evaluation's time. Its sub-env plays on to the last task's end with uniform random
+    actions (zero logits), steps that no return counts, and every other task's rollout is what
+    it is without retiring (the action draws are per row; pinned by a test). A state without
+    rows to select (`State.select`) keeps every task in the batch, as `retire=False` does.
     """
     if mode not in CONTEXT_MODES:
         raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
@@ -157,17 +167,32 @@ def run_in_context(
     }
     logits_trace: list[np.ndarray] = []
     rows = np.arange(n)
+    # the tasks the model plays (its batch rows, in this order); the others have finished
+    playing = torch.arange(n, device=device)
+    if retire and state is not None and not _selectable(state):
+        retire = False
     while finished.min() < episodes:
+        if retire and n > 0:
+            playing, state, windows = _retire(
+                playing, finished, episodes, state, (window_obs, window_actions, window_rewards)
+            )
+            window_obs, window_actions, window_rewards = windows
         observation = torch.as_tensor(obs, dtype=torch.long, device=device)
+        mine = observation[playing], prev_action[playing], prev_reward[playing]
         if mode == "stream":
             assert state is not None  # made above for stream mode
-            logits, state = model.step(observation, prev_action, prev_reward, state=state)
+            played, state = model.step(*mine, state=state)
         else:
-            window_obs = torch.cat([window_obs, observation[:, None]], 1)[:, -context:]
-            window_actions = torch.cat([window_actions, prev_action[:, None]], 1)[:, -context:]
-            window_rewards = torch.cat([window_rewards, prev_reward[:, None]], 1)[:, -context:]
+            window_obs = torch.cat([window_obs, mine[0][:, None]], 1)[:, -context:]
+            window_actions = torch.cat([window_actions, mine[1][:, None]], 1)[:, -context:]
+            window_rewards = torch.cat([window_rewards, mine[2][:, None]], 1)[:, -context:]
             all_logits, _ = model(window_obs, *model.previous(window_actions, window_rewards))
-            logits = all_logits[:, -1]
+            played = all_logits[:, -1]
+        if len(playing) == n:
+            logits = played
+        else:  # the finished tasks' sub-envs play on at random until the last task is done
+            logits = played.new_zeros(n, played.shape[-1])
+            logits[playing] = played
         if greedy:
             action = logits.argmax(-1)
         else:
@@ -183,8 +208,8 @@ def run_in_context(
         prev_action = action
         prev_reward = torch.as_tensor(reward, dtype=prev_reward.dtype, device=device)
         if mode == "window":
-            window_actions[:, -1] = prev_action
-            window_rewards[:, -1] = prev_reward
+            window_actions[:, -1] = prev_action[playing]
+            window_rewards[:, -1] = prev_reward[playing]
         trace["observations"].append(observation.cpu().numpy())
         trace["actions"].append(action.cpu().numpy())
         trace["rewards"].append(np.asarray(reward, dtype=np.float32))
@@ -198,6 +223,34 @@ def run_in_context(
         returns=returns,
         logits=np.stack(logits_trace, 1) if record_logits else None,
     )
+
+
+def _selectable(state: Any) -> bool:
+    """Whether a state can drop batch rows (`State.select`)."""
+    try:
+        state.select(torch.zeros(0, dtype=torch.long))
+    except TypeError:
+        return False
+    return True
+
+
+def _retire(
+    playing: Tensor,
+    finished: np.ndarray,
+    episodes: int,
+    state: Any,
+    windows: tuple[Tensor, Tensor, Tensor],
+) -> tuple[Tensor, Any, tuple[Tensor, Tensor, Tensor]]:
+    """Drop the tasks that have played their episodes from the model's batch, once they are at
+    least an eighth of it (each drop copies the state)."""
+    keep = torch.as_tensor(finished[playing.cpu().numpy()] < episodes)
+    done = len(keep) - int(keep.sum())
+    if done == 0 or done * 8 < len(keep):
+        return playing, state, windows
+    kept = torch.nonzero(keep).squeeze(1).to(playing.device)
+    if state is not None:
+        state = state.select(kept)
+    return playing[kept], state, tuple(w[kept] for w in windows)  # type: ignore[return-value]
 
 
 def summarise(

@@ -82,6 +82,28 @@ def test_vector_env_steps_like_plain_envs(name: str) -> None:
     assert ends >= 2 * len(tasks)  # the comparison crossed episode boundaries
 
 
+def test_a_sub_env_plays_the_same_whatever_the_others_do() -> None:
+    """Random starts are drawn per sub-env and episode, not in the order the sub-envs' episodes
+    end: sub-env 0 meets the same starts however sub-envs 1.. play (the evaluation relies on it
+    when it retires tasks that finished)."""
+    family = make_family("key_to_door", size=3, episode_len=6)
+    tasks = _tasks(family, 8)
+    ours = np.random.default_rng(0).integers(0, family.num_actions, size=200)
+    trajectories = []
+    for others_seed in (1, 2):
+        vector = family.make_vector_env(tasks, seed=3)
+        obs, _ = vector.reset()
+        others = np.random.default_rng(others_seed)
+        trajectory = [obs[0]]
+        for action in ours:
+            actions = others.integers(0, family.num_actions, size=len(tasks))
+            actions[0] = action
+            obs, rewards, *_ = vector.step(actions)
+            trajectory += [obs[0], rewards[0]]
+        trajectories.append(trajectory)
+    assert trajectories[0] == trajectories[1]
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_splits_are_deterministic_and_disjoint(name: str) -> None:
     family = make_family(name)

@@ -122,3 +122,32 @@ def test_an_env_the_model_was_not_trained_on_is_refused(darkroom) -> None:
     hard = make_family("darkroom_hard")
     with pytest.raises(EnvMismatchError, match="observations"):
         run_in_context(model, hard, hard.sample_tasks("test", 2, seed=0), episodes=1)
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru", "mamba2"])
+@pytest.mark.parametrize("mode", ["stream", "window"])
+def test_tasks_that_finish_first_leave_the_batch_and_change_nothing(name, mode) -> None:
+    # Key-to-Door on a 3x3 grid: episodes end at the door, so tasks finish their episodes at
+    # different steps, and the ones done first stop costing the model anything
+    family = make_family("key_to_door", size=3, episode_len=20)
+    tasks = family.sample_tasks("train", 24, seed=0)
+    torch.manual_seed(0)
+    model = InContextLearner(
+        backbone=load_preset(preset_path(name, "tiny")),
+        num_observations=family.num_observations,
+        num_actions=family.num_actions,
+        context_len=CONTEXT_LEN,
+        env={"name": "key_to_door", "params": {"size": 3, "episode_len": 20}, "episode_len": 20},
+    ).eval()
+    batches: list[int] = []
+    step, forward = model.step, model.forward
+    model.step = lambda o, *a, **k: batches.append(len(o)) or step(o, *a, **k)
+    model.forward = lambda o, *a, **k: batches.append(len(o)) or forward(o, *a, **k)
+    retired = run_in_context(model, family, tasks, episodes=3, mode=mode, seed=1)
+    assert batches[0] == len(tasks) and min(batches) < len(tasks)  # some left early
+    everyone = run_in_context(model, family, tasks, episodes=3, mode=mode, seed=1, retire=False)
+    np.testing.assert_array_equal(retired.returns, everyone.returns)
+    # up to each task's last episode, its steps are the same too
+    for task in range(len(tasks)):
+        end = int(np.flatnonzero(everyone.done[task])[2]) + 1
+        np.testing.assert_array_equal(retired.actions[task, :end], everyone.actions[task, :end])
