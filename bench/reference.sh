@@ -18,7 +18,11 @@
 #   FAMILY: darkroom key_to_door darkroom_hard bandit; options after `--` go to both fits (a
 #   variant of the experiment, e.g. `-- --data.context_episodes 16 --model.label_smoothing 0.2`)
 #   env: STEPS=<n> for a quick smoke run (fit n steps, validate once); OUT=<dir> for the outputs
-#   (default runs/reference/FAMILY: a variant's run belongs in its own)
+#   (default runs/reference/FAMILY: a variant's run belongs in its own); STAGE=fit to collect and
+#   fit only, printing the validation score the checkpoint was chosen by and playing no test task
+#   (a screen of variants: compare their validation scores, bench/val_score.py), then
+#   STAGE=evaluate to play the held-out tasks once with the chosen run's selected checkpoint
+#   (default: both, one after the other)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
@@ -82,13 +86,20 @@ timed() {  # label, command...
 reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside the experiment's)
   local kind=$1 collect=$2 start=$SECONDS
   shift 2
-  rm -rf "${OUT:?}/$kind"
-  timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
-  timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "$@" "${VARIANT[@]}" \
-    --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
-    --trainer.enable_progress_bar false "${steps[@]}"
+  if [[ $STAGE != evaluate ]]; then
+    rm -rf "${OUT:?}/$kind"
+    timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
+    timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "$@" "${VARIANT[@]}" \
+      --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
+      --trainer.enable_progress_bar false "${steps[@]}"
+    "$PY" bench/val_score.py "$OUT/$kind"
+  fi
+  [[ $STAGE == fit ]] && return
   local selected
-  selected=$(ls "$OUT/$kind"/checkpoints/selected-step*.ckpt)
+  selected=$(ls "$OUT/$kind"/checkpoints/selected-step*.ckpt 2> /dev/null) || {
+    echo "no selected checkpoint in $OUT/$kind/checkpoints: fit it first (STAGE=fit)" >&2
+    exit 1
+  }
   echo "$kind: selected on validation tasks: $(basename "$selected")"
   for seed in "${SEEDS[@]}"; do
     timed "$kind-evaluate-$seed" "$ZOO" evaluate "$selected" --mode stream "${EVAL[@]}" \
@@ -99,6 +110,8 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
 }
 
 case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
+STAGE=${STAGE:-all}
+case $STAGE in fit | evaluate | all) ;; *) echo "unknown STAGE $STAGE: fit, evaluate or all" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 [[ ${#FIT[@]} -gt 0 ]] && echo "$FAMILY's member: ${FIT[*]}"
 [[ ${#VARIANT[@]} -gt 0 ]] && echo "variant: ${VARIANT[*]}"
