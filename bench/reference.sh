@@ -73,6 +73,27 @@ case $FAMILY in
 esac
 EXPERIMENT=configs/experiments/$FAMILY.yaml
 OUT=${OUT:-runs/reference/$FAMILY}
+# The checkpoint is chosen by the in-training validation (the experiment's InContextEvaluation):
+# where it plays fewer episodes than the evaluation below, the model is chosen by where it is
+# after those and reported by where it is after these. Said at the start of every run.
+validation_episodes=$("$PY" - "$EXPERIMENT" << 'EOF'
+import inspect
+import sys
+
+import yaml
+
+from zoo.evaluation import InContextEvaluation
+
+default = inspect.signature(InContextEvaluation).parameters["episodes"].default
+for callback in (yaml.safe_load(open(sys.argv[1])).get("trainer") or {}).get("callbacks") or []:
+    if str(callback.get("class_path", "")).endswith("InContextEvaluation"):
+        print((callback.get("init_args") or {}).get("episodes", default))
+EOF
+)
+if [[ -n $validation_episodes && $validation_episodes != "${EVAL[1]}" ]]; then
+  echo "note: $EXPERIMENT validates on $validation_episodes episodes, this evaluation plays" \
+    "${EVAL[1]}: the checkpoint is not chosen by the horizon that is reported"
+fi
 steps=()
 [[ -n "${STEPS:-}" ]] && steps=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
 
