@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
-def step_ms(backend: SDPBackend, batch: int, heads: int, steps: int, dim: int, n: int = 30) -> float:
+def step_ms(
+    backend: SDPBackend, batch: int, heads: int, steps: int, dim: int, n: int = 30
+) -> float:
     q, k, v = (torch.randn(batch, heads, steps, dim, requires_grad=True) for _ in range(3))
     times = []
     with sdpa_kernel(backend):
