@@ -30,6 +30,9 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 FAMILY=${1:?usage: bench/reference.sh FAMILY [ad|ed|both] [-- ZOO FIT OPTIONS]}
 WHICH=${2:-both}
+case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
+STAGE=${STAGE:-all}
+case $STAGE in fit | evaluate | all) ;; *) echo "unknown STAGE $STAGE: fit, evaluate or all" >&2; exit 2 ;; esac
 shift $(($# < 2 ? $# : 2))
 VARIANT=()
 if [[ $# -gt 0 ]]; then
@@ -75,21 +78,15 @@ EXPERIMENT=configs/experiments/$FAMILY.yaml
 OUT=${OUT:-runs/reference/$FAMILY}
 # The checkpoint is chosen by the in-training validation (the experiment's InContextEvaluation):
 # where it plays fewer episodes than the evaluation below, the model is chosen by where it is
-# after those and reported by where it is after these. Said at the start of every run.
-validation_episodes=$("$PY" - "$EXPERIMENT" << 'EOF'
-import inspect
-import sys
-
-import yaml
-
-from zoo.evaluation import InContextEvaluation
-
-default = inspect.signature(InContextEvaluation).parameters["episodes"].default
-for callback in (yaml.safe_load(open(sys.argv[1])).get("trainer") or {}).get("callbacks") or []:
-    if str(callback.get("class_path", "")).endswith("InContextEvaluation"):
-        print((callback.get("init_args") or {}).get("episodes", default))
-EOF
-)
+# after those and reported by where it is after these. Said at the start of every run; the
+# episodes are read from the config `zoo fit` resolves (its defaults, the member's and the
+# variant's options).
+# (a typo in the variant stops the run here, with zoo's one-line error, before anything is written)
+resolved=$("$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "${VARIANT[@]}" --print_config)
+validation_episodes=$("$PY" -c 'import sys, yaml
+for callback in yaml.safe_load(sys.stdin)["trainer"]["callbacks"] or []:
+    if callback["class_path"].endswith("InContextEvaluation"):
+        print(callback["init_args"]["episodes"])' <<< "$resolved")
 if [[ -n $validation_episodes && $validation_episodes != "${EVAL[1]}" ]]; then
   echo "note: $EXPERIMENT validates on $validation_episodes episodes, this evaluation plays" \
     "${EVAL[1]}: the checkpoint is not chosen by the horizon that is reported"
@@ -130,9 +127,6 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
   "$PY" bench/reference_score.py "$FAMILY" "$kind" "$OUT" --final "$FINAL" --seeds "${SEEDS[@]}"
 }
 
-case $WHICH in ad | ed | both) ;; *) echo "unknown run $WHICH: ad, ed or both" >&2; exit 2 ;; esac
-STAGE=${STAGE:-all}
-case $STAGE in fit | evaluate | all) ;; *) echo "unknown STAGE $STAGE: fit, evaluate or all" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 [[ ${#FIT[@]} -gt 0 ]] && echo "$FAMILY's member: ${FIT[*]}"
 [[ ${#VARIANT[@]} -gt 0 ]] && echo "variant: ${VARIANT[*]}"
