@@ -343,6 +343,7 @@ class HistoryDataModule(pl.LightningDataModule):
         expert_episodes: int | None = None,
         shuffle_episodes: bool = False,
         val_fraction: float = 0.1,
+        train_tasks: int | None = None,
         val_windows: int = 2048,
         train_windows_per_epoch: int | None = None,
         carry_state: bool = False,
@@ -363,6 +364,8 @@ class HistoryDataModule(pl.LightningDataModule):
             shuffle_episodes: permute the episodes within every history (seeded): same steps,
                 no order; a control that removes the improvement AD learns from.
             val_fraction: fraction of the tasks whose histories are held out for validation.
+            train_tasks: train on the histories of this many of the remaining tasks (a seeded
+                choice); None: all of them. The number of training tasks as an ablation axis.
             val_windows: validation windows (a fixed seeded subset of the held-out windows).
             train_windows_per_epoch: windows drawn (with replacement) per epoch; None: every
                 training window once, shuffled.
@@ -394,6 +397,8 @@ class HistoryDataModule(pl.LightningDataModule):
         self.carry_state = bool(carry_state)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if train_tasks is not None and train_tasks < 1:
+            raise ValueError(f"data.train_tasks must be >= 1 (or null: all), got {train_tasks}")
         self.path = str(path)
         # checked where it is opened for training: checksums (each file once, then remembered)
         # and values (no NaN, nothing outside the env's spaces), before the first step
@@ -452,7 +457,18 @@ class HistoryDataModule(pl.LightningDataModule):
     def split_histories(self) -> tuple[np.ndarray, np.ndarray]:
         """Global indices of the (train, validation) histories: split by task."""
         is_val = np.isin(self.dataset.task_index, self.val_tasks)
-        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        train = np.flatnonzero(~is_val)
+        if self._hp.train_tasks is not None:
+            tasks = np.unique(self.dataset.task_index[train])
+            if self._hp.train_tasks > len(tasks):
+                raise ValueError(
+                    f"data.train_tasks is {self._hp.train_tasks}, but {self.path} has "
+                    f"{len(tasks)} training tasks after the validation carve: lower it"
+                )
+            rng = np.random.default_rng([self._hp.seed, 1])  # not the carve's stream
+            kept = rng.permutation(tasks)[: self._hp.train_tasks]
+            train = train[np.isin(self.dataset.task_index[train], kept)]
+        return train, np.flatnonzero(is_val)
 
     def _windows(self, histories: np.ndarray, split: str) -> WindowDataset:
         hp = self._hp

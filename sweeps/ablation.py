@@ -29,7 +29,13 @@ class AblationConfig:
     context_episodes: list[float]
     """Training context lengths, in episodes of the env (0.5 = half an episode)."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
-    """Seeds: each grid point is trained once per seed."""
+    """Training seeds: each grid point is trained once per seed (the initialisation, and the
+    data's seed: the validation carve, the window order). The grid runs seed-major: every
+    point's first seed, then every point's second, ..., so a study stopped at any moment holds
+    a complete grid of its first seeds."""
+    axes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    """More axes of the grid, by `zoo fit` config path: `{data.train_tasks: [16, 32, 58]}`. Each
+    point's value is set at its path over the experiment, its preset and tuned settings."""
     size: str = "tiny"
     """Size preset of every backbone (tiny, 100k, 400k, 1.6m): matched parameter counts."""
     fit: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -42,6 +48,9 @@ class AblationConfig:
     """In-context evaluation of every trial on held-out tasks."""
     runs_dir: str = "runs/sweeps"
     """Where each trial's checkpoints, logs and evaluation go: <runs_dir>/<study>/trial-<n>."""
+    records: str | None = None
+    """Folder of the trials' records (`<records>/<study name>/trial-<n>.json`, text to commit);
+    None: only in each trial's run directory."""
 
     def __post_init__(self) -> None:
         for name in self.backbones:
@@ -52,13 +61,40 @@ class AblationConfig:
             )
         if min(self.context_episodes) <= 0:
             raise ValueError(f"context_episodes must be > 0, got {self.context_episodes}")
+        for path, values in self.axes.items():
+            if path in AXIS_PATHS.values() or "." not in path or not values:
+                raise ValueError(
+                    f"axes: {path!r} must be a `zoo fit` config path (section.key) with at least "
+                    "one value, not one of backbones, context_episodes, seeds (their own keys)"
+                )
 
     def search_space(self) -> dict[str, list]:
         return {
             "backbone": list(self.backbones),
             "context_episodes": [float(c) for c in self.context_episodes],
             "seed": list(self.seeds),
+            **{path: list(values) for path, values in self.axes.items()},
         }
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point, seed-major (the order the study enqueues them)."""
+        from sweeps.study import grid_points
+
+        return sorted(grid_points(self.search_space()), key=lambda p: p["seed"])
+
+
+AXIS_PATHS = {
+    "backbone": "model.backbone",
+    "context_episodes": "data.context_episodes",
+    "seed": "seed_everything",
+}
+"""The grid's shorthand axes and the `zoo fit` config paths they set (records name axes by path)."""
+
+
+def at_path(path: str, value: Any) -> dict[str, Any]:
+    """`{a: {b: value}}` for the config path `a.b`."""
+    head, _, rest = path.partition(".")
+    return {head: at_path(rest, value) if rest else value}
 
 
 def sampler(config: AblationConfig, *, stream: int = 0) -> optuna.samplers.BaseSampler:
@@ -75,6 +111,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
     if earlier is not None:
         trial.set_user_attr("duplicate_of", earlier)
         raise optuna.TrialPruned(f"grid point already taken by trial {earlier}")
+    extra = {path: trial.suggest_categorical(path, space[path]) for path in config.axes}
     tuned = tuned_path(config, backbone)
     trial.set_user_attr("tuned_from", None if tuned is None else str(tuned))
     return run_trial(
@@ -83,9 +120,22 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
         backbone_preset=str(preset_path(backbone, config.size)),
         context_episodes=context_episodes,
         seed=seed,
-        overrides=[*([str(tuned)] if tuned else []), config.fit],
+        overrides=[
+            *([str(tuned)] if tuned else []),
+            config.fit,
+            *(at_path(path, value) for path, value in extra.items()),
+        ],
         evaluation=config.evaluation,
         runs_dir=config.runs_dir,
+        axes={
+            AXIS_PATHS["backbone"]: backbone,
+            AXIS_PATHS["context_episodes"]: context_episodes,
+            AXIS_PATHS["seed"]: seed,
+            **extra,
+        },
+        records=None
+        if config.records is None
+        else str(Path(config.records) / trial.study.study_name),
     )
 
 

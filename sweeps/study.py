@@ -15,7 +15,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def retry_failed_trials(max_retry: int) -> Callable[[optuna.Study, FrozenTrial],
     return callback
 
 
-def grid_points(search_space: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def grid_points(search_space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every point of a grid, in a fixed order."""
     names = sorted(search_space)
     return [
@@ -132,10 +132,28 @@ def grid_points(search_space: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
     ]
 
 
+GRID_POINT = "grid_point"
+"""User attribute of an enqueued grid trial: its point, recorded by the study itself (a waiting
+trial has no params yet)."""
+
+
 def _key(trial: FrozenTrial, names: Sequence[str]) -> tuple[Any, ...]:
-    """The values of `names` of a trial; a waiting (enqueued) trial has them as fixed params."""
-    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    """The values of `names` of a trial (a waiting one: the grid point it was enqueued with)."""
+    params = trial.params or trial.user_attrs.get(GRID_POINT, {})
     return tuple(params.get(name) for name in names)
+
+
+def enqueue_grid(study: optuna.Study, points: Sequence[dict[str, Any]]) -> int:
+    """Enqueue every point not yet in the study, in the given order (workers take waiting trials
+    first in, first out): returns how many were enqueued."""
+    names = sorted(points[0]) if points else []
+    have = {_key(t, names) for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    count = 0
+    for point in points:
+        if tuple(point[n] for n in names) not in have:
+            study.enqueue_trial(point, user_attrs={GRID_POINT: point})
+            count += 1
+    return count
 
 
 def duplicate_of(trial: optuna.Trial, names: Sequence[str]) -> int | None:
@@ -190,9 +208,11 @@ def run_worker(
     max_retry: int = 2,
     search_space: dict[str, Sequence[Any]] | None = None,
     poll_interval: float = 5.0,
+    study_trials: int | None = None,
 ) -> int:
-    """Run trials of `study` until `n_trials` ran, `timeout` passed, or (for a grid) every grid
-    point is done. Returns the number of trials this worker ran.
+    """Run trials of `study` until `n_trials` ran, `timeout` passed, (for a grid) every grid
+    point is done, or the study has `study_trials` trials (complete, pruned, running or waiting:
+    a failed one does not count, so it is made up). Returns the number of trials this worker ran.
 
     For a grid, a worker with nothing left to start waits for the trials other workers are
     running: a stale one (its worker died) is failed by the heartbeat and re-queued, and then run.
@@ -201,6 +221,8 @@ def run_worker(
     callbacks = [retry_failed_trials(max_retry)]
     ran, waiting_said = 0, False
     while (n_trials is None or ran < n_trials) and time.monotonic() < deadline:
+        if study_trials is not None and counted_trials(study) >= study_trials:
+            break
         if search_space is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -221,6 +243,26 @@ def run_worker(
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
         ran += 1
     return ran
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards a study's number of trials: all but the failed ones."""
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return len(study.get_trials(deepcopy=False, states=counted))
+
+
+def fail_running(study: optuna.Study) -> list[int]:
+    """Fail every RUNNING trial of `study` (their workers are gone: a stopped machine, a study
+    resumed from a committed journal file, which has no heartbeat); a grid point is then run
+    again. Returns their numbers. Only when no other worker of the study is alive."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        failed.append(trial.number)
+        if GRID_POINT in trial.user_attrs:  # the point is run again, in its place in the queue
+            point = trial.user_attrs[GRID_POINT]
+            study.enqueue_trial(point, user_attrs={GRID_POINT: point})
+    return failed
 
 
 # ------------------------------------------------------------------ study configs and studies
@@ -298,6 +340,8 @@ def create_study(spec: SweepSpec, storage: BaseStorage, *, worker: int = 0) -> o
     )
     stream = worker * 1_000_000 + len(study.get_trials(deepcopy=False))
     study.sampler = kind.sampler(spec.config, stream=stream)
+    if worker == 0 and hasattr(spec.config, "points"):  # a grid, in the order it should run
+        enqueue_grid(study, spec.config.points())
     study.set_user_attr("kind", spec.kind)
     study.set_user_attr("config", dataclasses.asdict(spec.config))
     return study

@@ -64,6 +64,14 @@ class EvaluationSettings:
     test: bool = True
     """Play the held-out split with the selected checkpoint; false for tuning, whose objective is the
     best validation return (tuning never sees a test task)."""
+    budgets: list[int] = dataclasses.field(default_factory=list)
+    """Training-step budgets below the cap (`--trainer.max_steps`, always one): the best-validation
+    checkpoint within each is kept and plays the held-out split, so rankings at several budgets
+    come from the same runs (`zoo.selection.BudgetCheckpoints`)."""
+    paired: bool = False
+    """Every training seed plays the held-out split under the same evaluation `seeds` (a paired
+    comparison, the stated purpose); false: training seed s plays under `eval_seeds(s)`, seeds of
+    its own, so the spread over runs includes what another evaluation seed would show."""
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -74,6 +82,21 @@ class EvaluationSettings:
             raise ValueError(f"evaluation.val_repeats must be >= 1, got {self.val_repeats}")
         if self.patience < 0:
             raise ValueError(f"evaluation.patience must be >= 0, got {self.patience}")
+        if any(b < 1 for b in self.budgets):
+            raise ValueError(f"evaluation.budgets must be >= 1 step each, got {self.budgets}")
+
+    def eval_seeds(self, training_seed: int) -> list[int]:
+        """The evaluation seeds of a run with `training_seed`: `seeds` when `paired`, else
+        `1000 * training_seed + s` for each s of `seeds` (training seed 0 keeps `seeds`)."""
+        if self.paired:
+            return list(self.seeds)
+        return [1000 * training_seed + s for s in self.seeds]
+
+
+RECORD = "record.json"
+"""File in a trial's run directory (and, for a study with `records:`, in the repository): the
+trial's one record (see `run_trial`)."""
+RECORD_FORMAT = 1
 
 
 def run_trial(
@@ -86,12 +109,20 @@ def run_trial(
     overrides: Sequence[str | Mapping[str, Any]] = (),
     evaluation: EvaluationSettings,
     runs_dir: str,
+    axes: Mapping[str, Any] | None = None,
+    records: str | None = None,
 ) -> float:
     """Train and evaluate one configuration in a child process; its objective (the final
     in-context return on the test tasks, or the best validation return when `evaluation.test`
     is false). The child trains what `zoo fit` would on these configs, in this order: the
     experiment, the backbone's preset, the trial's context and seed, its run directory, then
-    `overrides` (config files such as tuned settings, and mappings such as a study's `fit:`)."""
+    `overrides` (config files such as tuned settings, and mappings such as a study's `fit:`).
+
+    Whatever its end (complete, pruned, failed), the trial leaves one record, `record.json` in
+    its run directory and `<records>/trial-<n>.json` when `records` is given: its `axes` (by
+    config path), the resolved `zoo fit` settings, the protocol, the validation curve, the
+    checkpoint chosen within each budget and its test returns per evaluation seed and task, the
+    source learner's curve, cost, and the commands that rerun it."""
     run_dir = Path(runs_dir) / trial.study.study_name / f"trial-{trial.number:04d}"
     run_dir.mkdir(parents=True, exist_ok=True)
     # each trial logs into its own directory: concurrent trials never share a logger's versions
@@ -103,7 +134,9 @@ def run_trial(
         experiment,
         {
             "model": {"backbone": str(backbone_preset)},  # a preset file, as experiments name it
-            "data": {"context_episodes": context_episodes},
+            # a training seed varies the initialisation and, through the data's seed, the
+            # validation carve, the window order and the validation windows
+            "data": {"context_episodes": context_episodes, "seed": seed},
             "seed_everything": seed,
         },
         {"trainer": {"default_root_dir": str(run_dir), "logger": logger}},
@@ -113,13 +146,16 @@ def run_trial(
         "configs": configs,
         "evaluation": dataclasses.asdict(evaluation),
         "run_dir": str(run_dir),
+        "seed": seed,
+        "axes": dict(axes or {}),
     }
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     trial.set_user_attr("run_dir", str(run_dir))
+    for stale in (RECORD, "result.json", INTERMEDIATE):  # a retried trial's old files
+        (run_dir / stale).unlink(missing_ok=True)
     started = time.monotonic()
     log_path = run_dir / "trial.log"
     reports = run_dir / INTERMEDIATE
-    reports.unlink(missing_ok=True)
     pruned_at = None
     with log_path.open("w") as log:
         child = subprocess.Popen(
@@ -144,12 +180,32 @@ def run_trial(
                 break
             time.sleep(0.5)
     code = os.waitstatus_to_exitcode(status)
+    wall = round(time.monotonic() - started, 1)
     trial.set_user_attr("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))
-    trial.set_user_attr("wall_seconds", round(time.monotonic() - started, 1))
+    trial.set_user_attr("wall_seconds", wall)
+    record_path = run_dir / RECORD
+    result_path = run_dir / "result.json"
+    finished = pruned_at is None and code == 0 and result_path.is_file()
+    record = json.loads(record_path.read_text()) if finished else _partial_record(spec, reports)
+    record = {
+        "study": trial.study.study_name,
+        "trial": trial.number,
+        "state": "COMPLETE" if finished else "PRUNED" if pruned_at is not None else "FAIL",
+        "params": dict(trial.params),
+        **record,
+    }
+    record.setdefault("cost", {}).update(
+        wall_seconds=wall, peak_rss_mb=round(usage.ru_maxrss / 1024, 1)
+    )
+    if pruned_at is not None:
+        record["pruned_at"] = pruned_at
+    write_json(record_path, record)
+    if records is not None:
+        write_json(Path(records) / f"trial-{trial.number:04d}.json", record)
+        trial.set_user_attr("record", str(Path(records) / f"trial-{trial.number:04d}.json"))
     if pruned_at is not None:
         raise optuna.TrialPruned(f"pruned at step {pruned_at} on its validation return")
-    result_path = run_dir / "result.json"
-    if code != 0 or not result_path.is_file():
+    if not finished:
         lines = [line for line in log_path.read_text().splitlines() if line.strip()]
         last = lines[-1] if lines else "no output"
         raise RuntimeError(f"trial exited with code {code}: {last} (log: {log_path})")
@@ -157,6 +213,31 @@ def run_trial(
     for key, value in result["attrs"].items():
         trial.set_user_attr(key, value)
     return float(result["attrs"]["objective"])
+
+
+def validation_summary(curve: list[list[Any]]) -> dict[str, Any]:
+    """A run's validation curve `[[step, value], ...]`, its peak and its last point."""
+    points = [(int(step), float(value)) for step, value in curve]
+    peak = max(points, key=lambda p: p[1]) if points else None
+    return {
+        "curve": [list(p) for p in points],
+        "peak": None if peak is None else {"step": peak[0], "value": peak[1]},
+        "final": None if not points else {"step": points[-1][0], "value": points[-1][1]},
+    }
+
+
+def _partial_record(spec: Mapping[str, Any], reports: Path) -> dict[str, Any]:
+    """The record of a trial that did not finish (pruned, failed): what it was and its
+    validation curve so far."""
+    curve = [[step, value] for step, value in _intermediate(reports)]
+    return {
+        "format": RECORD_FORMAT,
+        "axes": spec.get("axes", {}),
+        "seed": spec["seed"],
+        "configs": spec["configs"],
+        "protocol": spec["evaluation"],
+        "validation": validation_summary(curve),
+    }
 
 
 def _intermediate(path: Path) -> list[tuple[int, float]]:
@@ -177,20 +258,24 @@ def _die_with_parent() -> None:
 
 
 # ----------------------------------------------------------------------------- the child process
+MONITOR = "val/return_final"
+"""The validation metric every trial selects, stops, prunes and tunes on."""
+
+
 def _child(spec_path: str) -> int:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from backbones import count_parameters
-    from zoo.checkpoints import read_checkpoint
     from zoo.evaluation import InContextEvaluation
+    from zoo.selection import BudgetCheckpoints
     from zoo.training import build, callbacks_of
 
     spec = json.loads(Path(spec_path).read_text())
     settings = EvaluationSettings(**spec["evaluation"])
     run_dir = Path(spec["run_dir"])
-    monitor = "val/return_final"
+    seed = int(spec["seed"])
 
     class Report(pl.Callback):
         """Training throughput; the validation return, by step, for the worker's pruner."""
@@ -215,12 +300,13 @@ def _child(spec_path: str) -> int:
             self.tokens += int(batch["actions"].numel())
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.sanity_checking or monitor not in trainer.callback_metrics:
+            if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
                 return
-            value = float(trainer.callback_metrics[monitor])
+            value = float(trainer.callback_metrics[MONITOR])
             with (run_dir / INTERMEDIATE).open("a") as out:
                 out.write(f"{trainer.global_step} {value!r}\n")
 
+    started = time.perf_counter()
     cli = build(spec["configs"])  # an attention window follows the data's context by itself
     # the trial's `zoo fit` config as one file (before the trial swaps in its own selection
     # callbacks): `zoo fit --config <it> --trainer.default_root_dir <elsewhere>` trains the same
@@ -229,17 +315,16 @@ def _child(spec_path: str) -> int:
     fit_config.write_text(cli.parser.dump(cli.config, skip_none=False))
     if len(cli.datamodule.val_tasks) == 0:
         raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
-    # the study decides how trials are evaluated: the experiment's own evaluation is replaced
-    callbacks = [c for c in callbacks_of(cli.trainer) if not isinstance(c, InContextEvaluation)]
+    # the study decides how trials are evaluated and selected: the experiment's own in-context
+    # evaluation and its checkpoint selection on the same metric are replaced
+    callbacks = [
+        c
+        for c in callbacks_of(cli.trainer)
+        if not isinstance(c, InContextEvaluation)
+        and not (isinstance(c, ModelCheckpoint) and c.monitor == MONITOR)
+    ]
     report = Report()
-    selected = ModelCheckpoint(
-        dirpath=run_dir / "selected",
-        monitor=monitor,
-        mode="max",
-        filename="step{step}",
-        auto_insert_metric_name=False,
-        save_top_k=1,
-    )
+    budgets = BudgetCheckpoints(run_dir / "selected", settings.budgets, monitor=MONITOR)
     callbacks += [
         InContextEvaluation(
             episodes=settings.episodes,
@@ -247,59 +332,122 @@ def _child(spec_path: str) -> int:
             split="val",
             final_episodes=settings.final_episodes,
             repeats=settings.val_repeats,
+            seed=seed,
         ),
         report,
         *(
-            [EarlyStopping(monitor=monitor, mode="max", patience=settings.patience)]
+            [EarlyStopping(monitor=MONITOR, mode="max", patience=settings.patience)]
             if settings.patience
             else []
         ),
-        selected,
+        budgets,
     ]
     callbacks_of(cli.trainer)[:] = callbacks
     cli.trainer.fit(cli.model, cli.datamodule)
-    max_steps = cli.trainer.max_steps
-    steps = cli.trainer.global_step
-    checkpoint = selected.best_model_path
-    if not checkpoint:  # no validation ran: the weights at the end are the choice
+    fit_seconds = time.perf_counter() - started
+    max_steps, steps = cli.trainer.max_steps, cli.trainer.global_step
+    selected = budgets.selected()
+    if not selected:  # no validation ran: the weights at the end are the choice
         checkpoint = str(run_dir / "selected" / f"step{steps}.ckpt")
         cli.trainer.save_checkpoint(checkpoint)
-    best_step = int(read_checkpoint(checkpoint)["global_step"])
-    score = selected.best_model_score
-    attrs: dict[str, Any] = {
-        "val_return_final": None if score is None else float(score),
-        "selected_step": best_step,
+        selected = {max(max_steps, steps): {"step": steps, "value": None, "checkpoint": checkpoint}}
+    cap = max(selected)
+    chosen = selected[cap]
+    curve = [[step, value] for step, value in budgets.curve]
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "axes": spec.get("axes", {}),
+        "seed": seed,
+        "settings": yaml_safe(cli.config.as_dict()),
+        "protocol": {
+            **dataclasses.asdict(settings),
+            "eval_seeds": settings.eval_seeds(seed),
+            "val_tasks": [int(t) for t in cli.datamodule.val_tasks],
+            "monitor": MONITOR,
+        },
+        "validation": validation_summary(curve),
         "steps_trained": steps,
         "max_steps": max_steps,
         # the run ended at its step budget, not because validation stopped improving
         "budget_capped": bool(max_steps > 0 and steps >= max_steps),
-        "parameters": count_parameters(cli.model.backbone),
-        "parameters_total": count_parameters(cli.model),
-        "train_tokens_per_s": round(report.tokens / max(report.train_seconds, 1e-9), 1),
+        "budgets": {str(b): {"step": c["step"], "val": c["value"]} for b, c in selected.items()},
+        "cost": {
+            "parameters": count_parameters(cli.model.backbone),
+            "parameters_total": count_parameters(cli.model),
+            "train_tokens_per_s": round(report.tokens / max(report.train_seconds, 1e-9), 1),
+            "fit_seconds": round(fit_seconds, 1),
+            "threads": torch.get_num_threads(),
+        },
+        "commands": {"fit": f"zoo fit --config {fit_config}"},
+    }
+    attrs: dict[str, Any] = {
+        "val_return_final": chosen["value"],
+        "selected_step": chosen["step"],
+        "steps_trained": steps,
+        "max_steps": max_steps,
+        "budget_capped": record["budget_capped"],
+        "parameters": record["cost"]["parameters"],
+        "parameters_total": record["cost"]["parameters_total"],
+        "train_tokens_per_s": record["cost"]["train_tokens_per_s"],
         "global_step": steps,
-        "checkpoint": checkpoint,
-        "fit_command": f"zoo fit --config {fit_config}",
+        "checkpoint": chosen["checkpoint"],
+        "fit_command": record["commands"]["fit"],
+        "validation_peak": record["validation"]["peak"],
+        "validation_final": record["validation"]["final"],
     }
     attrs["objective"] = attrs["val_return_final"]
     if settings.test:
-        attrs.update(_play_test(checkpoint, settings, run_dir))
+        plays: dict[
+            int, dict[str, Any]
+        ] = {}  # by checkpoint step: a step shared by budgets plays once
+        for budget, choice in selected.items():
+            if choice["step"] not in plays:
+                plays[choice["step"]] = _play_test(
+                    choice["checkpoint"], settings, settings.eval_seeds(seed), run_dir,
+                    source=not plays,
+                )  # fmt: skip
+            play = plays[choice["step"]]
+            record["budgets"][str(budget)]["test"] = play["record"]
+        cap_play = plays[chosen["step"]]
+        attrs.update(cap_play["attrs"])
         attrs["objective"] = attrs["return_final"]
+        record["test"] = cap_play["record"]
+        record["source"] = plays[selected[min(selected)]["step"]].get("source")
+        record["commands"]["evaluate"] = attrs["evaluate_command"]
+        record["cost"]["eval_steps_per_s"] = attrs["eval_steps_per_s"]
     if torch.cuda.is_available():
         attrs["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    (run_dir / "result.json").write_text(json.dumps({"attrs": attrs}, indent=1) + "\n")
+        record["cost"]["peak_cuda_mb"] = attrs["peak_cuda_mb"]
+    attrs["budgets"] = {
+        b: {k: v for k, v in r.items() if k != "test"}
+        | ({"return_final": r["test"]["return_final"]} if "test" in r else {})
+        for b, r in record["budgets"].items()
+    }
+    write_json(run_dir / RECORD, record)
+    write_json(run_dir / "result.json", {"attrs": attrs})
     return 0
 
 
-def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> dict[str, Any]:
-    """The selected checkpoint on the held-out split (`settings.split`), once per evaluation seed: summaries over every
-    (seed, task) pair, per-seed final returns, the curves, the source learner on the same tasks."""
+def _play_test(
+    checkpoint: str,
+    settings: EvaluationSettings,
+    seeds: list[int],
+    run_dir: Path,
+    *,
+    source: bool = True,
+) -> dict[str, Any]:
+    """A chosen checkpoint on the held-out split (`settings.split`), once per evaluation seed:
+    `attrs` (summaries over every (seed, task) pair, per-seed final returns, the curve; the
+    source learner on the same tasks when `source`), and `record`, the returns per seed and task."""
     import numpy as np
 
     from zoo.evaluation import Evaluation, evaluate_checkpoint, summarise, write_outputs
 
-    returns, optimal, source, finals, seconds, steps = [], [], [], [], 0.0, 0
-    source_learner = None
-    for seed in settings.seeds:
+    step = int(Path(checkpoint).stem.removeprefix("step"))
+    returns, optimal, curves, finals, seconds, env_steps = [], [], [], [], 0.0, 0
+    by_seed: dict[str, Any] = {}
+    source_learner, keep_every, source_by_seed = None, None, {}
+    for seed in seeds:
         evaluation = Evaluation(
             episodes=settings.episodes,
             tasks=settings.tasks,
@@ -308,41 +456,95 @@ def _play_test(checkpoint: str, settings: EvaluationSettings, run_dir: Path) -> 
             final_episodes=settings.final_episodes,
             seed=seed,
         )
-        result = evaluate_checkpoint(checkpoint, evaluation)
-        write_outputs(result, run_dir / f"test-seed{seed}")
+        result = evaluate_checkpoint(checkpoint, evaluation, source_episodes=None if source else 0)
+        write_outputs(result, run_dir / f"test-step{step}-seed{seed}")
         returns.append(np.asarray(result["returns"]))
         optimal.append(np.asarray(result["optimal"]))
         finals.append(result["summary"]["return_final"])
+        by_seed[str(seed)] = {
+            "tasks": result["tasks"],
+            "optimal": result["optimal"],
+            "returns": _rounded(result["returns"]),
+        }
         seconds += result["seconds"]
-        steps += result["env_steps"]
+        env_steps += result["env_steps"]
         if result["source"]:
             source_learner = result["source"]["learner"]
-            source.append(np.asarray(result["source"]["returns"]))
+            keep_every = result["source"]["episodes"] // settings.episodes
+            curves.append(np.asarray(result["source"]["returns"]))
+            source_by_seed[str(seed)] = _rounded(result["source"]["returns"])
     every, best = np.concatenate(returns), np.concatenate(optimal)
+    summary = summarise(every, best, final_episodes=settings.final_episodes)
     attrs: dict[str, Any] = {
-        **summarise(every, best, final_episodes=settings.final_episodes),
+        **summary,
         "curve": every.mean(0).tolist(),
         "test_tasks": len(returns[0]),
         "test_split": settings.split,
-        "eval_seeds": list(settings.seeds),
+        "eval_seeds": list(seeds),
         "return_final_by_seed": finals,
-        "eval_steps_per_s": round(steps / max(seconds, 1e-9), 1),
-        "eval_dir": str(run_dir / f"test-seed{settings.seeds[0]}"),
+        "eval_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
+        "eval_dir": str(run_dir / f"test-step{step}-seed{seeds[0]}"),
         "evaluate_command": (
             f"zoo evaluate {checkpoint} --split {settings.split} --episodes {settings.episodes} "
             f"--mode {settings.mode} --final_episodes {settings.final_episodes} "
             + (f"--tasks {settings.tasks} " if settings.tasks else "")
-            + f"--seed <each of {' '.join(map(str, settings.seeds))}>"
+            + f"--seed <each of {' '.join(map(str, seeds))}>"
         ),
     }
-    if source:
-        curves = np.concatenate(source)
+    out: dict[str, Any] = {
+        "attrs": attrs,
+        "record": {
+            "split": settings.split,
+            "step": step,
+            **{k: summary[k] for k in ("return_final", "fraction_optimal", "nauc")},
+            "return_final_by_seed": dict(zip(map(str, seeds), finals, strict=True)),
+            "by_seed": by_seed,
+        },
+    }
+    if curves:
+        every_source = np.concatenate(curves)
         attrs["source_learner"] = source_learner
-        attrs["source_curve"] = curves.mean(0).tolist()
+        attrs["source_curve"] = every_source.mean(0).tolist()
         attrs["source_return_final"] = summarise(
-            curves, best, final_episodes=settings.final_episodes
+            every_source, best, final_episodes=settings.final_episodes
         )["return_final"]
-    return attrs
+        out["source"] = {
+            "learner": source_learner,
+            # the learner's episode k of this curve is its stored episode k / keep_every
+            "episodes": every_source.shape[1],
+            "keep_every": keep_every,
+            "by_seed": source_by_seed,
+        }
+    return out
+
+
+def _rounded(rows: list[list[float]]) -> list[list[float]]:
+    return [[round(float(v), 4) for v in row] for row in rows]
+
+
+def yaml_safe(value: Any) -> Any:
+    """A config as plain JSON types (paths and other objects as strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [yaml_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """`value` as JSON at `path`, atomically (a temporary name in the same folder, renamed); a
+    mapping is written one top-level key a line, so that records diff line by line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(value, Mapping):
+        lines = [f" {json.dumps(str(k))}: {json.dumps(v)}" for k, v in value.items()]
+        text = "{\n" + ",\n".join(lines) + "\n}\n"
+    else:
+        text = json.dumps(value) + "\n"
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import yaml
@@ -42,7 +44,14 @@ class TuneConfig:
     context_episodes: float = 4.0
     """Training context length, in episodes."""
     seed: int = 0
-    """Seed of every trial (tune first, then repeat the best over seeds in the ablation)."""
+    """Training seed of every trial (tune first, then repeat the best over seeds in the ablation)."""
+    trials: int | None = None
+    """Trials of the study (complete and pruned; a failed trial is run again): every backbone
+    tuned with the same number. Workers stop starting trials once the study has them. None: each
+    worker runs its `--n_trials`."""
+    sampler_seed: int | None = None
+    """Seed of the TPE sampler; None: one of the backbone's own (from its name), so no two
+    backbones draw the same sequence of points."""
     lr: tuple[float, float] = (1e-4, 3e-3)
     """Learning-rate range (log-uniform)."""
     warmup_steps: list[int] = dataclasses.field(default_factory=lambda: [0, 100, 500])
@@ -60,6 +69,13 @@ class TuneConfig:
     """Attention-dropout rates to choose from, for backbones that take `attn_dropout`."""
     prune_after_steps: int = 500
     """No trial is pruned before this global step (early in-context returns are mostly noise)."""
+    pruner: Literal["hyperband", "median"] = "hyperband"
+    """`hyperband`: Optuna's Hyperband (successive halving in brackets, the smallest resource
+    `prune_after_steps`, the largest the trials' `max_steps`), so settings are judged at the
+    budget they will be used at and poor ones stop early; `median`: the median rule."""
+    records: str | None = None
+    """Folder of the trials' records (`<records>/<study name>/trial-<n>.json`, text to commit);
+    None: only in each trial's run directory."""
     output: str | None = None
     """Where the chosen settings go (a `zoo fit` config fragment, e.g.
     configs/tuned/darkroom/transformer.yaml); None: not written."""
@@ -76,12 +92,29 @@ def sampler(config: TuneConfig, *, stream: int = 0) -> optuna.samplers.BaseSampl
     resuming a study, each get their own stream (one seed for all would draw the same points)."""
     import numpy as np
 
-    seed = int(np.random.SeedSequence([config.seed, stream]).generate_state(1)[0])
+    seed = int(np.random.SeedSequence([sampler_seed(config), stream]).generate_state(1)[0])
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
+def sampler_seed(config: TuneConfig) -> int:
+    """The config's `sampler_seed`, else the backbone's own (from its name: the same on every
+    machine, another for every backbone)."""
+    if config.sampler_seed is not None:
+        return config.sampler_seed
+    return zlib.crc32(config.backbone.encode())
+
+
 def pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=config.prune_after_steps)
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=3, n_warmup_steps=config.prune_after_steps
+        )
+    max_steps = (config.fit.get("trainer") or {}).get("max_steps")
+    return optuna.pruners.HyperbandPruner(
+        min_resource=config.prune_after_steps,
+        max_resource=int(max_steps) if max_steps else "auto",
+        reduction_factor=3,
+    )
 
 
 def preset_init_args(backbone: str, size: str) -> tuple[str, dict[str, Any]]:
@@ -154,6 +187,14 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
         # tuning selects on validation tasks only: the test split is never played
         evaluation=dataclasses.replace(config.evaluation, test=False),
         runs_dir=config.runs_dir,
+        axes={
+            "model.backbone": config.backbone,
+            "data.context_episodes": config.context_episodes,
+            "seed_everything": config.seed,
+        },
+        records=None
+        if config.records is None
+        else str(Path(config.records) / trial.study.study_name),
     )
 
 
@@ -170,6 +211,27 @@ def tuned_settings(study: optuna.Study, config: TuneConfig) -> tuple[dict[str, A
     preset = preset_path(config.backbone, config.size)
     if preset.is_relative_to(Path.cwd()):
         preset = preset.relative_to(Path.cwd())
+    finished = study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
+    worker_seconds = sum(float(t.user_attrs.get("wall_seconds", 0.0)) for t in study.trials)
+    pruned = len(finished) - len(complete)
+    max_steps = (config.fit.get("trainer") or {}).get("max_steps")
+    tuning = {
+        "study": study.study_name,
+        "trials": len(finished),
+        "complete": len(complete),
+        "pruned": pruned,
+        "pruner": config.pruner,
+        "sampler_seed": sampler_seed(config),
+        "training_seed": config.seed,
+        "context_episodes": config.context_episodes,
+        "max_steps": max_steps,
+        "best_trial": best.number,
+        "best_validation_return": None if best.value is None else round(best.value, 4),
+        "selected_step": attrs.get("selected_step"),
+        "worker_seconds": round(worker_seconds),
+    }
     note = (
         f"Tuned settings of {config.backbone}; apply after its preset:\n"
         f"  zoo fit --config EXPERIMENT --model.backbone {preset} --config <this file>\n"
@@ -177,7 +239,11 @@ def tuned_settings(study: optuna.Study, config: TuneConfig) -> tuple[dict[str, A
         f"complete trial(s),\nvalidation return {best.value:.3f} at step "
         f"{attrs.get('selected_step')} of {attrs.get('steps_trained')} "
         f"({attrs.get('backbone_parameters')} backbone parameters, budget "
-        f"{attrs.get('param_budget')});\nselected on validation goals, never on test goals."
+        f"{attrs.get('param_budget')});\nselected on validation goals, never on test goals.\n"
+        f"{len(finished)} trials ({pruned} pruned by {config.pruner}), sampler seed "
+        f"{sampler_seed(config)}, training seed {config.seed}, at most {max_steps} steps; "
+        f"{round(worker_seconds)} worker-seconds in all.\n"
+        f"tuning: {json.dumps(tuning)}"
     )
     return fragment, note
 

@@ -257,3 +257,35 @@ def test_carried_state_refuses_windows_drawn_with_replacement(dataset_path: Path
     dm.setup()
     with pytest.raises(ValueError, match=r"lower data\.batch_size"):
         ConsecutiveSampler(dm.train_windows, batch_size=64)
+
+
+def test_a_training_seed_varies_the_carve_and_the_window_order(dataset_path: Path) -> None:
+    """What `data.seed` (which a sweep trial sets to its training seed) changes: the validation
+    tasks, and the order the training windows come in."""
+
+    def first_batch(dm: HistoryDataModule) -> np.ndarray:
+        dm.setup()
+        return next(iter(dm.train_dataloader()))["rewards"].numpy()
+
+    kwargs = {"path": str(dataset_path), "context_len": 4, "val_fraction": 0.34, "batch_size": 4}
+    carves = {tuple(HistoryDataModule(**kwargs, seed=s).val_tasks) for s in range(6)}
+    assert len(carves) > 1  # another seed, another validation carve
+    a, b = (HistoryDataModule(**kwargs, seed=s) for s in (0, 1))
+    zero = HistoryDataModule(**kwargs, seed=0)
+    np.testing.assert_array_equal(first_batch(a), first_batch(zero))  # a seed is reproducible
+    assert not np.array_equal(first_batch(a), first_batch(b))
+
+
+def test_train_tasks_keeps_that_many_training_tasks(
+    dataset_path: Path, histories: Histories
+) -> None:
+    kwargs = {"path": str(dataset_path), "context_len": 4, "val_fraction": 0.34, "seed": 3}
+    full = HistoryDataModule(**kwargs)
+    some = HistoryDataModule(**kwargs, train_tasks=2)
+    train, val = some.split_histories()
+    np.testing.assert_array_equal(val, full.split_histories()[1])  # the carve is untouched
+    tasks = set(histories.task_index[train])
+    assert len(tasks) == 2 and tasks < set(histories.task_index[full.split_histories()[0]])
+    assert set(train) == set(np.flatnonzero(np.isin(histories.task_index, list(tasks))))
+    with pytest.raises(ValueError, match=r"data\.train_tasks is 9, but .* has 4 training tasks"):
+        HistoryDataModule(**kwargs, train_tasks=9).split_histories()

@@ -84,10 +84,10 @@ def assert_test_played_once_per_seed(trial: optuna.trial.FrozenTrial) -> None:
     and that checkpoint is the one chosen on the validation return."""
     pool = make_family("darkroom").sample_tasks("test", 16, seed=0)
     assert trial.user_attrs["eval_seeds"] == [0, 1] and trial.user_attrs["test_tasks"] == len(pool)
+    step = trial.user_attrs["selected_step"]
     for seed in (0, 1):
-        result = json.loads(
-            (Path(trial.user_attrs["run_dir"]) / f"test-seed{seed}/returns.json").read_text()
-        )
+        played = Path(trial.user_attrs["run_dir"]) / f"test-step{step}-seed{seed}/returns.json"
+        result = json.loads(played.read_text())
         assert sorted(map(tuple, result["tasks"])) == sorted(map(tuple, pool.tolist()))
         assert result["checkpoint"] == str(Path(trial.user_attrs["checkpoint"]).resolve())
     assert Path(trial.user_attrs["checkpoint"]).parent.name == "selected"

@@ -312,7 +312,7 @@ def test_single_seed_says_no_interval(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--study", "x"], "--study needs --storage"),
-        ([], "give --storage URL --study NAME"),
+        ([], "give --records DIR, --storage URL --study NAME"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, tmp_path: Path, capsys) -> None:

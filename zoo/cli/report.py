@@ -3,6 +3,7 @@
     zoo report --storage sqlite:///runs/sweeps.db --study darkroom_ablation --study darkroom_ed \\
         --out reports/darkroom
     zoo report --results runs/ --out reports/darkroom
+    zoo report --records results/darkroom/study --out reports/darkroom_study
 
 Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tables/*.csv`.
 """
@@ -23,6 +24,9 @@ def parser() -> Parser:
     parser.add_argument("--study", action="append", default=[], help="study name (repeatable)")
     parser.add_argument("--results", type=Path | None, default=None,
                         help="directory tree of `zoo evaluate` outputs")  # fmt: skip
+    parser.add_argument("--records", type=Path | None, default=None,
+                        help="folder of trial records (results/<family>/<study>/...; every "
+                        "trial-*.json under it), the text a study commits")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="report directory (reports/<name>)")
     parser.add_argument("--title", type=str | None, default=None,
                         help="title of the report (null: its directory's name)")  # fmt: skip
@@ -38,6 +42,7 @@ def run(options: Namespace, argv: list[str]) -> int:
         storage=options.storage,
         study=list(options.study),
         results=options.results,
+        records=options.records,
         title=options.title,
         reps=options.reps,
     )

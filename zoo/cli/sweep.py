@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -68,6 +69,10 @@ def subcommands(parser: Parser) -> None:
     run.add_argument("--grace", type=int, default=120,
                      help="seconds without heartbeat before a trial is failed")  # fmt: skip
     run.add_argument("--max_retry", type=int, default=2, help="retries of a failed trial")
+    run.add_argument("--fail_running", type=bool, default=False,
+                     help="first fail the study's RUNNING trials: no other worker of it is alive "
+                     "(a study resumed from a committed journal file, whose stopped workers left "
+                     "their trials running); their points are run again")  # fmt: skip
     commands.add_subcommand("run", run, help="run trials of a study")
 
     status = Parser(description="a study's progress: its trials and, for a grid, what is left")
@@ -97,6 +102,7 @@ def _run(args: Namespace) -> int:
         STUDY_KINDS,
         SweepError,
         create_study,
+        fail_running,
         grid_progress,
         load_spec,
         open_storage,
@@ -115,14 +121,13 @@ def _run(args: Namespace) -> int:
             spec.config = dataclasses.replace(spec.config, **{k: list(v) for k, v in grid.items()})
         except (ValueError, FileNotFoundError) as error:  # an unknown backbone, a context <= 0
             raise SweepError(str(error)) from error
+    # a stopped worker (SIGTERM: a scheduler, a session's end) fails its running trial through
+    # Optuna's own handling of an interrupt, instead of leaving it RUNNING in a heartbeat-less
+    # journal; the interrupt then ends the command
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         # workers share the machine's cores rather than each taking all of them (children inherit)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
-    siblings = []
-    for index in range(1, args.workers):  # the other workers are plain `zoo sweep run` processes
-        command = [sys.executable, "-m", "zoo.cli", "sweep", "run", *_own_args(args, spec)]
-        env = {**os.environ, "ZOO_SWEEP_SIBLING": "1", "ZOO_SWEEP_WORKER": str(index)}
-        siblings.append(subprocess.Popen(command, env=env))
     storage = open_storage(
         spec.storage,
         heartbeat_interval=args.heartbeat,
@@ -130,6 +135,15 @@ def _run(args: Namespace) -> int:
         max_retry=args.max_retry,
     )
     study = create_study(spec, storage, worker=int(os.environ.get("ZOO_SWEEP_WORKER", "0")))
+    if args.fail_running and not os.environ.get("ZOO_SWEEP_SIBLING"):
+        failed = fail_running(study)
+        if failed:
+            print(f"zoo sweep: failed {len(failed)} orphaned running trial(s): {failed}")
+    siblings = []  # started after the orphans are failed: theirs would be failed too
+    for index in range(1, args.workers):  # the other workers are plain `zoo sweep run` processes
+        command = [sys.executable, "-m", "zoo.cli", "sweep", "run", *_own_args(args, spec)]
+        env = {**os.environ, "ZOO_SWEEP_SIBLING": "1", "ZOO_SWEEP_WORKER": str(index)}
+        siblings.append(subprocess.Popen(command, env=env))
     kind = STUDY_KINDS[spec.kind]
     space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
     ran = run_worker(
@@ -140,6 +154,7 @@ def _run(args: Namespace) -> int:
         max_retry=args.max_retry,
         search_space=space,
         poll_interval=max(1.0, args.heartbeat / 2),
+        study_trials=getattr(spec.config, "trials", None),
     )
     codes = [p.wait() for p in siblings]
     if os.environ.get("ZOO_SWEEP_SIBLING"):
@@ -151,9 +166,19 @@ def _run(args: Namespace) -> int:
     if spec.kind == "tune" and spec.config.output:
         from sweeps.tune import write_tuned
 
-        if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        done = [
+            t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")
+        ]
+        wanted = spec.config.trials  # settings are written when the study has all its trials
+        if any(t.state.name == "COMPLETE" for t in done) and (
+            wanted is None or len(done) >= wanted
+        ):
             print(f"zoo sweep: tuned settings written to {write_tuned(study, spec.config)}")
     return 1 if any(codes) else 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _own_args(args: Namespace, spec: Any) -> list[str]:

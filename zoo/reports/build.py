@@ -12,8 +12,15 @@ import pandas as pd
 
 from zoo.reports import figures as figures_
 from zoo.reports import html
-from zoo.reports.data import RUN_COLUMNS, ReportError, load_results, load_studies
-from zoo.reports.tables import completed, curve_table, summary_table, trial_table
+from zoo.reports.data import RUN_COLUMNS, ReportError, load_records, load_results, load_studies
+from zoo.reports.tables import (
+    budget_table,
+    completed,
+    curve_table,
+    peak_table,
+    summary_table,
+    trial_table,
+)
 
 
 @dataclasses.dataclass
@@ -28,15 +35,18 @@ class ReportSettings:
     """Study names."""
     results: Path | None = None
     """Directory tree of `zoo evaluate` outputs."""
+    records: Path | None = None
+    """Folder of trial records (every `trial-*.json` under it): a study's committed results."""
     title: str | None = None
     """Title of the report (None: its directory's name)."""
     reps: int = 2000
     """Bootstrap resamples per interval."""
 
     def __post_init__(self) -> None:
-        if not self.study and self.results is None:
+        if not self.study and self.results is None and self.records is None:
             raise ReportError(
-                "give --storage URL --study NAME [--study NAME ...], or --results DIR"
+                "give --records DIR, --storage URL --study NAME [--study NAME ...], "
+                "or --results DIR"
             )
         if self.study and not self.storage:
             raise ReportError("--study needs --storage URL (e.g. sqlite:///runs/sweeps.db)")
@@ -50,6 +60,8 @@ def build_report(args: ReportSettings) -> Path:
     if args.study:
         assert args.storage is not None  # ReportSettings refuses studies without a storage
         frames.append(load_studies(args.storage, args.study))
+    if args.records is not None:
+        frames.append(load_records(args.records))
     if args.results is not None:
         results, skipped = load_results(args.results)
         frames.append(results)
@@ -66,7 +78,16 @@ def build_report(args: ReportSettings) -> Path:
     summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
     curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
     trials = trial_table(runs)
-    tables = {"summary": summary, "curves": curves, "trials": trials}
+    ranking, taus = budget_table(done, reps=args.reps) if len(done) else (pd.DataFrame(),) * 2
+    peaks = peak_table(done) if len(done) else pd.DataFrame()
+    tables = {
+        "summary": summary,
+        "curves": curves,
+        "trials": trials,
+        "budget_ranking": ranking,
+        "budget_kendall_tau": taus,
+        "validation_peaks": peaks,
+    }
     figures = figures_.ablation_figures(done, summary, curves, out / "figures")
     if args.study:
         tune = figures_.tuning_figures(str(args.storage), runs, out / "figures")
@@ -91,6 +112,7 @@ def build_report(args: ReportSettings) -> Path:
         tables=sorted(f"tables/{name}.csv" for name in tables),
         notes=notes,
         reps=args.reps,
+        sections=html.budget_sections(ranking, taus, peaks),
     )
     (out / "report.md").write_text(html.markdown(page))
     index = out / "index.html"
@@ -101,4 +123,5 @@ def build_report(args: ReportSettings) -> Path:
 def _sources(args: ReportSettings) -> list[str]:
     names = ", ".join(f"`{name}`" for name in args.study)
     sources = [f"studies {names} in `{args.storage}`"] if args.study else []
+    sources += [f"trial records under `{args.records}`"] if args.records else []
     return sources + ([f"`zoo evaluate` outputs under `{args.results}`"] if args.results else [])

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeps.study import GRID_POINT
+
 RUN_COLUMNS = (
     "return_final",
     "return_first",
@@ -45,6 +47,10 @@ RUN_COLUMNS = (
     "run_dir",
     "fit_command",
     "evaluate_command",
+    "budgets",
+    "validation_peak",
+    "validation_final",
+    "record",
 )
 """Trial user attributes (the sweep contract) that become columns of the run table."""
 
@@ -72,8 +78,9 @@ def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
         mode = data_mode_of(config.get("experiment"), config.get("fit"), config.get("fit_args"))
         for trial in study.get_trials(deepcopy=False):
             attrs = trial.user_attrs
-            # a waiting grid trial has its point in system attributes until a worker starts it
-            params = dict(trial.params or trial.system_attrs.get("fixed_params", {}))
+            # a waiting grid trial has no params until a worker starts it: the point it was
+            # enqueued with is its own attribute
+            params = dict(trial.params or attrs.get(GRID_POINT, {}))
             row: dict[str, Any] = {
                 "study": name,
                 "kind": kind,
@@ -91,6 +98,89 @@ def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
                 row["state"] = f"DUPLICATE of {row['duplicate_of']}"
             row.update({key: attrs.get(key) for key in RUN_COLUMNS})
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_records(root: Path) -> pd.DataFrame:
+    """One row per trial record (`trial-*.json` under `root`, as `zoo sweep` writes them with
+    `records:`): the same columns as `load_studies`, read from the records alone, with the
+    backbone, context, seed and data mode from the record's axes and settings (nothing guessed)."""
+    from zoo.evaluation import summarise
+
+    files = sorted(Path(root).rglob("trial-*.json")) if Path(root).is_dir() else []
+    if not files:
+        raise ReportError(f"no trial records (trial-*.json) under {root}")
+    rows = []
+    for path in files:
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as error:
+            raise ReportError(
+                f"{path}: not a trial record ({error}); restore it from git"
+            ) from None
+        axes = record.get("axes", {})
+        settings = record.get("settings") or {}
+        mode = (settings.get("data") or {}).get("mode") or axes.get("data.mode") or "ad"
+        row: dict[str, Any] = {
+            "study": record.get("study"),
+            "kind": "ablation" if (record.get("protocol") or {}).get("test", True) else "tune",
+            "trial": record.get("trial"),
+            "state": record.get("state"),
+            "data_mode": mode,
+            "backbone": axes.get("model.backbone"),
+            "context_episodes": axes.get("data.context_episodes"),
+            "seed": axes.get("seed_everything", record.get("seed")),
+            "params": record.get("params", {}),
+            "duplicate_of": None,
+            "record": str(path),
+            "validation_peak": (record.get("validation") or {}).get("peak"),
+            "validation_final": (record.get("validation") or {}).get("final"),
+            "selected_step": None,
+            "steps_trained": record.get("steps_trained"),
+            "max_steps": record.get("max_steps"),
+            "budget_capped": record.get("budget_capped"),
+            "fit_command": (record.get("commands") or {}).get("fit"),
+            "evaluate_command": (record.get("commands") or {}).get("evaluate"),
+            **{k: v for k, v in (record.get("cost") or {}).items()},
+        }
+        for path_, value in axes.items():  # any other axis, by its config path
+            row.setdefault(path_, value)
+        budgets = record.get("budgets") or {}
+        if budgets:
+            cap = budgets[max(budgets, key=int)]
+            row["selected_step"], row["val_return_final"] = cap.get("step"), cap.get("val")
+            row["budgets"] = {
+                b: {"step": c.get("step"), "val": c.get("val"),
+                    "return_final": (c.get("test") or {}).get("return_final")}
+                for b, c in budgets.items()
+            }  # fmt: skip
+        test = record.get("test")
+        if test:
+            seeds = list(test["by_seed"])
+            returns = np.concatenate([np.asarray(test["by_seed"][k]["returns"]) for k in seeds])
+            optimal = np.concatenate([np.asarray(test["by_seed"][k]["optimal"]) for k in seeds])
+            final = int((record.get("protocol") or {}).get("final_episodes", 5))
+            row.update(summarise(returns, optimal, final_episodes=final))
+            row.update(
+                value=row["return_final"],
+                curve=returns.mean(0).tolist(),
+                test_tasks=len(test["by_seed"][seeds[0]]["returns"]),
+                test_split=test.get("split"),
+                eval_seeds=[int(k) for k in seeds],
+                return_final_by_seed=list(test["return_final_by_seed"].values()),
+            )
+        else:
+            row["value"] = row.get("val_return_final")
+        source = record.get("source")
+        if source and source.get("by_seed"):
+            curves = np.concatenate([np.asarray(c) for c in source["by_seed"].values()])
+            row["source_learner"] = source.get("learner")
+            row["source_curve"] = curves.mean(0).tolist()
+            if test:
+                row["source_return_final"] = summarise(curves, optimal, final_episodes=final)[
+                    "return_final"
+                ]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

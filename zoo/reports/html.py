@@ -40,6 +40,18 @@ class Page:
     tables: list[str]
     notes: list[str]
     reps: int
+    sections: list[Section] = dataclasses.field(default_factory=list)
+    """More tables, each under its own heading after the summary."""
+
+
+@dataclasses.dataclass
+class Section:
+    """A table of the report with its heading and what it shows."""
+
+    title: str
+    text: str
+    header: list[str]
+    rows: list[list[str]]
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -52,10 +64,12 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def _ci(row: pd.Series) -> str:
-    iqm = _number(row["iqm_return_final"])
+    point = _number(row["iqm_return_final"])
+    statistic = str(row.get("statistic") or "")
     if not finite(row["ci_low"]):
-        return f"{iqm} (1 seed: no interval)"
-    return f"{iqm} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+        return f"{point} (mean, 1 run: no range)"
+    what = "IQM" if statistic.startswith("IQM") else f"mean, range over {int(row['seeds'])}"
+    return f"{point} [{_number(row['ci_low'])}, {_number(row['ci_high'])}] ({what})"
 
 
 def _fraction(row: pd.Series) -> str:
@@ -68,8 +82,14 @@ def _fraction(row: pd.Series) -> str:
 
 
 def _episodes_to_80(row: pd.Series) -> str:
-    value = row.get("episodes_to_80")
-    return "" if not finite(value) else f"{value:.1f}"
+    """Censored: "reached by k of n runs, median among them"."""
+    runs = row.get("episodes_to_80_runs")
+    if not finite(runs) or not runs:
+        return ""
+    reached = int(row["episodes_to_80_reached"])
+    median = row.get("episodes_to_80_median")
+    among = f", median {_number(median, 1)}" if finite(median) else ""
+    return f"reached by {reached} of {int(runs)}{among}"
 
 
 def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -78,10 +98,10 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         "data",
         "context (episodes)",
         "training seeds",
-        "IQM final return [95% CI]",
-        "IQM of optimal [95% CI]",
+        "final return: IQM [95% CI] from 5 runs, else mean [range]",
+        "of optimal (same statistic)",
         "NAUC",
-        "episodes to 80% (mean; K+1 = never)",
+        "episodes to 80% of optimal",
         "selected step (mean)",
         "steps trained / budget",
         "ended at budget",
@@ -113,6 +133,109 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         for _, r in summary.iterrows()
     ]
     return header, rows
+
+
+def budget_sections(
+    ranking: pd.DataFrame, taus: pd.DataFrame, peaks: pd.DataFrame
+) -> list[Section]:
+    """The ranking at each training budget with Kendall's tau against the largest, and each
+    run's validation peak against its final value."""
+    sections = []
+    if not ranking.empty:
+        rows = []
+        for (mode, context, budget), cell in ranking.groupby(
+            ["data_mode", "context_episodes", "budget"], sort=True
+        ):
+            order = " > ".join(
+                f"{r['backbone']} {_number(r['mean_return_final'])}"
+                for _, r in cell.sort_values("rank").iterrows()
+            )
+            seeds = sorted({int(n) for n in cell["seeds"]})
+            tau = (
+                taus[
+                    (taus["data_mode"] == mode)
+                    & (taus["context_episodes"] == context)
+                    & (taus["budget"] == budget)
+                ]
+                if not taus.empty
+                else taus
+            )
+            tau_text = (
+                f"{tau.iloc[0]['kendall_tau']:.2f} [{_number(tau.iloc[0]['ci_low'], 2)}, "
+                f"{_number(tau.iloc[0]['ci_high'], 2)}]"
+                if len(tau)
+                else "(the largest budget)"
+            )
+            rows.append(
+                [
+                    str(mode).upper(),
+                    _number(context),
+                    _number(budget),
+                    "/".join(map(str, seeds)),
+                    order,
+                    tau_text,
+                ]
+            )
+        sections.append(
+            Section(
+                title="Ranking at each training budget (the same runs)",
+                text=(
+                    "Per budget, every run's checkpoint chosen on validation goals among its "
+                    "validations at or before that step plays the test split; backbones ranked "
+                    "by the mean final return over training seeds. Kendall's tau compares each "
+                    "budget's ranking with the largest budget's, with a 95% bootstrap interval "
+                    "over training seeds (each backbone's seeds resampled, the same draw at both "
+                    "budgets)."
+                ),
+                header=[
+                    "data",
+                    "context",
+                    "budget (steps)",
+                    "seeds",
+                    "ranking (mean final return)",
+                    "Kendall's tau vs largest [95% CI]",
+                ],
+                rows=rows,
+            )
+        )
+    if not peaks.empty:
+        rows = [
+            [
+                str(r["backbone"]),
+                str(r["data_mode"]).upper(),
+                _number(r["context_episodes"]),
+                _number(r["seed"]),
+                f"{_number(r['peak_val'])} at {_number(r['peak_step'])}",
+                f"{_number(r['final_val'])} at {_number(r['final_step'])}",
+                _number(r["final_minus_peak"]),
+                "cap" if r["budget_capped"] else "early stop",
+            ]
+            for _, r in peaks.sort_values(
+                ["data_mode", "context_episodes", "backbone", "seed"]
+            ).iterrows()
+        ]
+        sections.append(
+            Section(
+                title="Validation peak against final value, per run",
+                text=(
+                    "Does in-context ability fade with training? Each run's best validation "
+                    "return and its step, against its last validation; a run ends at its cap or "
+                    "by early stopping (patience)."
+                ),
+                header=[
+                    "backbone",
+                    "data",
+                    "context",
+                    "seed",
+                    "peak (val) at step",
+                    "final (val) at step",
+                    "final - peak",
+                    "ended by",
+                ],
+                rows=rows,
+            )
+        )
+    return sections
 
 
 TRIAL_HEADER = [
@@ -179,8 +302,10 @@ def _intro(page: Page) -> list[str]:
         f"Trials: {_counts(page.runs)}. Only complete trials count; duplicates of a grid point "
         "never trained, and failed or pruned trials are listed at the end, not averaged.",
         "Final return: mean of the last episodes over the held-out tasks, per trained model. "
-        "IQM and intervals over seeds (runs) from rliable: interquartile mean and a 95% "
-        f"stratified-bootstrap percentile interval ({page.reps} resamples); curves show the mean.",
+        "Over seeds (runs): from 5 runs, rliable's interquartile mean and its 95% "
+        f"stratified-bootstrap percentile interval ({page.reps} resamples); with fewer runs "
+        "the mean and the range (min, max) over them, said so in each cell (with 3 runs the "
+        "IQM trims nothing and its interval is the range). Curves show the mean.",
     ]
 
 
@@ -211,6 +336,9 @@ def html(page: Page) -> str:
         parts.append(
             "<ul class='notes'>" + "".join(f"<li>{_code(n)}</li>" for n in page.notes) + "</ul>"
         )
+    for section in page.sections:
+        parts.append(f"<h2>{_e(section.title)}</h2><p>{_code(section.text)}</p>")
+        parts.append(_table(section.header, section.rows))
     for figure in page.figures:
         parts.append(
             f"<figure><h2>{_e(figure.title)}</h2>"
@@ -269,6 +397,15 @@ def markdown(page: Page) -> str:
     else:
         lines += [*_md_table(*summary_rows(page.summary)), ""]
     lines += [f"- {note}" for note in page.notes] + ([""] if page.notes else [])
+    for section in page.sections:
+        lines += [
+            f"## {section.title}",
+            "",
+            section.text,
+            "",
+            *_md_table(section.header, section.rows),
+            "",
+        ]
     for figure in page.figures:
         lines += [
             f"## {figure.title}",

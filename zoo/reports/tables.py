@@ -1,6 +1,9 @@
 """The report's tables: one row per configuration (IQM and interval over seeds), the in-context
-curves, one row per trial. Every interval is a 95% stratified-bootstrap interval from rliable over
-seeds (runs), with the number of seeds stated; a single seed gets its mean and no interval.
+curves, the ranking at each training budget, each run's validation peak against its final value,
+one row per trial. An interval is a 95% stratified-bootstrap interval of rliable's IQM over seeds
+(runs) only from `MIN_RUNS_FOR_IQM` runs: below that IQM trims nothing and its interval is the
+range, so a configuration with fewer runs gets its mean and the range (min, max) over its n runs,
+and says so.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+MIN_RUNS_FOR_IQM = 5
+"""Runs below which rliable's IQM and bootstrap interval are not given (mean and range instead)."""
+
 
 # -------------------------------------------------------------------------------- statistics
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -20,13 +26,28 @@ def completed(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[keep & (runs["kind"] != "tune")].copy()
 
 
+def statistic_name(runs: int) -> str:
+    """What `interval` gives for this many runs, as the report says it."""
+    if runs >= MIN_RUNS_FOR_IQM:
+        return "IQM [95% CI]"
+    return "mean (1 run)" if runs == 1 else f"mean [range over {runs}]"
+
+
 def interval(scores: np.ndarray, *, reps: int, seed: int = 0) -> tuple[Any, Any, Any]:
-    """(point, low, high) of rliable's IQM over runs (axis 0) with its 95% stratified-bootstrap
-    interval; for `[runs, K]` the mean per column instead (curves). No interval for one run."""
+    """(point, low, high) over runs (axis 0): from `MIN_RUNS_FOR_IQM` runs, rliable's IQM with
+    its 95% stratified-bootstrap interval (for `[runs, K]` curves: the mean per column and its
+    interval); with fewer, the mean and the range (min, max); no range for one run."""
     from rliable import library as rly
     from rliable import metrics
 
     scores = np.asarray(scores, dtype=float)
+    if len(scores) < MIN_RUNS_FOR_IQM:
+        point = np.atleast_1d(scores.mean(axis=0))
+        if len(scores) < 2:
+            nan = np.full_like(point, np.nan)
+            return _squeeze(point), _squeeze(nan), _squeeze(nan)
+        low, high = np.atleast_1d(scores.min(axis=0)), np.atleast_1d(scores.max(axis=0))
+        return _squeeze(point), _squeeze(low), _squeeze(high)
     if scores.ndim == 1:
         data, statistic = scores[:, None], lambda s: np.array([metrics.aggregate_iqm(s)])
     else:  # [runs, 1 task, K]: the mean over runs of every episode, in one call per resample
@@ -61,6 +82,7 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
         iqm, low, high = interval(group["return_final"].to_numpy(float), reps=reps)
         row = {"label": label(mode, backbone), "data_mode": mode, "backbone": backbone}
         row.update(context_episodes=context, seeds=len(group), iqm_return_final=iqm)
+        row["statistic"] = statistic_name(len(group))
         row.update(ci_low=low, ci_high=high, mean_return_final=group["return_final"].mean())
         fraction = pd.to_numeric(group["fraction_optimal"], errors="coerce").dropna()
         if len(fraction):
@@ -88,10 +110,10 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
             )
         if mode != "ad":  # ED trains on an expert's episodes: there is no source learner to show
             group = group.assign(source_return_final=np.nan)
+        row.update(episodes_to_80(group))
         for column in (
             "fraction_optimal",
             "nauc",
-            "episodes_to_80",
             "selected_step",
             "steps_trained",
             "max_steps",
@@ -107,6 +129,21 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def episodes_to_80(group: pd.DataFrame) -> dict[str, Any]:
+    """The censored "episodes to 80% of optimal": how many runs reached it within their K
+    episodes (`episodes_to_80` <= K; K + 1 means never), and the median among those that did.
+    A never-reached run is not a number of episodes, so it is counted, not averaged."""
+    values = pd.to_numeric(group["episodes_to_80"], errors="coerce")
+    lengths = group["curve"].map(lambda c: len(c) if isinstance(c, list | np.ndarray) else np.nan)
+    known = values.notna() & lengths.notna()
+    reached = values[known][values[known] <= lengths[known]]
+    return {
+        "episodes_to_80_reached": len(reached),
+        "episodes_to_80_runs": int(known.sum()),
+        "episodes_to_80_median": float(reached.median()) if len(reached) else None,
+    }
+
+
 def curve_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
     """Long table of the in-context curves: mean return per episode and its 95% interval, per
     data mode, backbone and context; the source learner's curve as its own rows."""
@@ -116,7 +153,10 @@ def curve_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
         frames.append(
             _curve_rows(group["curve"], label(mode, backbone), mode, backbone, context, reps)
         )
+    # the source learner once per distinct play (its evaluation seeds), not once per trial: every
+    # trial with the same evaluation seeds ran it on the same tasks with the same seeds
     sources = runs[runs["source_curve"].notna()]
+    sources = sources.loc[sources["eval_seeds"].map(_as_key).drop_duplicates().index]
     for learner, group in sources.groupby("source_learner", dropna=False):
         frames.append(
             _curve_rows(
@@ -143,6 +183,143 @@ def _curve_rows(curves: pd.Series, name: str, mode: str, backbone: Any, context:
             "runs": len(stacked),
         }
     )
+
+
+def _as_key(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple | np.ndarray) else value
+
+
+# ------------------------------------------------------------------ budgets: the same runs, earlier
+def budget_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table, one row per run and training budget: the step its checkpoint within that
+    budget was chosen at, its validation value and its test return (runs with `budgets`)."""
+    rows = []
+    for _, run in runs.iterrows():
+        budgets = run.get("budgets")
+        if not isinstance(budgets, dict):
+            continue
+        for budget, chosen in budgets.items():
+            if chosen.get("return_final") is None:
+                continue
+            rows.append(
+                {
+                    "data_mode": run["data_mode"],
+                    "backbone": run["backbone"],
+                    "context_episodes": run["context_episodes"],
+                    "seed": run["seed"],
+                    "budget": int(budget),
+                    "selected_step": chosen.get("step"),
+                    "val_return_final": chosen.get("val"),
+                    "return_final": chosen["return_final"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def budget_table(
+    runs: pd.DataFrame, *, reps: int, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ranking of the backbones at each training budget (per data mode and context), from the
+    checkpoints chosen on validation within each budget of the same runs; and Kendall's tau
+    between the ranking at each budget and at the largest, with a 95% bootstrap interval over
+    training seeds (each backbone's seeds resampled, its mean return recomputed, the rankings
+    compared). Returns (ranking, tau)."""
+    from scipy.stats import kendalltau
+
+    long = budget_runs(runs)
+    if long.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    ranking, taus = [], []
+    for (mode, context), cell in long.groupby(["data_mode", "context_episodes"], sort=True):
+        budgets = sorted(cell["budget"].unique())
+        per_backbone = {
+            b: {int(k): g["return_final"].to_numpy(float) for k, g in rows.groupby("budget")}
+            for b, rows in cell.groupby("backbone")
+        }
+        for budget in budgets:
+            means = {b: v[budget].mean() for b, v in per_backbone.items() if budget in v}
+            order = sorted(means, key=lambda b: -means[b])
+            for rank, backbone in enumerate(order, start=1):
+                rows = cell[(cell["budget"] == budget) & (cell["backbone"] == backbone)]
+                ranking.append(
+                    {
+                        "data_mode": mode,
+                        "context_episodes": context,
+                        "budget": int(budget),
+                        "rank": rank,
+                        "backbone": backbone,
+                        "mean_return_final": means[backbone],
+                        "seeds": len(rows),
+                        "mean_selected_step": rows["selected_step"].mean(),
+                    }
+                )
+        cap = budgets[-1]
+        shared = [b for b, v in per_backbone.items() if all(k in v for k in budgets)]
+        if len(shared) < 2:
+            continue
+        rng = np.random.default_rng(seed)
+        for budget in budgets[:-1]:
+            point = kendalltau(
+                [per_backbone[b][budget].mean() for b in shared],
+                [per_backbone[b][cap].mean() for b in shared],
+            ).statistic
+            draws = []
+            for _ in range(reps):
+                low_means, cap_means = [], []
+                for b in shared:  # one resample of seeds, used at both budgets (paired runs)
+                    n = min(len(per_backbone[b][budget]), len(per_backbone[b][cap]))
+                    pick = rng.integers(0, n, n)
+                    low_means.append(per_backbone[b][budget][:n][pick].mean())
+                    cap_means.append(per_backbone[b][cap][:n][pick].mean())
+                tau = kendalltau(low_means, cap_means).statistic
+                if np.isfinite(tau):
+                    draws.append(tau)
+            low, high = np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
+            seeds = min(
+                min(len(per_backbone[b][budget]), len(per_backbone[b][cap])) for b in shared
+            )
+            taus.append(
+                {
+                    "data_mode": mode,
+                    "context_episodes": context,
+                    "budget": int(budget),
+                    "against": int(cap),
+                    "backbones": len(shared),
+                    "seeds": seeds,
+                    "kendall_tau": float(point),
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                }
+            )
+    return pd.DataFrame(ranking), pd.DataFrame(taus)
+
+
+def peak_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the step and value of its validation peak against its final validation value
+    (does in-context ability fade with training?), and where the run stopped."""
+    rows = []
+    for _, run in runs.iterrows():
+        peak, final = run.get("validation_peak"), run.get("validation_final")
+        if not isinstance(peak, dict) or not isinstance(final, dict):
+            continue
+        rows.append(
+            {
+                "study": run["study"],
+                "trial": run["trial"],
+                "data_mode": run["data_mode"],
+                "backbone": run["backbone"],
+                "context_episodes": run["context_episodes"],
+                "seed": run["seed"],
+                "peak_step": peak["step"],
+                "peak_val": peak["value"],
+                "final_step": final["step"],
+                "final_val": final["value"],
+                "final_minus_peak": final["value"] - peak["value"],
+                "steps_trained": run.get("steps_trained"),
+                "budget_capped": run.get("budget_capped"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def trial_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,128 @@
+"""The study protocol at tiny sizes: training seeds that vary the data's seed and play under
+evaluation seeds of their own, the best-validation checkpoint within each training budget played
+on the test split, any config path as a grid axis, one record per trial, and the report's budget
+rankings, Kendall's tau and validation peaks, the same from the records as from the study."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sweeps.trial import EvaluationSettings
+from zoo.cli import main as zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sweep(*args: str) -> str:
+    """`zoo sweep run ARGS` as a worker process; its output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "sweep", "run", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_evaluation_seeds_differ_between_training_seeds_unless_paired() -> None:
+    settings = EvaluationSettings(seeds=[0, 1, 2])
+    assert settings.eval_seeds(0) == [0, 1, 2]
+    assert settings.eval_seeds(1) == [1000, 1001, 1002]
+    assert not set(settings.eval_seeds(1)) & set(settings.eval_seeds(2))
+    paired = EvaluationSettings(seeds=[0, 1, 2], paired=True)
+    assert paired.eval_seeds(0) == paired.eval_seeds(4) == [0, 1, 2]
+    with pytest.raises(ValueError, match="budgets must be >= 1"):
+        EvaluationSettings(budgets=[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory, experiment: Path) -> Path:
+    root = tmp_path_factory.mktemp("protocol")
+    config = {
+        "study": "ablation",
+        "name": "tiny_budgets",
+        "storage": f"journal://{root / 'study.journal'}",
+        "records": str(root / "records"),
+        "experiment": str(experiment),
+        "size": "tiny",
+        "backbones": ["gru", "transformer"],
+        "context_episodes": [1.0],
+        "seeds": [0, 1],
+        "axes": {"data.train_tasks": [2]},
+        "fit": {"trainer": {"max_steps": 6, "val_check_interval": 2}},
+        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0, 1], "budgets": [2, 4]},
+        "runs_dir": str(root / "runs"),
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sweep("--config", str(path))
+    return root
+
+
+def records(root: Path) -> list[dict]:
+    files = sorted((root / "records" / "tiny_budgets").glob("trial-*.json"))
+    return [json.loads(f.read_text()) for f in files]
+
+
+def test_every_trial_leaves_one_record_with_its_axes_budgets_and_test_plays(
+    tiny_study: Path,
+) -> None:
+    found = records(tiny_study)
+    assert len(found) == 4 and {r["state"] for r in found} == {"COMPLETE"}
+    # seed-major: both seed-0 points before any seed-1 point
+    assert [r["axes"]["seed_everything"] for r in sorted(found, key=lambda r: r["trial"])] == [
+        0, 0, 1, 1,
+    ]  # fmt: skip
+    for record in found:
+        seed = record["axes"]["seed_everything"]
+        assert record["axes"]["data.train_tasks"] == 2  # a config path as an axis...
+        assert record["settings"]["data"]["train_tasks"] == 2  # ...reached `zoo fit`
+        assert record["settings"]["data"]["seed"] == seed == record["settings"]["seed_everything"]
+        assert record["protocol"]["eval_seeds"] == ([0, 1] if seed == 0 else [1000, 1001])
+        assert record["steps_trained"] == 6 and record["budget_capped"] is True
+        assert [s for s, _ in record["validation"]["curve"]] == [2, 4, 6]
+        budgets = record["budgets"]
+        assert sorted(budgets, key=int) == ["2", "4", "6"]
+        vals = [budgets[b]["val"] for b in ("2", "4", "6")]
+        assert vals == sorted(vals)  # a larger budget never chooses worse on validation
+        for budget, chosen in budgets.items():
+            assert chosen["step"] <= int(budget)
+            assert chosen["test"]["step"] == chosen["step"]
+            assert sorted(chosen["test"]["by_seed"]) == [
+                str(s) for s in record["protocol"]["eval_seeds"]
+            ]
+        assert record["test"] == budgets["6"]["test"]
+        kept = {
+            p.name
+            for p in Path(record["commands"]["fit"].split()[-1]).parent.glob("selected/*.ckpt")
+        }
+        assert kept == {f"step{c['step']}.ckpt" for c in budgets.values()}  # no orphan checkpoint
+
+
+def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: Path) -> None:
+    storage = f"journal://{tiny_study / 'study.journal'}"
+    from_records, from_study = tiny_study / "report_records", tiny_study / "report_study"
+    assert zoo(["report", "--records", str(tiny_study / "records"), "--out", str(from_records),
+                "--reps", "200"]) == 0  # fmt: skip
+    assert zoo(["report", "--storage", storage, "--study", "tiny_budgets", "--out",
+                str(from_study), "--reps", "200"]) == 0  # fmt: skip
+    for table in ("summary", "budget_ranking", "budget_kendall_tau", "validation_peaks"):
+        a = pd.read_csv(from_records / "tables" / f"{table}.csv")
+        b = pd.read_csv(from_study / "tables" / f"{table}.csv")
+        shared = [c for c in b.columns if c in a.columns and c not in ("peak_rss_mb",)]
+        pd.testing.assert_frame_equal(a[shared], b[shared], check_dtype=False)
+    ranking = pd.read_csv(from_records / "tables" / "budget_ranking.csv")
+    assert sorted(ranking["budget"].unique()) == [2, 4, 6]
+    tau = pd.read_csv(from_records / "tables" / "budget_kendall_tau.csv")
+    assert sorted(tau["budget"]) == [2, 4] and set(tau["against"]) == {6}
+    peaks = pd.read_csv(from_records / "tables" / "validation_peaks.csv")
+    assert len(peaks) == 4 and (peaks["peak_val"] >= peaks["final_val"]).all()
+    page = (from_records / "report.md").read_text()
+    assert "Ranking at each training budget" in page and "Validation peak against final" in page
+    assert "mean [range over 2]" in page or "range over 2" in page  # 2 seeds: no IQM

@@ -1,0 +1,90 @@
+"""The report's statistics say what they are: rliable's IQM and its interval only from 5 runs
+(mean and range below that), episodes to 80% of optimal as a censored count, and Kendall's tau
+between the rankings at two training budgets of the same runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zoo.reports.tables import (
+    MIN_RUNS_FOR_IQM,
+    budget_table,
+    episodes_to_80,
+    interval,
+    statistic_name,
+)
+
+
+def test_below_five_runs_the_mean_and_the_range() -> None:
+    three = np.array([1.0, 4.0, 10.0])
+    assert interval(three, reps=200) == pytest.approx((5.0, 1.0, 10.0))
+    assert statistic_name(3) == "mean [range over 3]"
+    one = interval(np.array([2.0]), reps=200)
+    assert one[0] == 2.0 and np.isnan(one[1]) and np.isnan(one[2])
+    curves = np.array([[0.0, 1.0], [2.0, 3.0]])  # [runs, K]: per episode
+    mean, low, high = interval(curves, reps=200)
+    np.testing.assert_allclose(mean, [1.0, 2.0])
+    np.testing.assert_allclose(low, [0.0, 1.0])
+    np.testing.assert_allclose(high, [2.0, 3.0])
+
+
+def test_from_five_runs_the_iqm_and_a_bootstrap_interval() -> None:
+    assert MIN_RUNS_FOR_IQM == 5 and statistic_name(5) == "IQM [95% CI]"
+    scores = np.array([0.0, 1.0, 2.0, 3.0, 100.0, 4.0, 5.0, 6.0])
+    point, low, high = interval(scores, reps=500)
+    assert point < scores.mean()  # the outlier is trimmed
+    assert scores.min() <= low < point < high <= scores.max()
+    assert (low, high) != (scores.min(), scores.max())
+
+
+def test_episodes_to_80_is_a_censored_count() -> None:
+    k = 10
+    runs = pd.DataFrame(
+        {
+            "episodes_to_80": [3, 5, k + 1, k + 1],  # K + 1: never within K episodes
+            "curve": [[0.0] * k] * 4,
+        }
+    )
+    assert episodes_to_80(runs) == {
+        "episodes_to_80_reached": 2,
+        "episodes_to_80_runs": 4,
+        "episodes_to_80_median": 4.0,
+    }
+    never = episodes_to_80(runs.iloc[2:])
+    assert never["episodes_to_80_reached"] == 0 and never["episodes_to_80_median"] is None
+
+
+def _runs(means: dict[str, tuple[float, float]], seeds: int = 4) -> pd.DataFrame:
+    rows = []
+    for backbone, (early, late) in means.items():
+        for seed in range(seeds):
+            jitter = 0.01 * seed
+            rows.append(
+                {
+                    "data_mode": "ad",
+                    "backbone": backbone,
+                    "context_episodes": 8.0,
+                    "seed": seed,
+                    "budgets": {
+                        "1500": {"step": 1500, "val": 1.0, "return_final": early + jitter},
+                        "6000": {"step": 5000, "val": 2.0, "return_final": late + jitter},
+                    },
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_budget_rankings_and_kendalls_tau() -> None:
+    reversed_ = _runs({"a": (3.0, 1.0), "b": (2.0, 2.0), "c": (1.0, 3.0)})
+    ranking, taus = budget_table(reversed_, reps=200)
+    early = ranking[ranking["budget"] == 1500].sort_values("rank")["backbone"].tolist()
+    late = ranking[ranking["budget"] == 6000].sort_values("rank")["backbone"].tolist()
+    assert early == ["a", "b", "c"] and late == ["c", "b", "a"]
+    (tau,) = taus.to_dict("records")
+    assert tau["budget"] == 1500 and tau["against"] == 6000 and tau["seeds"] == 4
+    assert tau["kendall_tau"] == pytest.approx(-1.0)
+    assert tau["ci_low"] == pytest.approx(-1.0) and tau["ci_high"] == pytest.approx(-1.0)
+    same = budget_table(_runs({"a": (3.0, 3.0), "b": (2.0, 2.0), "c": (1.0, 1.0)}), reps=200)[1]
+    assert same["kendall_tau"].iloc[0] == pytest.approx(1.0)
