@@ -139,7 +139,9 @@ def run_trial(
             "data": {"context_episodes": context_episodes, "seed": seed},
             "seed_everything": seed,
         },
-        {"trainer": {"default_root_dir": str(run_dir), "logger": logger}},
+        # one device per trial (a study's `fit:` may say otherwise): on a multi-GPU node
+        # Lightning's `auto` would make every trial a DDP run over all GPUs, every rank acting
+        {"trainer": {"default_root_dir": str(run_dir), "logger": logger, "devices": 1}},
         *overrides,
     ]
     spec = {
@@ -440,9 +442,12 @@ def _play_test(
     `attrs` (summaries over every (seed, task) pair, per-seed final returns, the curve; the
     source learner on the same tasks when `source`), and `record`, the returns per seed and task."""
     import numpy as np
+    import torch
 
     from zoo.evaluation import Evaluation, evaluate_checkpoint, summarise, write_outputs
 
+    # the test play runs where training ran: a GPU trial is not played on the CPU
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     step = int(Path(checkpoint).stem.removeprefix("step"))
     returns, optimal, curves, finals, seconds, env_steps = [], [], [], [], 0.0, 0
     by_seed: dict[str, Any] = {}
@@ -456,7 +461,9 @@ def _play_test(
             final_episodes=settings.final_episodes,
             seed=seed,
         )
-        result = evaluate_checkpoint(checkpoint, evaluation, source_episodes=None if source else 0)
+        result = evaluate_checkpoint(
+            checkpoint, evaluation, source_episodes=None if source else 0, device=device
+        )
         write_outputs(result, run_dir / f"test-step{step}-seed{seed}")
         returns.append(np.asarray(result["returns"]))
         optimal.append(np.asarray(result["optimal"]))

@@ -6,6 +6,7 @@ rankings, Kendall's tau and validation peaks, the same from the records as from 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,20 @@ def test_evaluation_seeds_differ_between_training_seeds_unless_paired() -> None:
     assert paired.eval_seeds(0) == paired.eval_seeds(4) == [0, 1, 2]
     with pytest.raises(ValueError, match="budgets must be >= 1"):
         EvaluationSettings(budgets=[0])
+
+
+def test_each_sweep_worker_takes_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from zoo.cli.sweep import _one_gpu_per_worker
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _one_gpu_per_worker(5)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")  # the user's choice stands
+    _one_gpu_per_worker(1)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,2"
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +99,7 @@ def test_every_trial_leaves_one_record_with_its_axes_budgets_and_test_plays(
         assert record["axes"]["data.train_tasks"] == 2  # a config path as an axis...
         assert record["settings"]["data"]["train_tasks"] == 2  # ...reached `zoo fit`
         assert record["settings"]["data"]["seed"] == seed == record["settings"]["seed_everything"]
+        assert record["settings"]["trainer"]["devices"] == 1  # never DDP over a node's GPUs
         assert record["protocol"]["eval_seeds"] == ([0, 1] if seed == 0 else [1000, 1001])
         assert record["steps_trained"] == 6 and record["budget_capped"] is True
         assert [s for s, _ in record["validation"]["curve"]] == [2, 4, 6]

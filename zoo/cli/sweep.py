@@ -139,6 +139,7 @@ def _run(args: Namespace) -> int:
         failed = fail_running(study)
         if failed:
             print(f"zoo sweep: failed {len(failed)} orphaned running trial(s): {failed}")
+    _one_gpu_per_worker(int(os.environ.get("ZOO_SWEEP_WORKER", "0")))
     siblings = []  # started after the orphans are failed: theirs would be failed too
     for index in range(1, args.workers):  # the other workers are plain `zoo sweep run` processes
         command = [sys.executable, "-m", "zoo.cli", "sweep", "run", *_own_args(args, spec)]
@@ -175,6 +176,18 @@ def _run(args: Namespace) -> int:
         ):
             print(f"zoo sweep: tuned settings written to {write_tuned(study, spec.config)}")
     return 1 if any(codes) else 0
+
+
+def _one_gpu_per_worker(worker: int) -> None:
+    """On a machine with several GPUs, worker i trains its trials on GPU i mod N (its children
+    inherit `CUDA_VISIBLE_DEVICES`), unless the user has chosen the devices."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    if count > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % count)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

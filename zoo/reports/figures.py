@@ -48,7 +48,8 @@ def _colours(labels: list[str]) -> dict[str, Any]:
 def _save(fig: plt.Figure, out: Path, name: str, *, tight: bool = True) -> str:
     if tight:  # a figure with a legend outside its axes has laid itself out
         fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
+    # the saved image grows to hold every artist: a legend outside the axes is never cut off
+    fig.savefig(out / name, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return f"figures/{name}"
 
@@ -62,10 +63,16 @@ def _band(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, **style: Any) -> None
 def ablation_figures(
     runs: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, out: Path
 ) -> list[Figure]:
-    """Curves per backbone, final return against context, cost against return."""
+    """Curves per backbone, final return against context (when there are several contexts),
+    cost against return."""
     if runs.empty:
         return []
-    return [_curves(curves, runs, out), _context(summary, runs, out), _cost(runs, out)]
+    several = summary["context_episodes"].dropna().nunique() > 1
+    return [
+        _curves(curves, runs, out),
+        *([_context(summary, runs, out)] if several else []),
+        _cost(runs, out),
+    ]
 
 
 def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
@@ -75,12 +82,13 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
     contexts = sorted(models["context_episodes"].dropna().unique())
     cmap = plt.get_cmap("viridis")
     # a grid of at most 3 columns, readable at a laptop's width; one y-axis, one legend
-    ncols = min(3, len(backbones))
-    nrows = -(-len(backbones) // ncols)
+    panels = len(backbones) + (1 if len(sources) else 0)  # the source learner: a panel of its own
+    ncols = min(3, panels)
+    nrows = -(-panels // ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 0.9), sharey=True, squeeze=False
     )
-    for ax in axes.flat[len(backbones) :]:
+    for ax in axes.flat[panels:]:
         ax.set_visible(False)
     optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
     legend: dict[str, Any] = {}
@@ -95,6 +103,17 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
             name = f"{mode.upper()}, {context:g} ep. (n={rows['runs'].iloc[0]})"
             style = {"color": shade, "linestyle": "-" if mode == "ad" else "--", "label": name}
             _band(ax, rows["episode"].to_numpy(), rows, **style)
+        if np.isfinite(optimal):
+            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
+        ax.set_title(backbone)
+        ax.set_xlabel("episode on a held-out task")
+        handles, labels = ax.get_legend_handles_labels()
+        legend.update(zip(labels, handles, strict=True))
+    if len(sources):
+        # once, on its own episode axis: the source learner's episodes, of which the training
+        # histories kept every keep_every-th (the model's context episode k ~ its episode k x
+        # keep_every); one line per distinct evaluation play, not one per trial
+        ax = axes.flat[len(backbones)]
         for learner, rows in sources.groupby("label"):
             _band(
                 ax,
@@ -102,29 +121,32 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
                 rows,
                 color="tab:red",
                 linestyle=":",
-                label=f"{learner} ({rows['runs'].iloc[0]} runs)",
+                label=f"{learner} ({rows['runs'].iloc[0]} plays)",
             )
         if np.isfinite(optimal):
-            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
-        ax.set_title(backbone)
-        ax.set_xlabel("episode on a held-out task")
+            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_title("source learner (its own episodes)")
+        ax.set_xlabel("source learner's episode on the same tasks")
         handles, labels = ax.get_legend_handles_labels()
         legend.update(zip(labels, handles, strict=True))
     for row in axes:
-        row[0].set_ylabel("return (mean, 95% CI)")
+        row[0].set_ylabel("return (mean; band: 95% CI\nfrom 5 runs, else range)")
     fig.tight_layout(rect=(0, 0.9 / (3.4 * nrows + 0.9), 1, 1))
     fig.legend(
-        legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=10
+        legend.values(), legend.keys(), loc="lower center", ncol=min(3, len(legend)), fontsize=10
     )
-    fig.savefig(out / "curves.png", dpi=110)
+    # the saved image grows to hold the legend: never cut off at any width
+    fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     path = "figures/curves.png"
     return Figure(
         path,
         "In-context learning curves",
         "Return per episode on held-out tasks with frozen weights, per backbone and training "
-        "context (solid: AD, dashed: ED), beside the source RL learner on the same tasks (dotted). "
-        "Mean over seeds with rliable's 95% stratified-bootstrap interval; n = seeds.",
+        "context (solid: AD, dashed: ED); the source RL learner on the same tasks in its own panel, "
+        "on its own episodes (the training histories kept every keep_every-th of them). Mean over "
+        "seeds; the band is rliable's 95% stratified-bootstrap interval from 5 runs, else the "
+        "range (min, max); n = seeds.",
     )
 
 
@@ -165,14 +187,15 @@ def _context(summary: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
     ax.set_xticks(contexts, [f"{c:g}" for c in contexts])
     ax.minorticks_off()
     ax.set_xlabel("training context (episodes)")
-    ax.set_ylabel("final in-context return (IQM, 95% CI)")
+    ax.set_ylabel("final in-context return\n(IQM [95% CI] from 5 runs, else mean [range])")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     path = _save(fig, out, "context.png")
     return Figure(
         path,
         "Final return against context length",
-        "The central ablation figure: IQM of the final in-context return over seeds (n per line) "
-        "against the training context length, with rliable's 95% stratified-bootstrap interval.",
+        "The central ablation figure: the final in-context return over seeds (n per line) "
+        "against the training context length: rliable's IQM and 95% stratified-bootstrap "
+        "interval where a point has 5 runs or more, else the mean and the range over its runs.",
     )
 
 
