@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import time
 import warnings
@@ -338,13 +339,69 @@ def create_study(spec: SweepSpec, storage: BaseStorage, *, worker: int = 0) -> o
         pruner=kind.pruner(spec.config) if kind.pruner else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
+    check_same_study(study, spec)
     stream = worker * 1_000_000 + len(study.get_trials(deepcopy=False))
     study.sampler = kind.sampler(spec.config, stream=stream)
     if worker == 0 and hasattr(spec.config, "points"):  # a grid, in the order it should run
         enqueue_grid(study, spec.config.points())
-    study.set_user_attr("kind", spec.kind)
-    study.set_user_attr("config", dataclasses.asdict(spec.config))
     return study
+
+
+UNCHECKED_FIELDS = ("runs_dir", "records", "output")
+"""Study config fields a resumed study may change: where its local files go."""
+
+
+def study_identity(spec: SweepSpec) -> dict[str, Any]:
+    """What a study's trials must share to be one study: its kind, its config (less where its
+    files go) and the fingerprint of the dataset it trains on (`data.path` of its experiment,
+    or of its `fit:`), as the study records them at its creation."""
+    import yaml
+
+    config = {k: v for k, v in dataclasses.asdict(spec.config).items() if k not in UNCHECKED_FIELDS}
+    data_path = None
+    experiment = Path(str(config.get("experiment", "")))
+    if experiment.is_file():
+        data_path = ((yaml.safe_load(experiment.read_text()) or {}).get("data") or {}).get("path")
+    data_path = ((config.get("fit") or {}).get("data") or {}).get("path", data_path)
+    fingerprint = None
+    if data_path is not None:
+        from datamodules.storage import open_dataset
+
+        try:
+            fingerprint = open_dataset(str(data_path)).manifest.fingerprint
+        except Exception as error:  # no dataset yet, or a damaged one: the trial says which
+            raise SweepError(
+                f"the study's data {data_path} cannot be read ({str(error).splitlines()[0]}): "
+                "collect it first (zoo collect --config configs/collect/...)"
+            ) from error
+    return {"kind": spec.kind, "config": config, "data_fingerprint": fingerprint}
+
+
+def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
+    """Record the identity of a new study; refuse to resume one whose config or data changed
+    (its trials would not be one experiment), naming what differs and how to start anew."""
+    identity = json.loads(json.dumps(study_identity(spec)))  # as the storage returns it
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        study.set_user_attr("kind", spec.kind)
+        study.set_user_attr("config", dataclasses.asdict(spec.config))
+        study.set_user_attr("identity", identity)
+        return
+    if recorded == identity:
+        return
+    if recorded.get("data_fingerprint") != identity["data_fingerprint"]:
+        raise SweepError(
+            f"study {spec.name!r} was run on another collection of its data (fingerprint "
+            f"{str(recorded.get('data_fingerprint'))[:12]}, the data now {str(identity['data_fingerprint'])[:12]}): "
+            "restore that dataset (zoo collect with the study's collect config and seed), or start "
+            "a new study with --name"
+        )
+    old, new = recorded.get("config", {}), identity["config"]
+    changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    raise SweepError(
+        f"study {spec.name!r} was run with other settings ({', '.join(changed) or 'kind'} "
+        "differ): restore its config, or start a new study with --name"
+    )
 
 
 def load_existing(name: str, storage_url: str) -> optuna.Study:

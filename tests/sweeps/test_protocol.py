@@ -142,3 +142,54 @@ def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: P
     page = (from_records / "report.md").read_text()
     assert "Ranking at each training budget" in page and "Validation peak against final" in page
     assert "mean [range over 2]" in page or "range over 2" in page  # 2 seeds: no IQM
+
+
+def test_a_study_resumed_on_other_data_or_settings_is_refused(
+    tmp_path: Path, experiment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study records its config and its data's fingerprint; a resume that differs in either is
+    refused with one line, nothing trained."""
+    import signal
+
+    data = tmp_path / "data"
+    tiny = ["--env", "darkroom", "--num_tasks", "4", "--histories_per_task", "2", "--episodes", "6"]
+    tiny += ["--num_shards", "1", "--no_progress"]
+    for seed in (0, 1):
+        assert (
+            zoo(["collect", *tiny, "--seed", str(seed), "--output", str(tmp_path / f"d{seed}")])
+            == 0
+        )
+    data.symlink_to(tmp_path / "d0")
+    fit = yaml.safe_load(experiment.read_text())
+    fit["data"]["path"] = str(data)
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(fit))
+    config = {
+        "study": "ablation",
+        "name": "resumed",
+        "storage": f"journal://{tmp_path / 'study.journal'}",
+        "experiment": str(tmp_path / "experiment.yaml"),
+        "size": "tiny",
+        "backbones": ["gru"],
+        "context_episodes": [1.0],
+        "evaluation": {"episodes": 2},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "study.yaml"
+
+    def start(**changes: object) -> int:
+        path.write_text(yaml.safe_dump({**config, **changes}))
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            return zoo(["sweep", "run", "--config", str(path), "--n_trials", "0"])
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+
+    assert start() == 0 and start(runs_dir=str(tmp_path / "elsewhere")) == 0  # same study
+    capsys.readouterr()
+    assert start(evaluation={"episodes": 3}) == 2  # another protocol
+    assert "was run with other settings (evaluation differ)" in capsys.readouterr().err
+    data.unlink()
+    data.symlink_to(tmp_path / "d1")  # the data re-collected differently, in place
+    assert start() == 2
+    err = capsys.readouterr().err
+    assert "another collection of its data" in err and len(err.strip().splitlines()) == 1
