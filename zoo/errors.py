@@ -33,6 +33,11 @@ module is imported (an error cannot come from a module that never ran), so `zoo 
 `zoo collect` never import optuna or torch to classify an error."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a command asked for it (`zoo.cli.main`): an interrupt like Ctrl-C
+    (what Optuna fails a running trial on, what unwinds `finally` blocks), with exit code 143."""
+
+
 def is_user_error(error: BaseException) -> bool:
     for spec in USER_ERRORS:
         module_name, class_name = spec.split(":")

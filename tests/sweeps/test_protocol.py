@@ -193,3 +193,45 @@ def test_a_study_resumed_on_other_data_or_settings_is_refused(
     assert start() == 2
     err = capsys.readouterr().err
     assert "another collection of its data" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_worker_stopped_by_sigterm_fails_its_trial(tmp_path: Path, experiment: Path) -> None:
+    """A journal has no heartbeat: a worker stopped by SIGTERM must fail its running trial itself
+    (and exit 143), or the study would wait for it forever."""
+    import signal
+    import time
+
+    import optuna
+
+    from sweeps.study import open_storage
+
+    storage = f"journal://{tmp_path / 'study.journal'}"
+    config = {
+        "study": "ablation",
+        "name": "stopped",
+        "storage": storage,
+        "experiment": str(experiment),
+        "size": "tiny",
+        "backbones": ["gru"],
+        "context_episodes": [1.0],
+        "fit": {"trainer": {"max_steps": 100_000, "val_check_interval": 2}},
+        "evaluation": {"episodes": 2},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "sweep", "run", "--config", str(path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 400
+    while not list((tmp_path / "runs").glob("stopped/trial-*/spec.json")):  # the trial runs
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline, "the trial never started"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("zoo sweep: stopped by SIGTERM")
+    study = optuna.load_study(study_name="stopped", storage=open_storage(storage))
+    assert [t.state for t in study.trials][:1] == [optuna.trial.TrialState.FAIL]

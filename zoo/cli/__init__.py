@@ -18,12 +18,13 @@ import argparse
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
-from zoo.errors import UsageError, concise, is_user_error, one_line
+from zoo.errors import Terminated, UsageError, concise, is_user_error, one_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--debug"]:
         debug, argv = True, argv[1:]
     name = argv[0] if argv else ""
+    # SIGTERM (a scheduler, a session's end) interrupts like Ctrl-C: whatever is being written is
+    # abandoned by its atomic writer, a sweep fails its running trial; exit 143, one line.
+    # Lightning's commands install their own handler while training (SIGTERMException, below).
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         command = COMMANDS.get(name)
         if command is not None and command.lightning:
@@ -128,6 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         config: Namespace = parser(name).parse_args(argv)
         module = importlib.import_module(COMMANDS[config.command].module)
         return int(module.run(config[config.command], argv[1:]) or 0)
+    except Terminated:
+        return _stopped(name, "SIGTERM", 143)
+    except KeyboardInterrupt:
+        return _stopped(name, "Ctrl-C (SIGINT)", 130)
+    except SystemExit as error:
+        # Lightning ends `fit` on SIGTERM with SIGTERMException, a SystemExit of code None (0),
+        # and on Ctrl-C with sys.exit(1) while handling the KeyboardInterrupt: neither finished
+        if type(error).__name__ == "SIGTERMException" or isinstance(error.__context__, Terminated):
+            return _stopped(name, "SIGTERM", 143)
+        if isinstance(error.__context__, KeyboardInterrupt):
+            return _stopped(name, "Ctrl-C (SIGINT)", 130)
+        raise
     except (argparse.ArgumentError, UsageError) as error:
         if debug:
             raise
@@ -136,6 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         if debug or not is_user_error(error):
             raise
         return _refuse(name, one_line(error), usage=False)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _stopped(name: str, how: str, code: int) -> int:
+    prefix = f"zoo {name}" if name in COMMANDS else "zoo"
+    print(
+        f"{prefix}: stopped by {how} before it finished; what it had completed is kept "
+        "(rerun the command to go on; `zoo fit --ckpt_path <a checkpoint of the run>` resumes "
+        "training)",
+        file=sys.stderr,
+    )
+    return code
 
 
 def _refuse(name: str, message: str, *, usage: bool) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -121,10 +120,9 @@ def _run(args: Namespace) -> int:
             spec.config = dataclasses.replace(spec.config, **{k: list(v) for k, v in grid.items()})
         except (ValueError, FileNotFoundError) as error:  # an unknown backbone, a context <= 0
             raise SweepError(str(error)) from error
-    # a stopped worker (SIGTERM: a scheduler, a session's end) fails its running trial through
-    # Optuna's own handling of an interrupt, instead of leaving it RUNNING in a heartbeat-less
-    # journal; the interrupt then ends the command
-    signal.signal(signal.SIGTERM, _interrupt)
+    # a stopped worker (SIGTERM: a scheduler, a session's end; `zoo.cli.main` makes it an
+    # interrupt) fails its running trial through Optuna's own handling of an interrupt, instead
+    # of leaving it RUNNING in a heartbeat-less journal; the interrupt then ends the command
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         # workers share the machine's cores rather than each taking all of them (children inherit)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
@@ -188,10 +186,6 @@ def _one_gpu_per_worker(worker: int) -> None:
     count = torch.cuda.device_count()
     if count > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % count)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _own_args(args: Namespace, spec: Any) -> list[str]:

@@ -1,0 +1,50 @@
+"""A stopped command says so: SIGTERM and Ctrl-C (SIGINT) end `zoo fit` with 143 and 130 and one
+line, never with 0 (a scheduler or a script would take the run as finished), and keep the
+checkpoints already written. The signal is sent after a file event (the first checkpoint), not
+after a sleep."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("sent", "code", "said"), [(signal.SIGTERM, 143, "SIGTERM"),
+                                                      (signal.SIGINT, 130, "SIGINT")])  # fmt: skip
+def test_a_stopped_fit_exits_non_zero_with_one_line(
+    sent: signal.Signals,
+    code: int,
+    said: str,
+    tmp_path: Path,
+    six_task_dataset: Path,
+    tiny_fit_args: Callable[..., list[str]],
+) -> None:
+    args = tiny_fit_args(six_task_dataset, tmp_path / "run", max_steps=100_000, every=2)
+    fit = subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "fit", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "run").rglob("*.ckpt")):
+        assert fit.poll() is None, fit.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    kept = sorted((tmp_path / "run").rglob("*.ckpt"))
+    fit.send_signal(sent)
+    _, err = fit.communicate(timeout=120)
+    assert fit.returncode == code, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("zoo fit: stopped by") and said in last
+    assert all(path.is_file() for path in kept)  # nothing already written is lost
