@@ -440,3 +440,40 @@ def test_the_checkpoint_decides_what_was_trained(tmp_path: Path) -> None:
     row = pd.read_csv(out / "tables" / "trials.csv").iloc[0]
     assert (row["backbone"], row["context_episodes"], row["data_mode"]) == ("lstm", 3.0, "ed")
     assert row["parameters"] == 12 and row["seed"] == 4
+
+
+def test_a_folder_that_is_not_a_report_is_refused_and_kept(
+    storage: str, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "mine"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "my_plot.png").write_bytes(b"mine")
+    (out / "tables").mkdir()
+    (out / "tables" / "my_table.csv").write_text("a,b\n")
+    argv = ["report", "--storage", storage, "--study", "darkroom_ablation", "--reps", "200"]
+    assert zoo([*argv, "--out", str(out)]) == 2
+    assert "not a report of `zoo report`" in capsys.readouterr().err
+    assert (out / "figures" / "my_plot.png").read_bytes() == b"mine"  # nothing deleted
+    assert (out / "tables" / "my_table.csv").is_file()
+    assert zoo([*argv, "--out", str(out), "--overwrite", "true"]) == 0  # said, and done
+    assert not (out / "figures" / "my_plot.png").exists() and (out / "index.html").is_file()
+
+
+def test_an_interrupted_report_leaves_the_old_one_whole(
+    storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoo.reports import build
+
+    out = tmp_path / "report"
+    argv = ["report", "--storage", storage, "--study", "darkroom_ablation", "--out", str(out)]
+    assert zoo([*argv, "--reps", "200"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the new report's figures are drawn
+
+    monkeypatch.setattr(build.figures_, "ablation_figures", interrupted)
+    assert zoo([*argv, "--reps", "200"]) == 130
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the old report, every page and every file it links
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no leftovers

@@ -31,6 +31,8 @@ def parser() -> Parser:
     parser.add_argument("--title", type=str | None, default=None,
                         help="title of the report (null: its directory's name)")  # fmt: skip
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval")
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="replace --out even if it is not a report (its files are lost)")  # fmt: skip
     return parser
 
 
@@ -45,6 +47,7 @@ def run(options: Namespace, argv: list[str]) -> int:
         records=options.records,
         title=options.title,
         reps=options.reps,
+        overwrite=options.overwrite,
     )
     print(f"zoo report: wrote {build_report(settings).resolve()}")
     return 0

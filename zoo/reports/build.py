@@ -6,6 +6,8 @@ Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tabl
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +43,8 @@ class ReportSettings:
     """Title of the report (None: its directory's name)."""
     reps: int = 2000
     """Bootstrap resamples per interval."""
+    overwrite: bool = False
+    """Replace `out` even if it is not a report of `zoo report` (its files are then lost)."""
 
     def __post_init__(self) -> None:
         if not self.study and self.results is None and self.records is None:
@@ -52,6 +56,23 @@ class ReportSettings:
             raise ReportError("--study needs --storage URL (e.g. sqlite:///runs/sweeps.db)")
         if self.reps < 100:
             raise ReportError("--reps must be >= 100")
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise ReportError(f"--out {out} is a file, not a report directory: give another --out")
+        if (
+            out.is_dir()
+            and any(out.iterdir())
+            and not (out / MARKER).is_file()
+            and not self.overwrite
+        ):
+            raise ReportError(
+                f"--out {out} holds files that are not a report of `zoo report`: give an empty or "
+                "new --out (or --overwrite to replace the folder and everything in it)"
+            )
+
+
+MARKER = ".zoo-report"
+"""File that marks a folder as a report `zoo report` wrote (and may replace)."""
 
 
 def build_report(args: ReportSettings) -> Path:
@@ -69,11 +90,29 @@ def build_report(args: ReportSettings) -> Path:
     runs = pd.concat(frames, ignore_index=True).reindex(
         columns=list(dict.fromkeys([*frames[0].columns, *RUN_COLUMNS]))
     )
-    out: Path = args.out
-    for folder, pattern in (("figures", "*.png"), ("tables", "*.csv")):
+    final: Path = Path(args.out)
+    # the new report is written beside the old one and swapped in when complete: an interrupted
+    # or failed report leaves the old one whole (or nothing), never a page whose files are gone
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    for folder in ("figures", "tables"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-        for stale in (out / folder).glob(pattern):  # an earlier report's, maybe of other studies
-            stale.unlink()
+    try:
+        _write(args, runs, notes, out)
+        (out / MARKER).write_text("written by zoo report; the folder is replaced on its next run\n")
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        if final.exists():
+            final.rename(old)
+        out.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return final / "index.html"
+
+
+def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path) -> None:
+    """The tables, figures and pages of a report, into `out`."""
     done = completed(runs)
     summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
     curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
@@ -103,7 +142,7 @@ def build_report(args: ReportSettings) -> Path:
     elif 1 in seeds:
         notes.append("configurations with 1 seed have no interval (their means are shown)")
     page = html.Page(
-        title=args.title or out.resolve().name,
+        title=args.title or Path(args.out).resolve().name,
         sources=_sources(args),
         runs=runs,
         summary=summary,
@@ -115,9 +154,7 @@ def build_report(args: ReportSettings) -> Path:
         sections=html.budget_sections(ranking, taus, peaks),
     )
     (out / "report.md").write_text(html.markdown(page))
-    index = out / "index.html"
-    index.write_text(html.html(page))
-    return index
+    (out / "index.html").write_text(html.html(page))
 
 
 def _sources(args: ReportSettings) -> list[str]:
