@@ -3,10 +3,13 @@ mismatched file, and `weights_only` loading (no pickled code runs)."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from zoo.errors import CheckpointError, one_line
 
@@ -76,3 +79,39 @@ def check_resumable(path: str | Path, checkpoint: dict[str, Any], data: Any) -> 
             f"{env.get('dataset')}), not {data.path}: resume it on that dataset, or drop "
             "--ckpt_path to start a new run"
         )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, atomic on the target's own file system: the checkpoint is
+    written to a temporary name beside its target and renamed over it when complete (Lightning's
+    own stages it in the system temp folder and copies it across file systems, which a full disk
+    leaves truncated under the final name). A failed write removes its partial file and says in
+    one line what to free or fix; the checkpoints written before are untouched."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with partial.open("wb") as out:
+                torch.save(checkpoint, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, target)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            what = {
+                errno.ENOSPC: "no space left on the device",
+                errno.EDQUOT: "the disk quota is exhausted",
+                errno.EACCES: "permission denied",
+                errno.EROFS: "the file system is read-only",
+            }.get(error.errno or 0, one_line(error))
+            raise CheckpointError(
+                f"cannot write checkpoint {target}: {what}; free space or choose a writable "
+                "--trainer.default_root_dir, then resume with --ckpt_path <the run's last "
+                "checkpoint> (those written before are intact)"
+            ) from None

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from datamodules.history import HistoryDataModule
-from zoo.checkpoints import check_resumable, read_checkpoint
+from zoo.checkpoints import AtomicCheckpointIO, check_resumable, read_checkpoint
 from zoo.errors import UsageError, concise
 from zoo.model import InContextLearner
 
@@ -70,6 +70,9 @@ def trainer_defaults() -> dict[str, Any]:
             ModelCheckpoint(filename="last", enable_version_counter=False),
             LearningRateMonitor(logging_interval="step"),
         ],
+        # checkpoints renamed into place on their own file system (a full disk leaves none
+        # truncated); one line on a failed write
+        "plugins": [AtomicCheckpointIO()],
     }
 
 

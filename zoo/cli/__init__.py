@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler, a session's end) interrupts like Ctrl-C: whatever is being written is
     # abandoned by its atomic writer, a sweep fails its running trial; exit 143, one line.
     # Lightning's commands install their own handler while training (SIGTERMException, below).
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         command = COMMANDS.get(name)
         if command is not None and command.lightning:
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug or not is_user_error(error):
             raise
         return _refuse(name, one_line(error), usage=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a caller in the same process gets its own back
 
 
 def _terminate(signum: int, frame: Any) -> None:
