@@ -7,13 +7,20 @@ load everywhere; anything that would call the missing extension is routed to the
 
 Both scans take an initial state and return the final one, so a sequence can be processed in
 chunks with a carried state; the GPU kernels are used where they exist (`x.is_cuda`).
+
+A CUDA tensor with no `selective_scan_cuda` (mamba-ssm installed without its kernels, e.g. by a CPU
+set-up) would take Mamba v1's per-token Python scan: orders of magnitude slower. That warns loudly,
+once per process; with the environment variable `ZOO_REFUSE_CPU_FALLBACK=1` it raises instead
+(`CPUFallbackError`), for GPU runs that must not crawl silently (`bench/gpu_check.sh` sets it).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +39,8 @@ class _MissingExtension(types.ModuleType):
 
 
 HAS_SELECTIVE_SCAN_CUDA = importlib.util.find_spec("selective_scan_cuda") is not None
+REFUSE_CPU_FALLBACK_ENV = "ZOO_REFUSE_CPU_FALLBACK"
+"""Set to 1: a CUDA tensor that would take a CPU fallback path raises instead of warning."""
 if not HAS_SELECTIVE_SCAN_CUDA and "selective_scan_cuda" not in sys.modules:
     sys.modules["selective_scan_cuda"] = _MissingExtension("selective_scan_cuda")
 
@@ -68,6 +77,35 @@ __all__ = [
     "ssd_scan_cpu",
     "ssd_state_step",
 ]
+
+
+class CPUFallbackError(RuntimeError):
+    """A GPU run would take a CPU fallback path, and `ZOO_REFUSE_CPU_FALLBACK=1` refuses it."""
+
+
+_WARNED: set[str] = set()
+
+
+def is_cuda(t: Tensor) -> bool:
+    """Whether `t` is on a CUDA device (a function of its own: a CPU test makes a tensor claim it)."""
+    return t.is_cuda
+
+
+def cpu_fallback(what: str, missing: str) -> None:
+    """A CUDA tensor is about to run `what` through the pure-PyTorch CPU path because `missing` is
+    not installed: warn once per process, or raise with `ZOO_REFUSE_CPU_FALLBACK=1`."""
+    message = (
+        f"{what} on CUDA tensors runs the per-token Python scan (the CPU path, orders of "
+        f"magnitude slower) because mamba-ssm's `{missing}` extension is not installed: reinstall "
+        "mamba-ssm with its kernels (ZOO_GPU=1 scripts/setup.sh)"
+    )
+    if os.environ.get(REFUSE_CPU_FALLBACK_ENV, "0") not in ("", "0"):
+        raise CPUFallbackError(f"{message}; refused ({REFUSE_CPU_FALLBACK_ENV} is set)")
+    if what not in _WARNED:
+        _WARNED.add(what)
+        warnings.warn(
+            f"{message}; set {REFUSE_CPU_FALLBACK_ENV}=1 to refuse", RuntimeWarning, stacklevel=3
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +194,10 @@ def selective_scan(
 ) -> tuple[Tensor, Tensor]:
     """Selective scan with a carried state: the CUDA kernel on a GPU, `selective_scan_cpu` otherwise."""
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
-    if u.is_cuda and HAS_SELECTIVE_SCAN_CUDA:
-        return _selective_scan_cuda(*args)
+    if is_cuda(u):
+        if HAS_SELECTIVE_SCAN_CUDA:
+            return _selective_scan_cuda(*args)
+        cpu_fallback("mamba's selective scan", "selective_scan_cuda")
     return selective_scan_cpu(*args)
 
 

@@ -7,7 +7,9 @@ ops (`naive_chunk_simple_gla`, `naive_recurrent_simple_gla`), because fla's laye
 
 - `linear_attention`: Katharopoulos et al. 2020 ("Transformers are RNNs"): feature map elu + 1 on
   queries and keys, no decay (a_t = 1), output normalised by `phi(q_t) . sum_j phi(k_j)`. The
-  normaliser rides along as one extra value channel of ones, so the same operator carries it.
+  normaliser rides along as one extra value channel of ones, so the same operator carries it
+  (an odd value width at an even head width: `simple_gla` pads the kernels' inputs to even
+  widths, which fla's 16-bit backward needs).
 - `simple_gla`: gated linear attention with a data-dependent decay per head
   (a_t = exp(logsigmoid(w . x_t) / 16), as fla's `SimpleGatedLinearAttention`), per-head RMSNorm
   and a swish output gate; keys half as wide as values (GLA's `expand_k = 0.5`), which also keeps
@@ -46,19 +48,46 @@ class LinearAttentionState(State):
     normalised `linear_attention`: the last column accumulates the keys for the denominator)."""
 
 
+def uses_kernels(t: Tensor) -> bool:
+    """Whether fla's Triton kernels run on `t` (a CUDA tensor); its reference ops otherwise. A
+    function of its own so that a CPU test can make a tensor claim CUDA."""
+    return t.is_cuda
+
+
+def even_width(width: int) -> int:
+    """`width` rounded up to even: fla's chunked backward asserts even key and value widths for
+    16-bit inputs (`chunk_bwd_dv`), and a head width of the tuning space can be odd."""
+    return width + width % 2
+
+
+def _pad_last(t: Tensor, width: int) -> Tensor:
+    return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
+
+
 def simple_gla(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, memory: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """fla's simple-GLA over `[B, T, H, *]` inputs from `memory`; returns float32 `(o, memory)`.
 
     `g` is the log decay `[B, T, H]` (None: no decay). Dispatches to fla's Triton kernels on
-    CUDA and to its reference ops elsewhere.
+    CUDA and to its reference ops elsewhere. The kernels get keys and values padded with zero
+    channels to even widths (exact: a zero key channel adds nothing to `q . k` and its memory row
+    stays zero, a zero value channel reads out zero), the scale of the true key width, and the
+    padding is cut from the output and the memory, so the state's shape is the same on every
+    device.
     """
     length = q.shape[1]
-    if q.is_cuda:
+    if uses_kernels(q):
+        d_key, d_value = k.shape[-1], v.shape[-1]
+        keys, values = even_width(d_key), even_width(d_value)
+        q, k, v = _pad_last(q, keys), _pad_last(k, keys), _pad_last(v, values)
+        if memory is not None:
+            memory = F.pad(memory, (0, values - d_value, 0, keys - d_key))
         op = fused_recurrent_simple_gla if length == 1 else chunk_simple_gla
-        o, memory = op(q, k, v, g=g, initial_state=memory, output_final_state=True)
-        return o.float(), memory
+        o, memory = op(
+            q, k, v, g=g, scale=d_key**-0.5, initial_state=memory, output_final_state=True
+        )
+        return o[..., :d_value].float(), memory[..., :d_key, :d_value].contiguous()
     if g is None:
         g = q.new_zeros(q.shape[:3])
     if length == 1:

@@ -20,6 +20,10 @@ script prints the load it started under.
     python bench/train_throughput.py --quick                  # tiny sizes: proves it runs
     python bench/train_throughput.py --profile transformer    # torch.profiler table, one preset
     python bench/train_throughput.py --backbones experiment --set model.embedding_dropout=0.1
+    python bench/train_throughput.py --sizes 100k --accelerator gpu   # on a GPU (bench/gpu_check.sh)
+
+`--accelerator` is `trainer.accelerator` (auto: a GPU where there is one); the bare loop runs on the
+device `zoo fit` trained on, synchronised after every step on a GPU.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ def fit_configs(
     run = {
         "model": model,
         "trainer": {
+            "accelerator": args.accelerator,
+            "devices": 1,
             "max_steps": steps,
             "val_check_interval": steps + 1,  # no validation inside the timed steps
             "num_sanity_val_steps": 0,
@@ -150,7 +156,12 @@ def measure(backbone: str, size: str, args: argparse.Namespace) -> Result:
         cli.trainer.fit(cli.model, cli.datamodule)
         fit = timer.step_seconds(args.warmup)
         model, data = cli.model, cli.datamodule
-        batches = [b for _, b in zip(range(8), data.train_dataloader(), strict=False)]
+        device = cli.trainer.strategy.root_device  # Lightning hands the model back on the CPU
+        model.to(device)
+        batches = [
+            {k: v.to(device) for k, v in b.items()}
+            for _, b in zip(range(8), data.train_dataloader(), strict=False)
+        ]
         optimizer = model.configure_optimizers()["optimizer"]  # the model's own, as fit used
         bare_loop(model, batches, optimizer, warmup=args.warmup, steps=0)
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -176,6 +187,7 @@ def measure_in_child(backbone: str, size: str, args: argparse.Namespace) -> Resu
     command = [sys.executable, __file__, "--one", backbone, size, "--data", args.data]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads), "--compile", args.compile]
+    command += ["--accelerator", args.accelerator]
     command += [f"--set={setting}" for setting in args.set]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -195,6 +207,8 @@ def bare_loop(model, batches, optimizer, *, warmup: int, steps: int) -> list[flo
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if loss.is_cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times[warmup:]
 
@@ -240,6 +254,12 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="a `zoo fit` option for every row, without its dashes (repeatable), e.g. "
         "model.embedding_dropout=0.1",
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="trainer.accelerator of the timed runs (auto: a GPU where there is one)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny presets, few steps")
     parser.add_argument("--profile", metavar="BACKBONE", help="profile one bare step instead")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -139,6 +142,8 @@ class InContextLearner(pl.LightningModule):
                 )
         # (state, last action, last reward) of every batch row after its last training window
         self._carried: tuple[State, Tensor, Tensor] | None = None
+        # the random-number states of a resumed checkpoint, applied where the saving run was
+        self._resumed_rng: dict[str, Any] | None = None
         self.backbone = backbone
         backbone.follow_context(context_len)  # sizes that default to the training context
         self.num_observations = num_observations
@@ -249,7 +254,7 @@ class InContextLearner(pl.LightningModule):
             last_reward = torch.zeros_like(batch["rewards"][:, 0])
         else:
             carried, last_action, last_reward = self._carried
-            state = carried.where(first, fresh)
+            state = follow(carried, fresh).where(first, fresh)
         start = (
             torch.where(first, self.no_action, last_action),
             torch.where(first, 0.0, last_reward),
@@ -309,26 +314,82 @@ class InContextLearner(pl.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("val/action_acc", accuracy, batch_size=size, sync_dist=True)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """With `carry_state`, the rows' carried states: a resumed run goes on from them."""
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> InContextLearner:
+        """Moves and casts (`.to`, `.cuda`, `.double`, ...) take the carried state along: on the
+        module's new device, in the dtypes its backbone's `init_state` gives for the new dtype
+        (states a member keeps in float32 stay float32)."""
+        super()._apply(fn, recurse)
         if self._carried is not None:
             state, actions, rewards = self._carried
-            checkpoint["carried_state"] = {
-                "state": state.tensors(),
-                "actions": actions,
-                "rewards": rewards,
+            weight = next((p for p in self.parameters() if p.is_floating_point()), None)
+            if weight is not None:
+                fresh = self.backbone.init_state(
+                    len(actions), device=weight.device, dtype=weight.dtype
+                )
+                self._carried = (
+                    follow(state, fresh),
+                    actions.to(weight.device),
+                    rewards.to(weight.device),
+                )
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every rank's random-number states (`rng_states`, a list by global rank) and, with
+        `carry_state`, every rank's carried states (`carried_state`, the same): a resumed run
+        goes on from them, each rank from its own, and draws what the run would have drawn."""
+        mine: dict[str, Any] = {"rng": rng_states(self.device)}
+        if self._carried is not None:
+            state, actions, rewards = self._carried
+            mine["carried"] = {
+                "state": state.map_tensors(Tensor.cpu).tensors(),
+                "actions": actions.cpu(),
+                "rewards": rewards.cpu(),
             }
+        ranks = gather_from_ranks(mine)  # a collective: checkpoints are saved on every rank
+        checkpoint["rng_states"] = [rank["rng"] for rank in ranks]
+        if self._carried is not None:
+            checkpoint["carried_state"] = [rank.get("carried") for rank in ranks]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On a resume (a checkpoint restored by a Trainer), this rank's random-number states, set
+        at the first training batch (or epoch) after it, and its carried states; a checkpoint
+        loaded for evaluation changes no random state."""
+        rank, world = self.global_rank, self._trainer.world_size if self._trainer else 1
+        saved_rng = checkpoint.get("rng_states")
+        if self._trainer is not None and isinstance(saved_rng, list) and len(saved_rng) == world:
+            self._resumed_rng = saved_rng[rank]
         carried = checkpoint.get("carried_state")
         if carried is None or not self.hparams.get("carry_state"):
             return
-        fresh = self.initial_state(len(carried["actions"]))
+        if isinstance(carried, dict):  # written before the states were saved per rank
+            carried = [carried]
+        if len(carried) != world or carried[rank] is None:
+            if self._trainer is not None:  # a resume, not a load for evaluation
+                warnings.warn(
+                    f"the checkpoint holds the carried states of {len(carried)} process(es), "
+                    f"this run has {world}: every batch row starts afresh",
+                    stacklevel=2,
+                )
+            self._carried = None
+            return
+        mine = carried[rank]
+        fresh = self.initial_state(len(mine["actions"]))
         self._carried = (
-            fresh.replace_tensors(carried["state"]),
-            carried["actions"],
-            carried["rewards"],
+            follow(fresh.replace_tensors(mine["state"]), fresh),
+            mine["actions"].to(self.device),
+            mine["rewards"].to(self.device),
         )
+
+    def on_train_epoch_start(self) -> None:
+        self._restore_rng()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._restore_rng()
+
+    def _restore_rng(self) -> None:
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng, self.device)
+            self._resumed_rng = None
 
     def configure_optimizers(self) -> Any:  # Lightning's optimizer-and-scheduler dict
         hp: Any = self.hparams  # the __init__ arguments, saved by save_hyperparameters
@@ -359,6 +420,60 @@ class InContextLearner(pl.LightningModule):
 
 class TrainingDiverged(UserError, FloatingPointError):
     """The loss stopped being a number: a setting to change, not a bug to trace."""
+
+
+def follow(state: State, like: State) -> State:
+    """`state` on the device of `like` (a fresh state of the same type) and in its dtypes, tensor
+    by tensor; integer tensors keep their dtype."""
+
+    def cast(mine: Any, theirs: Any) -> Any:
+        if isinstance(mine, Tensor) and isinstance(theirs, Tensor):
+            dtype = theirs.dtype if mine.is_floating_point() else mine.dtype
+            return mine.to(device=theirs.device, dtype=dtype)
+        if isinstance(mine, (tuple, list)):
+            return type(mine)(cast(m, t) for m, t in zip(mine, theirs, strict=True))
+        return mine
+
+    theirs = like.tensors()
+    return state.replace_tensors({k: cast(v, theirs[k]) for k, v in state.tensors().items()})
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """torch's (CPU, and `device`'s when it is a CUDA device), numpy's and Python's global
+    random-number states, as types a `weights_only` checkpoint load accepts."""
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    kind, keys, position, has_gauss, gauss = legacy
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    """The inverse of `rng_states` (a CUDA state only onto a CUDA device)."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """`value` of every rank, by global rank (`[value]` outside a distributed run)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return [value]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
 
 
 def warmup_cosine(*, warmup_steps: int, total_steps: int, min_ratio: float):

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from backbones import linear_attention
 from backbones.linear_attention import (
     GATE_LOGIT_NORMALIZER,
     NORMALIZER_EPS,
     LinearAttentionBackbone,
     LinearAttentionMixer,
     SimpleGLABackbone,
+    naive_chunk_simple_gla,
+    naive_recurrent_simple_gla,
 )
+from backbones.presets import PRESET_DIR, load_preset
 
 D_MODEL, HEADS = 16, 2
 
@@ -90,3 +97,127 @@ def test_cuda_kernels_match_cpu_reference(cls) -> None:
         state_gpu.memory[-1].cpu(), state_cpu.memory[-1], atol=1e-3, rtol=1e-3
     )
     torch.testing.assert_close(torch.stack(steps, 1).cpu(), y_cpu[:, 100:110], atol=1e-3, rtol=1e-3)
+
+
+# --- fla's kernels on 16-bit inputs: even key and value widths, on CPU ---------------------------
+
+LINEAR_PRESETS = sorted(
+    p for name in ("linear_attention", "simple_gla") for p in PRESET_DIR.glob(f"{name}-*.yaml")
+)
+TUNED_WIDTHS = range(8, 513, 8)
+"""What `sweeps/tune.py`'s `widest_within_budget` can choose: multiples of 8 (the preset's heads
+and depth kept; a budget four times the largest preset's stays below 512)."""
+
+
+@pytest.fixture
+def kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+    """fla's kernel path taken by CPU tensors: every call records `(op, K, V)`, checks what the
+    Triton kernels check in 16-bit (even K and V), and runs the reference op with the kernel
+    call's arguments (so the padding and the scale passed to the kernels are exercised)."""
+    calls: list[tuple[str, int, int]] = []
+
+    def recorder(name: str):
+        def op(q, k, v, *, g, scale, initial_state, output_final_state):
+            K, V = k.shape[-1], v.shape[-1]
+            calls.append((name, K, V))
+            assert q.shape[-1] == K and K % 2 == 0 and V % 2 == 0, (name, K, V)
+            assert initial_state is None or initial_state.shape[-2:] == (K, V)
+            g = q.new_zeros(q.shape[:3]) if g is None else g
+            if name == "fused_recurrent":
+                return naive_recurrent_simple_gla(
+                    q, k, v, g, scale=scale, initial_state=initial_state
+                )
+            return naive_chunk_simple_gla(
+                q,
+                k,
+                v,
+                g,
+                scale=scale,
+                initial_state=initial_state,
+                output_final_state=output_final_state,
+                chunk_size=min(linear_attention.CHUNK_SIZE, q.shape[1]),
+            )
+
+        return op
+
+    monkeypatch.setattr(linear_attention, "uses_kernels", lambda t: True)
+    monkeypatch.setattr(linear_attention, "chunk_simple_gla", recorder("chunk"))
+    monkeypatch.setattr(linear_attention, "fused_recurrent_simple_gla", recorder("fused_recurrent"))
+    return calls
+
+
+@pytest.mark.parametrize("path", LINEAR_PRESETS, ids=lambda p: p.stem)
+def test_kernel_widths_are_even_and_padding_is_exact_at_every_preset(
+    path: Path, kernels_on_cpu: list[tuple[str, int, int]]
+) -> None:
+    """Every preset through the kernel path (chunked forward, carried memory, one step) gives the
+    reference path's numbers, with even widths at every fla call."""
+    torch.manual_seed(0)
+    backbone = load_preset(path).eval()
+    x = torch.randn(2, 70, backbone.d_model)
+    with torch.no_grad():
+        kernels = backbone(x[:, :40])
+        kernels = (kernels, backbone(x[:, 40:], state=kernels[1]))
+        step = backbone.step(x[:, 0], state=backbone.init_state(2))
+    assert {name for name, _, _ in kernels_on_cpu} == {"chunk", "fused_recurrent"}
+    with pytest.MonkeyPatch.context() as m:  # the reference ops, no padding
+        m.setattr(linear_attention, "uses_kernels", lambda t: False)
+        with torch.no_grad():
+            reference = backbone(x[:, :40])
+            reference = (reference, backbone(x[:, 40:], state=reference[1]))
+            reference_step = backbone.step(x[:, 0], state=backbone.init_state(2))
+    for (y, state), (y_ref, state_ref) in zip(kernels, reference, strict=True):
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+        for memory, memory_ref in zip(state.memory, state_ref.memory, strict=True):
+            assert memory.shape == memory_ref.shape  # the padding never reaches the state
+            torch.testing.assert_close(memory, memory_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step[0], reference_step[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", LINEAR_PRESETS, ids=lambda p: p.stem)
+def test_kernel_widths_are_even_over_the_tuning_space(
+    path: Path, kernels_on_cpu: list[tuple[str, int, int]]
+) -> None:
+    """The tuner keeps a preset's heads and scales `d_model` in multiples of 8, so a head width
+    (and simple GLA's half-width keys) can be odd: the kernels still get even widths."""
+    preset = yaml.safe_load(path.read_text())
+    cls = {c.__name__: c for c in (LinearAttentionBackbone, SimpleGLABackbone)}[
+        preset["class_path"].rsplit(".", 1)[1]
+    ]
+    heads = preset["init_args"]["heads"]
+    odd = set()
+    for d_model in (w for w in TUNED_WIDTHS if w % heads == 0):
+        backbone = cls(d_model=d_model, depth=1, heads=heads, ff_mult=1)
+        d_value = backbone.d_head + (0 if backbone.gated else 1)
+        if backbone.d_key % 2 or d_value % 2:
+            odd.add(d_model)
+        x = torch.randn(1, 2, d_model)
+        kernels_on_cpu.clear()
+        with torch.no_grad():
+            _, state = backbone(x)
+            backbone.step(x[:, 0], state=state)
+        assert [name for name, _, _ in kernels_on_cpu] == ["chunk", "fused_recurrent"]
+    # the plain member's value width (head width + the normaliser) is odd wherever the head width
+    # is even: without the padding most of its tuning space would fail in 16-bit
+    assert odd or cls.gated
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's Triton kernels need a GPU")
+@pytest.mark.parametrize("cls", [LinearAttentionBackbone, SimpleGLABackbone])
+@pytest.mark.parametrize("d_model", [64, 72, 24])  # V odd; simple GLA's K odd; head width 3
+def test_cuda_kernels_train_in_bf16(cls, d_model: int) -> None:
+    """A backward through fla's kernels under bf16 autocast, at widths whose natural K or V is
+    odd (fla asserts even ones in 16-bit), close to the fp32 gradients."""
+    torch.manual_seed(0)
+    backbone = cls(d_model=d_model, depth=2, heads=8 if d_model == 24 else 4).cuda()
+    x = torch.randn(2, 130, d_model, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y, _ = backbone(x)
+    y.float().square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in backbone.named_parameters()}
+    backbone.zero_grad()
+    backbone(x)[0].square().mean().backward()
+    for name, p in backbone.named_parameters():
+        assert torch.isfinite(grads[name]).all(), name
+        scale = p.grad.abs().max().item() + 1e-6
+        torch.testing.assert_close(grads[name], p.grad, atol=0.1 * scale, rtol=0, msg=name)

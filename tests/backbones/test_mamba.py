@@ -8,12 +8,14 @@ The contract equivalences (chunked == full, step loop == full, gradients) run fo
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from backbones import _mamba_ops
 from backbones._mamba_ops import (
     Mamba,
     Mamba2,
@@ -312,6 +314,45 @@ def test_invalid_sizes_are_clear_errors() -> None:
         MambaBackbone(d_model=8, depth=0)
 
 
+# --- a GPU run without mamba-ssm's kernels: loud, or refused --------------------------------------
+
+
+@pytest.fixture
+def claims_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tensor claims CUDA, the kernels are missing, and the once-per-process warning is fresh."""
+    monkeypatch.setattr(_mamba_ops, "is_cuda", lambda t: True)
+    monkeypatch.setattr(_mamba_ops, "HAS_SELECTIVE_SCAN_CUDA", False)
+    monkeypatch.setattr(_mamba_ops, "_WARNED", set())
+    monkeypatch.delenv(_mamba_ops.REFUSE_CPU_FALLBACK_ENV, raising=False)
+
+
+@pytest.mark.usefixtures("claims_cuda")
+def test_cpu_fallback_on_cuda_warns_once() -> None:
+    kw = scan_inputs()
+    expected, _ = selective_scan_cpu(**kw, delta_softplus=True)
+    with pytest.warns(RuntimeWarning, match=r"selective_scan_cuda.*ZOO_REFUSE_CPU_FALLBACK=1"):
+        out, _ = _mamba_ops.selective_scan(**kw, delta_softplus=True)
+    torch.testing.assert_close(out, expected)  # it still runs, on the CPU path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second call is quiet
+        _mamba_ops.selective_scan(**kw, delta_softplus=True)
+
+
+@pytest.mark.usefixtures("claims_cuda")
+def test_cpu_fallback_on_cuda_is_refused_by_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_mamba_ops.REFUSE_CPU_FALLBACK_ENV, "1")
+    with pytest.raises(_mamba_ops.CPUFallbackError, match=r"selective_scan_cuda.*refused"):
+        _mamba_ops.selective_scan(**scan_inputs(), delta_softplus=True)
+
+
+def test_cpu_tensors_take_the_cpu_path_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_mamba_ops.REFUSE_CPU_FALLBACK_ENV, "1")  # CPU tensors are no fallback
+    monkeypatch.setattr(_mamba_ops, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _mamba_ops.selective_scan(**scan_inputs(), delta_softplus=True)
+
+
 # --- GPU: mamba-ssm's kernels against the CPU path ---------------------------------------------
 
 
@@ -326,7 +367,11 @@ def test_invalid_sizes_are_clear_errors() -> None:
     ],
     ids=["mamba", "mamba2"],
 )
-def test_gpu_kernels_equal_cpu_path(make: Callable[[], Backbone]) -> None:
+def test_gpu_kernels_equal_cpu_path(
+    make: Callable[[], Backbone], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without mamba-ssm's kernels the "GPU" side would be the CPU scan compared with itself
+    monkeypatch.setenv(_mamba_ops.REFUSE_CPU_FALLBACK_ENV, "1")
     torch.manual_seed(0)
     cpu = make()
     gpu = make().cuda()

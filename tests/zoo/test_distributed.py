@@ -57,6 +57,41 @@ def test_ddp_trains_on_two_cpu_processes(tiny_fit_args, dataset: Path, tmp_path:
     assert checkpoint["global_step"] == 4
 
 
+@pytest.mark.slow
+def test_ddp_saves_and_resumes_every_ranks_carried_state(
+    tiny_fit_args, dataset: Path, tmp_path: Path
+) -> None:
+    """Each rank carries its own batch rows' states (other windows, other tasks) and draws its own
+    masks: the checkpoint holds both per rank, and a resume on two ranks takes them up."""
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    carry = ["--data.carry_state=true", "--data.context_episodes=0.25", "--data.batch_size=1"]
+    carry.append("--model.token_mask=0.3")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = [*tiny_fit_args(dataset, tmp_path / "first", max_steps=2, every=2), *ddp, *carry]
+    result = subprocess.run(
+        [str(ZOO), "fit", *first], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    ranks = checkpoint["carried_state"]
+    assert len(ranks) == len(checkpoint["rng_states"]) == 2
+    hidden = [rank["state"]["hidden"] for rank in ranks]  # the GRU's
+    assert hidden[0].shape == hidden[1].shape and not torch.equal(hidden[0], hidden[1])
+    resumed = [*tiny_fit_args(dataset, tmp_path / "resumed", max_steps=4, every=2), *ddp, *carry]
+    result = subprocess.run(
+        [str(ZOO), "fit", *resumed, f"--ckpt_path={path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "starts afresh" not in result.stderr
+    last = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4 and len(last["carried_state"]) == 2
+
+
 class Killed(Exception):
     """Stands for the process dying after a checkpoint was written."""
 
@@ -79,12 +114,19 @@ def fit_in_process(
     return {k: v.clone() for k, v in cli.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("carry", [False, True], ids=["windows", "carried-state"])
+@pytest.mark.parametrize(
+    ("carry", "mask"),
+    [(False, 0.0), (True, 0.0), (False, 0.3), (True, 0.3)],
+    ids=["windows", "carried-state", "windows-masked", "carried-state-masked"],
+)
 def test_a_run_killed_mid_epoch_resumes_to_the_same_parameters(
-    tiny_fit_args, dataset: Path, tmp_path: Path, carry: bool
+    tiny_fit_args, dataset: Path, tmp_path: Path, carry: bool, mask: float
 ) -> None:
-    """With `data.carry_state`, the checkpoint also holds every row's carried state."""
+    """With `data.carry_state`, the checkpoint also holds every row's carried state; with
+    `model.token_mask`, the random-number states (the masks a resumed run draws are the ones
+    the uninterrupted run drew)."""
     extra = ["--data.carry_state=true", "--data.context_episodes=0.25"] if carry else []
+    extra.append(f"--model.token_mask={mask}")
     straight = fit_in_process(
         tiny_fit_args(dataset, tmp_path / "straight", *extra, max_steps=9, every=3)
     )
@@ -95,6 +137,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_parameters(
     assert state["global_step"] == 3
     assert json.dumps(state["loops"]["fit_loop"]["state_dict"]["combined_loader"])
     assert ("carried_state" in state) == carry
+    assert len(state["rng_states"]) == 1  # one process: one rank's states
     resumed = fit_in_process(args, ckpt=checkpoint)
     for key, value in straight.items():
         np.testing.assert_array_equal(resumed[key].numpy(), value.numpy(), key)

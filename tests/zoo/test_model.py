@@ -179,7 +179,17 @@ def test_the_attention_window_follows_the_training_context() -> None:
         alone(torch.zeros(1, 3, 16))
 
 
-CARRIED = ["gru", "lstm", "mamba", "mamba2", "linear_attention", "simple_gla"]
+CARRIED = [
+    "gru",
+    "lstm",
+    "mamba",
+    "mamba2",
+    "linear_attention",
+    "simple_gla",
+    "gated_deltanet",
+    "rwkv7",
+    "mom",
+]
 
 
 def chunk(batch: dict[str, torch.Tensor], start: int, stop: int, first: bool):
@@ -218,6 +228,31 @@ def test_reset_rows_only_where_a_history_starts() -> None:
     torch.testing.assert_close(mixed.hidden[:, 1], state.hidden[:, 1])
     torch.testing.assert_close(mixed.hidden[:, [0, 2]], fresh.hidden[:, [0, 2]])
     assert not torch.equal(state.hidden[:, 0], fresh.hidden[:, 0])
+
+
+def dtypes(state) -> list[torch.dtype]:
+    found: list[torch.dtype] = []
+    state.map_tensors(lambda t: found.append(t.dtype) or t)
+    return found
+
+
+@pytest.mark.parametrize("name", CARRIED)
+def test_the_carried_state_follows_the_module_to_another_dtype(name: str) -> None:
+    """`.double()` (as `.to(device)` on a GPU) moves the carried state with the weights, in the
+    dtypes `init_state` gives at the new dtype (a state a member keeps in float32, fla's memory,
+    stays float32), and the next window's loss runs on it."""
+    model = tiny_learner(name, carry_state=True).train()
+    batch = tiny_batch(12)
+    model._carried_loss(chunk(batch, 0, 6, True))
+    for dtype in (torch.float64, torch.bfloat16):
+        model.to(dtype)
+        assert model._carried is not None
+        state, actions, rewards = model._carried
+        assert dtypes(state) == dtypes(model.backbone.init_state(3, dtype=dtype)), dtype
+        assert actions.dtype == torch.long and rewards.dtype == torch.float32  # data, not weights
+        if dtype == torch.float64:
+            model._carried_loss(chunk(batch, 6, 12, False))
+    assert torch.float64 not in dtypes(model._carried[0])
 
 
 def test_carry_state_needs_a_fixed_size_state_and_no_compile() -> None:
