@@ -5,10 +5,13 @@ line below, one preset per size in `configs/backbone/`.
 """
 
 # Members register themselves on import; one line per file.
+from backbones import gated_deltanet as gated_deltanet
 from backbones import linear_attention as linear_attention
 from backbones import mamba as mamba
 from backbones import mamba2 as mamba2
+from backbones import mom as mom
 from backbones import rnn as rnn
+from backbones import rwkv7 as rwkv7
 from backbones import transformer as transformer
 from backbones.base import (
     BACKBONES,
