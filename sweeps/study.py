@@ -295,7 +295,11 @@ def load_spec(
     file = Path(path)
     if not file.is_file():
         raise SweepError(f"study config {path} does not exist")
-    raw = yaml.safe_load(file.read_text()) or {}
+    from zoo.yaml_keys import check_unique_keys
+
+    text = file.read_text()
+    check_unique_keys(text, source=path)
+    raw = yaml.safe_load(text) or {}
     if not isinstance(raw, dict):
         raise SweepError(f"study config {path} must be a YAML mapping")
     # the keys that say where and what the study is; the rest are the study kind's fields
@@ -404,8 +408,22 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
     )
 
 
+def missing_storage(url: str) -> str | None:
+    """Why a file storage (`sqlite:///`, `journal://`) is not there, or None: a reader (status,
+    report) refuses it instead of creating an empty one at a mistyped path."""
+    for prefix, what in (("sqlite:///", "database file"), ("journal://", "journal file")):
+        path = url.removeprefix(prefix)
+        if url.startswith(prefix) and path != ":memory:" and not Path(path).is_file():
+            return f"no {what} {path} for {url}: give the --storage URL the sweep used"
+    return None
+
+
 def load_existing(name: str, storage_url: str) -> optuna.Study:
-    """The study `name` in `storage_url`; a `SweepError` if there is none."""
+    """The study `name` in `storage_url`; a `SweepError` if there is none (a file storage that is
+    not there is not created)."""
+    missing = missing_storage(storage_url)
+    if missing:
+        raise SweepError(missing)
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage_url))
     except KeyError as error:

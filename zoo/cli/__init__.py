@@ -22,9 +22,10 @@ import signal
 import sys
 from typing import Any, TypeVar
 
-from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
+from jsonargparse import ArgumentParser, Namespace, get_loader, set_loader, set_parsing_settings
 
 from zoo.errors import Terminated, UsageError, concise, is_user_error, one_line
+from zoo.yaml_keys import DuplicateKeyError, refusing_duplicates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,9 @@ register_command(
 
 # options of a dataclass take their help from the field's docstring
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
+# a config (or a --config file, or YAML given on the command line) with a key given twice is an
+# error naming the key and its lines, not its last value
+set_loader("yaml", refusing_duplicates(get_loader("yaml")), exceptions=(DuplicateKeyError,))
 
 
 class Parser(ArgumentParser):

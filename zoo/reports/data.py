@@ -188,10 +188,11 @@ def open_study_storage(url: str) -> Any:
     """The storage of `zoo sweep` studies behind `url` (sqlite, any RDB URL, journal://)."""
     import optuna
 
-    from sweeps.study import SweepError, open_storage
+    from sweeps.study import SweepError, missing_storage, open_storage
 
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise ReportError(f"no database file for {url}: give the --storage URL the sweep used")
+    missing = missing_storage(url)
+    if missing:
+        raise ReportError(missing)
     try:
         with warnings.catch_warnings():  # heartbeat options are experimental; a reader needs none
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -1,0 +1,45 @@
+"""Configs and storages that are not what they seem: a YAML key given twice is refused with the
+key and its lines (never read as its last value), and a status or report on a storage that does
+not exist says so and creates nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main as zoo
+from zoo.yaml_keys import DuplicateKeyError, check_unique_keys
+
+
+def test_a_key_given_twice_is_named_with_its_lines() -> None:
+    check_unique_keys("a: 1\nb: {c: 2}\nlist: [{d: 1}, {d: 2}]\n")  # equal keys in two mappings
+    with pytest.raises(DuplicateKeyError, match=r"key 'lr' is given twice \(lines 2 and 4\)"):
+        check_unique_keys("model:\n  lr: 0.001\n  warmup_steps: 10\n  lr: 0.003\n")
+    with pytest.raises(DuplicateKeyError, match="key 'd'"):
+        check_unique_keys("list:\n- {d: 1, d: 2}\n")
+
+
+def test_zoo_fit_and_zoo_sweep_refuse_a_key_given_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "dup.yaml"
+    config.write_text("model:\n  lr: 0.001\n  lr: 0.003\n")
+    assert zoo(["fit", "--config", str(config), "--print_config"]) == 2
+    assert "key 'lr' is given twice (lines 2 and 3)" in capsys.readouterr().err
+    study = tmp_path / "study.yaml"
+    study.write_text("study: ablation\nname: a\nname: b\n")
+    assert zoo(["sweep", "status", "--config", str(study)]) == 2
+    assert "key 'name' is given twice (lines 2 and 3)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheme", ["sqlite:///", "journal://"])
+def test_a_status_or_report_on_a_missing_storage_creates_nothing(
+    scheme: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"{scheme}{tmp_path / 'typo' / 'sweeps.db'}"
+    assert zoo(["sweep", "status", "--name", "x", "--storage", url]) == 2
+    assert "give the --storage URL the sweep used" in capsys.readouterr().err
+    assert zoo(["report", "--storage", url, "--study", "x", "--out", str(tmp_path / "r")]) == 2
+    assert "give the --storage URL the sweep used" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
