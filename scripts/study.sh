@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 what=${1:?usage: scripts/study.sh tune [HOURS]}
 hours=${2:-2.5}
-backbones=(transformer gru lstm linear_attention simple_gla mamba2 mamba)
+backbones=(transformer gru lstm linear_attention simple_gla mamba2 mamba gated_deltanet)
 case "$what" in
   tune) configs=(configs/sweeps/darkroom_tune.yaml) ;;
   study)
