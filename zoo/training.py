@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from datamodules.history import HistoryDataModule
 from zoo.checkpoints import AtomicCheckpointIO, check_resumable, read_checkpoint
-from zoo.errors import UsageError, concise
+from zoo.errors import CheckpointError, UsageError, concise
 from zoo.model import InContextLearner
 
 
@@ -72,7 +73,8 @@ def trainer_defaults() -> dict[str, Any]:
         ],
         # checkpoints renamed into place on their own file system (a full disk leaves none
         # truncated); one line on a failed write
-        "plugins": [AtomicCheckpointIO()],
+        # (by class path: a config dumped from it, a trial's fit.yaml, loads again)
+        "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO"}],
     }
 
 
@@ -104,9 +106,16 @@ class ZooCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        # keep only what the resume check reads, not a second copy of the weights
-        hparams = read_checkpoint(path)["hyper_parameters"] if path else None
-        self.checkpoint = None if hparams is None else {"hyper_parameters": hparams}
+        # keep only what the resume checks read, not a second copy of the weights
+        saved = read_checkpoint(path) if path else None
+        self.checkpoint = (
+            None
+            if saved is None
+            else {
+                "hyper_parameters": saved["hyper_parameters"],
+                "datamodule_hyper_parameters": saved.get("datamodule_hyper_parameters") or {},
+            }
+        )
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's, with a one-line error for a bad argument value."""
@@ -119,9 +128,71 @@ class ZooCLI(LightningCLI):
             callbacks[:] = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
     def before_fit(self) -> None:
-        """A resumed run must continue on the data it was trained on."""
+        """One run in one place (a lock on its folder); a resumed run must continue on the data it
+        was trained on, with the settings it was trained with."""
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's other ranks rerun this command
+            self.run_lock = lock_run_dir(Path(self.trainer.default_root_dir))
         if self.checkpoint is not None:
-            check_resumable(self.config.fit.ckpt_path, self.checkpoint, self.datamodule)
+            path = self.config.fit.ckpt_path
+            check_resumable(path, self.checkpoint, self.datamodule)
+            check_same_settings(path, self.checkpoint, self.model, self.datamodule)
+
+
+RESUMABLE_CHANGES = {
+    "model.compile": "a speed switch: the same numbers",
+    "data.num_workers": "how batches are loaded, not which",
+    "data.path": "the same collection (its fingerprint is checked) in another place",
+}
+"""Settings a resume may change (and is told so); `trainer.*` (more steps, another logger) too."""
+UNCOMPARED = {"model.env", "model.carry_state"}  # linked from the data: checked by check_resumable
+
+
+def _plain(value: Any) -> str:
+    """A setting as comparable text (jsonargparse namespaces, tuples and lists alike)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def check_same_settings(path: str, checkpoint: Mapping[str, Any], model: Any, data: Any) -> None:
+    """Refuse to resume `checkpoint` with model or data settings other than its own, naming the
+    keys (a resume keeps the checkpoint's model and would silently ignore them); print the
+    changes a resume may make."""
+    theirs = {f"model.{k}": v for k, v in checkpoint["hyper_parameters"].items()}
+    theirs |= {f"data.{k}": v for k, v in checkpoint["datamodule_hyper_parameters"].items()}
+    ours = {f"model.{k}": v for k, v in model.hparams.items()}
+    ours |= {f"data.{k}": v for k, v in data.hparams.items()}
+    differ = sorted(
+        key
+        for key in theirs.keys() & ours.keys()
+        if key not in UNCOMPARED and _plain(theirs[key]) != _plain(ours[key])
+    )
+    refused = [key for key in differ if key not in RESUMABLE_CHANGES]
+    if refused:
+        raise CheckpointError(
+            f"{path} was trained with other settings ({', '.join(refused)} differ): resume with "
+            "its own (drop those options), or drop --ckpt_path to start a new run"
+        )
+    for key in differ:
+        print(f"zoo fit: resuming with {key} changed ({RESUMABLE_CHANGES[key]})", file=sys.stderr)
+
+
+def lock_run_dir(root: Path) -> Any:
+    """An exclusive lock on `root` for as long as the returned file stays open: a second `zoo fit`
+    on the same folder is refused instead of sharing (and overwriting) the first one's version."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    handle = (root / ".zoo-fit.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(
+            f"another zoo fit is running in {root}: give this run its own "
+            "--trainer.default_root_dir (or wait for that one to end)"
+        ) from None
+    return handle
 
 
 def make_cli(args: list[str], *, run: bool = True) -> ZooCLI:
