@@ -116,6 +116,13 @@ class ZooCLI(LightningCLI):
                 "datamodule_hyper_parameters": saved.get("datamodule_hyper_parameters") or {},
             }
         )
+        if self.checkpoint is not None and subcommand == "fit":
+            # before Lightning puts the checkpoint's model settings over the ones given (it does,
+            # silently): the model options given must be the checkpoint's own
+            model = self.config[subcommand].get("model")
+            check_same_settings(
+                path, "model", self.checkpoint["hyper_parameters"], model.as_dict() if model else {}
+            )
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's, with a one-line error for a bad argument value."""
@@ -135,7 +142,12 @@ class ZooCLI(LightningCLI):
         if self.checkpoint is not None:
             path = self.config.fit.ckpt_path
             check_resumable(path, self.checkpoint, self.datamodule)
-            check_same_settings(path, self.checkpoint, self.model, self.datamodule)
+            check_same_settings(
+                path,
+                "data",
+                self.checkpoint["datamodule_hyper_parameters"],
+                self.datamodule.hparams,
+            )
 
 
 RESUMABLE_CHANGES = {
@@ -148,24 +160,30 @@ UNCOMPARED = {"model.env", "model.carry_state"}  # linked from the data: checked
 
 
 def _plain(value: Any) -> str:
-    """A setting as comparable text (jsonargparse namespaces, tuples and lists alike)."""
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    return json.dumps(value, sort_keys=True, default=str)
+    """A setting as comparable text (jsonargparse namespaces, tuples and lists alike; without
+    jsonargparse's `__path__` of a value read from a file)."""
+
+    def strip(v: Any) -> Any:
+        if hasattr(v, "as_dict"):
+            v = v.as_dict()
+        if isinstance(v, Mapping):
+            return {k: strip(x) for k, x in v.items() if not str(k).startswith("__")}
+        if isinstance(v, list | tuple):
+            return [strip(x) for x in v]
+        return v
+
+    return json.dumps(strip(value), sort_keys=True, default=str)
 
 
-def check_same_settings(path: str, checkpoint: Mapping[str, Any], model: Any, data: Any) -> None:
-    """Refuse to resume `checkpoint` with model or data settings other than its own, naming the
-    keys (a resume keeps the checkpoint's model and would silently ignore them); print the
-    changes a resume may make."""
-    theirs = {f"model.{k}": v for k, v in checkpoint["hyper_parameters"].items()}
-    theirs |= {f"data.{k}": v for k, v in checkpoint["datamodule_hyper_parameters"].items()}
-    ours = {f"model.{k}": v for k, v in model.hparams.items()}
-    ours |= {f"data.{k}": v for k, v in data.hparams.items()}
+def check_same_settings(
+    path: str, section: str, theirs: Mapping[str, Any], ours: Mapping[str, Any]
+) -> None:
+    """Refuse to resume the checkpoint at `path` with `section` (`model`, `data`) settings other
+    than its own, naming the keys; print the changes a resume may make."""
     differ = sorted(
-        key
+        f"{section}.{key}"
         for key in theirs.keys() & ours.keys()
-        if key not in UNCOMPARED and _plain(theirs[key]) != _plain(ours[key])
+        if f"{section}.{key}" not in UNCOMPARED and _plain(theirs[key]) != _plain(ours[key])
     )
     refused = [key for key in differ if key not in RESUMABLE_CHANGES]
     if refused:
