@@ -377,3 +377,31 @@ def test_fuzz_damaged_datasets_fail_in_one_line_or_train_on_the_original(
             torch.testing.assert_close(batch[key], value, msg=what)
         outcomes["identical"] += 1
     assert outcomes["refused"] >= 30, outcomes  # most damage is to data, which is refused
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_evaluating(
+    checkpoint: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before any work (a path under a file stands in for a read-only folder: the tests
+    run as root, whom permissions do not stop); a disk that fills up while the outputs are
+    written keeps the evaluation in a file it names."""
+    from zoo import evaluation
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    played = []
+    real = evaluation.evaluate_checkpoint
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", lambda *a, **k: played.append(1))
+    line = refused(["evaluate", str(checkpoint), f"--out={blocker / 'eval'}"], capsys)
+    assert "cannot write to --out" in line and "nothing was evaluated" in line and not played
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", real)
+
+    def full(result: dict, out: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluation, "write_outputs", full)
+    argv = ["evaluate", str(checkpoint), "--episodes=1", "--tasks=2", f"--out={tmp_path / 'e'}"]
+    line = refused(argv, capsys)
+    kept = Path(line.split("the evaluation is kept in ")[1].split(" ")[0])
+    assert "No space left on device" in line and json.loads(kept.read_text())["returns"]
+    kept.unlink()

@@ -49,11 +49,28 @@ def parser() -> Parser:
     return parser
 
 
+def writable_or_refuse(out: Path) -> None:
+    """Refuse (one line) an output folder that cannot be written, before any work is done."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".zoo-probe-"):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write to --out {out} ({error.strerror or error}): choose a writable "
+            "folder or free space; nothing was evaluated"
+        ) from None
+
+
 def run(options: Namespace, argv: list[str]) -> int:
     from zoo.evaluation import Evaluation, evaluate_checkpoint, write_outputs
 
+    settings = settings_of(Evaluation, options)
+    out = options.out or Path(options.checkpoint).resolve().parent.parent / f"eval-{settings.mode}"
+    writable_or_refuse(Path(out))  # before the evaluation, not after it
     try:
-        settings = settings_of(Evaluation, options)
         result = evaluate_checkpoint(
             options.checkpoint,
             settings,
@@ -65,8 +82,18 @@ def run(options: Namespace, argv: list[str]) -> int:
         if is_user_error(e):  # already says what to fix (an env mismatch)
             raise
         raise UsageError(one_line(e)) from e
-    out = options.out or Path(options.checkpoint).resolve().parent.parent / f"eval-{settings.mode}"
-    write_outputs(result, out)
+    try:
+        write_outputs(result, out)
+    except OSError as error:  # the disk filled up while writing: keep the evaluation elsewhere
+        import json
+        import tempfile
+
+        kept = Path(tempfile.mkstemp(prefix="zoo-evaluate-", suffix=".json")[1])
+        kept.write_text(json.dumps(result) + "\n")
+        raise UsageError(
+            f"cannot write to {out} ({error.strerror or error}): the evaluation is kept in {kept} "
+            "(its returns.json); free space or choose another --out"
+        ) from None
     summary = result["summary"]
     print(
         f"{result['env']['name']} ({settings.mode}, {len(result['tasks'])} {settings.split} tasks, "
