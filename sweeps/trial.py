@@ -302,7 +302,11 @@ def _child(spec_path: str) -> int:
             self.tokens += int(batch["actions"].numel())
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
+            if (
+                trainer.sanity_checking
+                or not trainer.is_global_zero  # under DDP every rank has the same value
+                or MONITOR not in trainer.callback_metrics
+            ):
                 return
             value = float(trainer.callback_metrics[MONITOR])
             with (run_dir / INTERMEDIATE).open("a") as out:
@@ -346,6 +350,8 @@ def _child(spec_path: str) -> int:
     ]
     callbacks_of(cli.trainer)[:] = callbacks
     cli.trainer.fit(cli.model, cli.datamodule)
+    if not cli.trainer.is_global_zero:
+        return 0  # a trial trained by DDP selects, plays the test split and records once, on rank 0
     fit_seconds = time.perf_counter() - started
     max_steps, steps = cli.trainer.max_steps, cli.trainer.global_step
     selected = budgets.selected()

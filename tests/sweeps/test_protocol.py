@@ -235,3 +235,44 @@ def test_a_worker_stopped_by_sigterm_fails_its_trial(tmp_path: Path, experiment:
     assert err.strip().splitlines()[-1].startswith("zoo sweep: stopped by SIGTERM")
     study = optuna.load_study(study_name="stopped", storage=open_storage(storage))
     assert [t.state for t in study.trials][:1] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_ddp_trial_selects_plays_and_records_once(tmp_path: Path, experiment: Path) -> None:
+    """A study whose `fit:` asks for DDP (here 2 CPU processes) trains on every rank, but only
+    rank 0 reports validations, plays the test split and writes the record."""
+    config = {
+        "study": "ablation",
+        "name": "ddp",
+        "storage": f"journal://{tmp_path / 'study.journal'}",
+        "records": str(tmp_path / "records"),
+        "experiment": str(experiment),
+        "size": "tiny",
+        "backbones": ["gru"],
+        "context_episodes": [1.0],
+        "fit": {
+            "trainer": {
+                "max_steps": 4,
+                "val_check_interval": 2,
+                "devices": 2,
+                "strategy": "ddp",
+                "accelerator": "cpu",
+            }
+        },
+        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0]},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sweep("--config", str(path))
+    (record,) = records_in(tmp_path / "records" / "ddp")
+    assert record["state"] == "COMPLETE" and record["settings"]["trainer"]["devices"] == 2
+    run_dir = tmp_path / "runs" / "ddp" / "trial-0000"
+    lines = (run_dir / "intermediate.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["2", "4"]  # each validation reported once
+    assert sorted(p.name for p in run_dir.glob("test-step*")) == [
+        f"test-step{record['test']['step']}-seed0"
+    ]
+
+
+def records_in(folder: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("trial-*.json"))]
