@@ -14,7 +14,7 @@
 #   3. a tiny `zoo fit` per registered backbone (20 steps and a validation), at 32-true and
 #      bf16-mixed, with and without data.carry_state where the member has a fixed-size state
 #   4. a resume from --ckpt_path (carry_state, token_mask 0.3) against the uninterrupted run
-#   5. `zoo evaluate --device cuda` of each backbone's checkpoint
+#   5. `zoo evaluate --device cuda` of each backbone's checkpoint; a two-trial sweep on two workers
 #   6. training (`zoo fit` and bare tokens/s, bench/train_throughput.py) and in-context evaluation
 #      (env steps/s, bench/evaluate.py) per backbone at its 100k preset, GPU against CPU (2 threads)
 # Without a GPU, 3-5 run on the CPU (evaluate with --device cpu) and the rest print "skipped: no GPU".
@@ -259,6 +259,41 @@ for name in NAMES:
         report("FAIL", label, failure(e))
 if not GPU:
     report("skipped: no GPU", "zoo evaluate --device cuda", "evaluated with --device cpu above")
+
+# 5b. a two-trial sweep with two workers (one device each; on a GPU node, one GPU per worker) -----
+label = f"zoo sweep: 2 trials, 2 workers ({ACCELERATOR})"
+try:
+    import yaml
+
+    study = {
+        "study": "ablation", "name": "gpu_check", "size": "tiny",
+        "storage": f"journal://{WORK / 'sweep' / 'study.journal'}",
+        "records": str(WORK / "sweep" / "records"),
+        "experiment": str(WORK / "sweep" / "experiment.yaml"),
+        "backbones": ["gru", "transformer"], "context_episodes": [1.0], "seeds": [0],
+        "fit": {"trainer": {"max_steps": 10, "val_check_interval": 5,
+                            "accelerator": ACCELERATOR}},
+        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0]},
+        "runs_dir": str(WORK / "sweep" / "runs"),
+    }  # fmt: skip
+    (WORK / "sweep").mkdir(parents=True, exist_ok=True)
+    (WORK / "sweep" / "experiment.yaml").write_text(yaml.safe_dump({
+        "model": {"backbone": str(preset_path("gru", "tiny")), "warmup_steps": 1},
+        "data": {"path": str(tiny), "context_episodes": 1, "batch_size": 4, "val_windows": 8},
+        "trainer": {"logger": False, "enable_progress_bar": False},
+    }))  # fmt: skip
+    (WORK / "sweep" / "study.yaml").write_text(yaml.safe_dump(study))
+    clock = time.perf_counter()
+    done = run([sys.executable, "-m", "zoo.cli", "sweep", "run", "--config",
+                str(WORK / "sweep" / "study.yaml"), "--workers", "2"])  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-400:]
+    records = [json.loads(f.read_text()) for f in (WORK / "sweep" / "records").rglob("*.json")]
+    states = sorted(r["state"] for r in records)
+    assert states == ["COMPLETE", "COMPLETE"], f"records: {states}"
+    assert all(r["settings"]["trainer"]["devices"] == 1 for r in records)
+    report("PASS", label, f"{time.perf_counter() - clock:.1f} s, one device per trial")
+except Exception as e:
+    report("FAIL", label, failure(e))
 
 # 6. throughput at 100k, GPU against CPU ---------------------------------------------------------
 if args.no_throughput:
