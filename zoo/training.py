@@ -121,7 +121,10 @@ class ZooCLI(LightningCLI):
             # silently): the model options given must be the checkpoint's own
             model = self.config[subcommand].get("model")
             check_same_settings(
-                path, "model", self.checkpoint["hyper_parameters"], model.as_dict() if model else {}
+                str(path),
+                "model",
+                self.checkpoint["hyper_parameters"],
+                model.as_dict() if model else {},
             )
 
     def instantiate_classes(self) -> None:
