@@ -58,7 +58,8 @@ worker() {
   done
 }
 for w in 0 1; do
-  worker > "runs/study/$what-worker$w.log" 2>&1 &
+  # each worker its own sampling stream (two workers starting together must not draw one point)
+  ZOO_SWEEP_WORKER=$w worker > "runs/study/$what-worker$w.log" 2>&1 &
 done
 echo "scripts/study.sh: 2 workers of '$what' until $(date -d "@$deadline" +%H:%M); logs runs/study/$what-worker{0,1}.log"
 wait

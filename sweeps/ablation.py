@@ -107,11 +107,12 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
     backbone = trial.suggest_categorical("backbone", space["backbone"])
     context_episodes = trial.suggest_categorical("context_episodes", space["context_episodes"])
     seed = trial.suggest_categorical("seed", space["seed"])
+    # every axis is drawn before the duplicate check, which compares whole points
+    extra = {path: trial.suggest_categorical(path, space[path]) for path in config.axes}
     earlier = duplicate_of(trial, sorted(space))
     if earlier is not None:
         trial.set_user_attr("duplicate_of", earlier)
         raise optuna.TrialPruned(f"grid point already taken by trial {earlier}")
-    extra = {path: trial.suggest_categorical(path, space[path]) for path in config.axes}
     tuned = tuned_path(config, backbone)
     trial.set_user_attr("tuned_from", None if tuned is None else str(tuned))
     return run_trial(
@@ -127,6 +128,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
         ],
         evaluation=config.evaluation,
         runs_dir=config.runs_dir,
+        tuned_from=None if tuned is None else str(tuned),
         axes={
             AXIS_PATHS["backbone"]: backbone,
             AXIS_PATHS["context_episodes"]: context_episodes,

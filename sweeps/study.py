@@ -212,8 +212,8 @@ def run_worker(
     study_trials: int | None = None,
 ) -> int:
     """Run trials of `study` until `n_trials` ran, `timeout` passed, (for a grid) every grid
-    point is done, or the study has `study_trials` trials (complete, pruned, running or waiting:
-    a failed one does not count, so it is made up). Returns the number of trials this worker ran.
+    point is done, or the study has `study_trials` trials (complete, pruned or running: a failed
+    one does not count, so it is made up). Returns the number of trials this worker ran.
 
     For a grid, a worker with nothing left to start waits for the trials other workers are
     running: a stale one (its worker died) is failed by the heartbeat and re-queued, and then run.
@@ -247,8 +247,9 @@ def run_worker(
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards a study's number of trials: all but the failed ones."""
-    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    """Trials that count towards a study's number of trials: finished (complete, pruned) or
+    running. A waiting one (a failed trial's retry) does not: it takes the failed one's place."""
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     return len(study.get_trials(deepcopy=False, states=counted))
 
 
@@ -381,11 +382,34 @@ def study_identity(spec: SweepSpec) -> dict[str, Any]:
     return {"kind": spec.kind, "config": config, "data_fingerprint": fingerprint}
 
 
+def _required(spec: SweepSpec) -> dict[str, Any]:
+    """The config's fields without defaults (to build its default instance)."""
+    return {
+        f.name: getattr(spec.config, f.name)
+        for f in dataclasses.fields(spec.config)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+
+
 def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
     """Record the identity of a new study; refuse to resume one whose config or data changed
     (its trials would not be one experiment), naming what differs and how to start anew."""
     identity = json.loads(json.dumps(study_identity(spec)))  # as the storage returns it
     recorded = study.user_attrs.get("identity")
+    legacy = study.user_attrs.get("config")
+    if recorded is None and legacy is not None:
+        # a study from before identities: its recorded config must still be this one
+        ours = json.loads(json.dumps(dataclasses.asdict(spec.config)))
+        changed = sorted(
+            k
+            for k in {*legacy, *ours}
+            if k not in UNCHECKED_FIELDS and legacy.get(k) != ours.get(k)
+        )
+        if changed:
+            raise SweepError(
+                f"study {spec.name!r} was run with other settings ({', '.join(changed)} differ): "
+                "restore its config, or start a new study with --name"
+            )
     if recorded is None:
         study.set_user_attr("kind", spec.kind)
         study.set_user_attr("config", dataclasses.asdict(spec.config))
@@ -401,7 +425,14 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
             "a new study with --name"
         )
     old, new = recorded.get("config", {}), identity["config"]
-    changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    defaults = json.loads(json.dumps(dataclasses.asdict(type(spec.config)(**_required(spec)))))
+    changed = sorted(
+        k
+        for k in {*old, *new}
+        if old.get(k) != new.get(k) and not (k not in old and new.get(k) == defaults.get(k))
+    )
+    if not changed and recorded.get("kind") == identity["kind"]:
+        return  # a field added to the config since, at its default
     raise SweepError(
         f"study {spec.name!r} was run with other settings ({', '.join(changed) or 'kind'} "
         "differ): restore its config, or start a new study with --name"

@@ -111,6 +111,7 @@ def run_trial(
     runs_dir: str,
     axes: Mapping[str, Any] | None = None,
     records: str | None = None,
+    tuned_from: str | None = None,
 ) -> float:
     """Train and evaluate one configuration in a child process; its objective (the final
     in-context return on the test tasks, or the best validation return when `evaluation.test`
@@ -150,6 +151,7 @@ def run_trial(
         "run_dir": str(run_dir),
         "seed": seed,
         "axes": dict(axes or {}),
+        "tuned_from": tuned_from,
     }
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     trial.set_user_attr("run_dir", str(run_dir))
@@ -217,6 +219,16 @@ def run_trial(
     return float(result["attrs"]["objective"])
 
 
+def _data_mode(configs: Sequence[Any]) -> str | None:
+    """`data.mode` as the mappings among a trial's configs set it (the last one wins), else None
+    (an experiment file's own: the child's resolved settings say it)."""
+    mode = None
+    for config in configs:
+        if isinstance(config, Mapping):
+            mode = (config.get("data") or {}).get("mode", mode)
+    return mode
+
+
 def validation_summary(curve: list[list[Any]]) -> dict[str, Any]:
     """A run's validation curve `[[step, value], ...]`, its peak and its last point."""
     points = [(int(step), float(value)) for step, value in curve]
@@ -236,6 +248,8 @@ def _partial_record(spec: Mapping[str, Any], reports: Path) -> dict[str, Any]:
         "format": RECORD_FORMAT,
         "axes": spec.get("axes", {}),
         "seed": spec["seed"],
+        "tuned_from": spec.get("tuned_from"),
+        "data_mode": _data_mode(spec["configs"]),
         "configs": spec["configs"],
         "protocol": spec["evaluation"],
         "validation": validation_summary(curve),
@@ -366,6 +380,7 @@ def _child(spec_path: str) -> int:
         "format": RECORD_FORMAT,
         "axes": spec.get("axes", {}),
         "seed": seed,
+        "tuned_from": spec.get("tuned_from"),
         "settings": yaml_safe(cli.config.as_dict()),
         "protocol": {
             **dataclasses.asdict(settings),
@@ -418,6 +433,8 @@ def _child(spec_path: str) -> int:
             record["budgets"][str(budget)]["test"] = play["record"]
         cap_play = plays[chosen["step"]]
         attrs.update(cap_play["attrs"])
+        first = plays[selected[min(selected)]["step"]]["attrs"]  # the play that ran the source
+        attrs.update({k: v for k, v in first.items() if k.startswith("source_")})
         attrs["objective"] = attrs["return_final"]
         record["test"] = cap_play["record"]
         record["source"] = plays[selected[min(selected)]["step"]].get("source")

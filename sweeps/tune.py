@@ -201,19 +201,26 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
 def tuned_settings(study: optuna.Study, config: TuneConfig) -> tuple[dict[str, Any], str]:
     """The best complete trial's settings as a `zoo fit` config fragment (`model:` keys, and the
     backbone's `init_args`, applied after its preset), and a comment saying where they came from."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    finished = sorted(
+        study.get_trials(
+            deepcopy=False,
+            states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
+        ),
+        key=lambda t: t.number,
+    )
+    # the study's first `trials` finished trials (two workers may finish one more): every
+    # backbone's settings are chosen from the same number of trials
+    finished = finished[: config.trials] if config.trials else finished
+    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise SweepError(f"study {study.study_name!r} has no complete trial to take settings from")
-    best = study.best_trial
+    best = max(complete, key=lambda t: float(t.value if t.value is not None else float("-inf")))
     attrs = best.user_attrs
     backbone = {k: v for k, v in attrs["backbone_init_args"].items() if k != "context_len"}
     fragment = {"model": {**attrs["model_settings"], "backbone": {"init_args": backbone}}}
     preset = preset_path(config.backbone, config.size)
     if preset.is_relative_to(Path.cwd()):
         preset = preset.relative_to(Path.cwd())
-    finished = study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    )
     worker_seconds = sum(float(t.user_attrs.get("wall_seconds", 0.0)) for t in study.trials)
     pruned = len(finished) - len(complete)
     max_steps = (config.fit.get("trainer") or {}).get("max_steps")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -140,7 +139,7 @@ class ZooCLI(LightningCLI):
     def before_fit(self) -> None:
         """One run in one place (a lock on its folder); a resumed run must continue on the data it
         was trained on, with the settings it was trained with."""
-        if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's other ranks rerun this command
+        if self.trainer.global_rank == 0:  # DDP's other ranks (and nodes) run this command too
             self.run_lock = lock_run_dir(Path(self.trainer.default_root_dir))
         if self.checkpoint is not None:
             path = self.config.fit.ckpt_path

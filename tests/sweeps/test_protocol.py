@@ -276,3 +276,21 @@ def test_a_ddp_trial_selects_plays_and_records_once(tmp_path: Path, experiment: 
 
 def records_in(folder: Path) -> list[dict]:
     return [json.loads(f.read_text()) for f in sorted(folder.glob("trial-*.json"))]
+
+
+def test_a_point_recorded_twice_counts_once(tiny_study: Path, tmp_path: Path) -> None:
+    """A trial whose worker stopped after its record was written is run again: the report counts
+    the point's first complete record, and marks the other as its duplicate."""
+    import shutil
+
+    from zoo.reports.data import load_records
+
+    records = Path(shutil.copytree(tiny_study / "records", tmp_path / "records"))
+    folder = records / "tiny_budgets"
+    again = json.loads((folder / "trial-0000.json").read_text())
+    again["trial"] = 9
+    (folder / "trial-0009.json").write_text(json.dumps(again))
+    runs = load_records(records)
+    assert len(runs) == 5
+    assert runs.set_index("trial").loc[9, "state"] == "DUPLICATE of 0"
+    assert (runs["state"] == "COMPLETE").sum() == 4

@@ -85,6 +85,10 @@ def test_budget_rankings_and_kendalls_tau() -> None:
     (tau,) = taus.to_dict("records")
     assert tau["budget"] == 1500 and tau["against"] == 6000 and tau["seeds"] == 4
     assert tau["kendall_tau"] == pytest.approx(-1.0)
-    assert tau["ci_low"] == pytest.approx(-1.0) and tau["ci_high"] == pytest.approx(-1.0)
+    assert np.isnan(tau["ci_low"]) and np.isnan(tau["ci_high"])  # 4 seeds: no interval
+    five = budget_table(
+        _runs({"a": (3.0, 1.0), "b": (2.0, 2.0), "c": (1.0, 3.0)}, seeds=5), reps=200
+    )[1]
+    assert five["ci_low"].iloc[0] == pytest.approx(-1.0) == five["ci_high"].iloc[0]
     same = budget_table(_runs({"a": (3.0, 3.0), "b": (2.0, 2.0), "c": (1.0, 1.0)}), reps=200)[1]
     assert same["kendall_tau"].iloc[0] == pytest.approx(1.0)

@@ -145,16 +145,21 @@ def _run(args: Namespace) -> int:
         siblings.append(subprocess.Popen(command, env=env))
     kind = STUDY_KINDS[spec.kind]
     space = spec.config.search_space() if hasattr(spec.config, "search_space") else None
-    ran = run_worker(
-        study,
-        lambda trial: kind.objective(trial, spec.config),
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        max_retry=args.max_retry,
-        search_space=space,
-        poll_interval=max(1.0, args.heartbeat / 2),
-        study_trials=getattr(spec.config, "trials", None),
-    )
+    try:
+        ran = run_worker(
+            study,
+            lambda trial: kind.objective(trial, spec.config),
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            max_retry=args.max_retry,
+            search_space=space,
+            poll_interval=max(1.0, args.heartbeat / 2),
+            study_trials=getattr(spec.config, "trials", None),
+        )
+    except BaseException:
+        for sibling in siblings:  # stopped: the siblings stop too (and fail their trials)
+            sibling.terminate()
+        raise
     codes = [p.wait() for p in siblings]
     if os.environ.get("ZOO_SWEEP_SIBLING"):
         return 0

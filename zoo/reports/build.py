@@ -102,9 +102,15 @@ def build_report(args: ReportSettings) -> Path:
         _write(args, runs, notes, out)
         (out / MARKER).write_text("written by zoo report; the folder is replaced on its next run\n")
         old = final.parent / f".{final.name}.old-{os.getpid()}"
-        if final.exists():
+        moved = final.exists()
+        if moved:
             final.rename(old)
-        out.rename(final)
+        try:
+            out.rename(final)
+        except BaseException:
+            if moved:  # interrupted between the two renames: the old report goes back
+                old.rename(final)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(out, ignore_errors=True)

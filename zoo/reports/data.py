@@ -120,7 +120,12 @@ def load_records(root: Path) -> pd.DataFrame:
             ) from None
         axes = record.get("axes", {})
         settings = record.get("settings") or {}
-        mode = (settings.get("data") or {}).get("mode") or axes.get("data.mode") or "ad"
+        mode = (
+            (settings.get("data") or {}).get("mode")
+            or axes.get("data.mode")
+            or record.get("data_mode")
+            or "ad"
+        )
         row: dict[str, Any] = {
             "study": record.get("study"),
             "kind": "ablation" if (record.get("protocol") or {}).get("test", True) else "tune",
@@ -133,6 +138,7 @@ def load_records(root: Path) -> pd.DataFrame:
             "params": record.get("params", {}),
             "duplicate_of": None,
             "record": str(path),
+            "tuned_from": record.get("tuned_from"),
             "validation_peak": (record.get("validation") or {}).get("peak"),
             "validation_final": (record.get("validation") or {}).get("final"),
             "selected_step": None,
@@ -181,7 +187,28 @@ def load_records(root: Path) -> pd.DataFrame:
                     "return_final"
                 ]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _one_per_point(pd.DataFrame(rows))
+
+
+def _one_per_point(runs: pd.DataFrame) -> pd.DataFrame:
+    """A grid point's first complete record only: a trial that completed while its worker was
+    stopped (its record written, the study's state not) is run again, and both records stay
+    on disk; the later ones are marked as duplicates, as the study marks its own."""
+    axes = [c for c in ("data_mode", "backbone", "context_episodes", "seed") if c in runs]
+    # any other axis is among the trial's params (a grid's point)
+    key = (
+        runs[axes].astype(str).agg("|".join, axis=1)
+        + "|"
+        + runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
+    )
+    complete = runs["state"] == "COMPLETE"
+    order = runs.assign(_key=key, _complete=complete).sort_values(["study", "trial"])
+    first = order[order["_complete"]].groupby(["study", "_key"])["trial"].transform("min")
+    later = order[order["_complete"]].loc[lambda d: d["trial"] != first]
+    for index in later.index:
+        runs.loc[index, "duplicate_of"] = int(first.loc[index])
+        runs.loc[index, "state"] = f"DUPLICATE of {int(first.loc[index])}"
+    return runs
 
 
 def open_study_storage(url: str) -> Any:

@@ -274,10 +274,13 @@ def budget_table(
                 tau = kendalltau(low_means, cap_means).statistic
                 if np.isfinite(tau):
                     draws.append(tau)
-            low, high = np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
             seeds = min(
                 min(len(per_backbone[b][budget]), len(per_backbone[b][cap])) for b in shared
             )
+            # a bootstrap over fewer than MIN_RUNS_FOR_IQM seeds is no interval (with one seed,
+            # every draw is the same): none is given
+            enough = bool(draws) and seeds >= MIN_RUNS_FOR_IQM
+            low, high = np.percentile(draws, [2.5, 97.5]) if enough else (np.nan, np.nan)
             taus.append(
                 {
                     "data_mode": mode,
