@@ -224,13 +224,14 @@ def test_a_worker_stopped_by_sigterm_fails_its_trial(tmp_path: Path, experiment:
         [sys.executable, "-m", "zoo.cli", "sweep", "run", "--config", str(path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 400
-    while not list((tmp_path / "runs").glob("stopped/trial-*/spec.json")):  # the trial runs
+    deadline = time.monotonic() + 600
+    # the trial is training (its first validation reported), not writing the journal
+    while not list((tmp_path / "runs").glob("stopped/trial-*/intermediate.txt")):
         assert worker.poll() is None, worker.communicate()
-        assert time.monotonic() < deadline, "the trial never started"
+        assert time.monotonic() < deadline, "the trial never validated"
         time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)
-    _, err = worker.communicate(timeout=120)
+    _, err = worker.communicate(timeout=300)
     assert worker.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("zoo sweep: stopped by SIGTERM")
     study = optuna.load_study(study_name="stopped", storage=open_storage(storage))

@@ -53,9 +53,13 @@ def writable_or_refuse(out: Path) -> None:
     """Refuse (one line) an output folder that cannot be written, before any work is done."""
     import tempfile
 
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # nothing is created before the evaluation has run
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".zoo-probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".zoo-probe-"):
             pass
     except OSError as error:
         raise UsageError(
