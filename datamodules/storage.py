@@ -78,11 +78,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` so that readers see the old file or the whole new one, never a part."""
+def write_json_atomic(path: Path, obj: Any, *, dumps: Callable[[Any], str] | None = None) -> None:
+    """Write JSON to `path` so that readers see the old file or the whole new one, never a part;
+    `dumps` formats it (default: `json.dumps(obj, indent=1)`)."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
+        f.write(dumps(obj) if dumps is not None else json.dumps(obj, indent=1))
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

@@ -240,15 +240,22 @@ def validation_summary(curve: list[list[Any]]) -> dict[str, Any]:
     }
 
 
+def _record_head(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What every record of a trial starts with, whatever its end: what the trial was."""
+    return {
+        "format": RECORD_FORMAT,
+        "axes": spec.get("axes", {}),
+        "seed": int(spec["seed"]),
+        "tuned_from": spec.get("tuned_from"),
+    }
+
+
 def _partial_record(spec: Mapping[str, Any], reports: Path) -> dict[str, Any]:
     """The record of a trial that did not finish (pruned, failed): what it was and its
     validation curve so far."""
     curve = [[step, value] for step, value in _intermediate(reports)]
     return {
-        "format": RECORD_FORMAT,
-        "axes": spec.get("axes", {}),
-        "seed": spec["seed"],
-        "tuned_from": spec.get("tuned_from"),
+        **_record_head(spec),
         "data_mode": _data_mode(spec["configs"]),
         "configs": spec["configs"],
         "protocol": spec["evaluation"],
@@ -377,10 +384,7 @@ def _child(spec_path: str) -> int:
     chosen = selected[cap]
     curve = [[step, value] for step, value in budgets.curve]
     record: dict[str, Any] = {
-        "format": RECORD_FORMAT,
-        "axes": spec.get("axes", {}),
-        "seed": seed,
-        "tuned_from": spec.get("tuned_from"),
+        **_record_head(spec),
         "settings": yaml_safe(cli.config.as_dict()),
         "protocol": {
             **dataclasses.asdict(settings),
@@ -564,17 +568,19 @@ def yaml_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """`value` as JSON at `path`, atomically (a temporary name in the same folder, renamed); a
-    mapping is written one top-level key a line, so that records diff line by line."""
+    """`value` as JSON at `path`, atomically (`datamodules.storage.write_json_atomic`); a mapping
+    one top-level key a line, so that records diff line by line."""
+    from datamodules.storage import write_json_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(value, Mapping):
-        lines = [f" {json.dumps(str(k))}: {json.dumps(v)}" for k, v in value.items()]
-        text = "{\n" + ",\n".join(lines) + "\n}\n"
-    else:
-        text = json.dumps(value) + "\n"
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    write_json_atomic(path, value, dumps=_one_key_a_line)
+
+
+def _one_key_a_line(value: Any) -> str:
+    if not isinstance(value, Mapping):
+        return json.dumps(value)
+    lines = [f" {json.dumps(str(k))}: {json.dumps(v)}" for k, v in value.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 if __name__ == "__main__":

@@ -201,13 +201,11 @@ def _one_per_point(runs: pd.DataFrame) -> pd.DataFrame:
         + "|"
         + runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
     )
-    complete = runs["state"] == "COMPLETE"
-    order = runs.assign(_key=key, _complete=complete).sort_values(["study", "trial"])
-    first = order[order["_complete"]].groupby(["study", "_key"])["trial"].transform("min")
-    later = order[order["_complete"]].loc[lambda d: d["trial"] != first]
-    for index in later.index:
-        runs.loc[index, "duplicate_of"] = int(first.loc[index])
-        runs.loc[index, "state"] = f"DUPLICATE of {int(first.loc[index])}"
+    done = runs[runs["state"] == "COMPLETE"]
+    first = done.groupby([done["study"], key[done.index]])["trial"].transform("min")
+    for index in first.index[done["trial"] != first]:
+        runs.loc[index, "duplicate_of"] = int(first[index])
+        runs.loc[index, "state"] = f"DUPLICATE of {int(first[index])}"
     return runs
 
 
