@@ -19,11 +19,13 @@ from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 import gymnasium as gym
 import numpy as np
 
-Split = Literal["train", "val", "test", "ood"]
+Split = Literal["train", "val", "test", "lockbox", "ood"]
 """`train`: tasks for training data; `val`: the validation tasks of one training run, training
 tasks whose histories the run held out (recorded in the model by its datamodule, not a split of the
 family: model selection reads them, never `test`); `test`: held-out tasks of the same distribution
-(never in training data, played once by the chosen model); `ood`: out-of-distribution tasks, for
+(never in training data, played once by the chosen model); `lockbox`: a second such split that
+nothing is decided on, played once by a study's final checkpoints (families that carve one before
+collection: the grid worlds' `lockbox_fraction`); `ood`: out-of-distribution tasks, for
 families that define them (bandit)."""
 
 DiscreteValue: TypeAlias = int | np.int64

@@ -31,6 +31,11 @@ class GridFamily(EnvFamily):
     episode_len: int = 20  # a field here, a property in the contract
     test_fraction: float = 0.2
     split_seed: int = 0
+    lockbox_fraction: float = 0.0
+    """A further held-out split, `lockbox`, carved from what would be training tasks (0: none).
+    It changes the training split, so it is set before collection (`configs/collect/`)."""
+    lockbox_seed: int = 0
+    """Which of the would-be training tasks go to the lockbox."""
 
     def __post_init__(self) -> None:
         if self.size < 2 or self.episode_len < 1:
@@ -38,6 +43,11 @@ class GridFamily(EnvFamily):
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(
                 f"{self.name}: test_fraction must be in (0, 1), got {self.test_fraction}"
+            )
+        if not 0.0 <= self.lockbox_fraction < 1.0 - self.test_fraction:
+            raise ValueError(
+                f"{self.name}: lockbox_fraction must be in [0, 1 - test_fraction), "
+                f"got {self.lockbox_fraction}"
             )
 
     @property
@@ -63,6 +73,8 @@ class GridFamily(EnvFamily):
             test_fraction=self.test_fraction,
             split_seed=self.split_seed,
             family=self.name,
+            lockbox_fraction=self.lockbox_fraction,
+            lockbox_seed=self.lockbox_seed,
         )
 
     def sample_tasks(self, split: Split, num_tasks: int, *, seed: int) -> np.ndarray:
@@ -107,16 +119,41 @@ def all_cells(size: int) -> np.ndarray:
 
 
 def split_tasks(
-    all_tasks: np.ndarray, split: Split, *, test_fraction: float, split_seed: int, family: str
+    all_tasks: np.ndarray,
+    split: Split,
+    *,
+    test_fraction: float,
+    split_seed: int,
+    family: str,
+    lockbox_fraction: float = 0.0,
+    lockbox_seed: int = 0,
 ) -> np.ndarray:
     """The tasks of `split`: a `split_seed` permutation of all tasks, its first `test_fraction`
-    held out as `test`; the partition depends on the family's parameters only, never on a sampling
-    seed, so held-out tasks never reach training data."""
-    if split not in ("train", "test"):
-        raise ValueError(f"env {family!r} has no split {split!r}; its splits are: train, test")
+    held out as `test`; of the rest, a `lockbox_seed` draw of `lockbox_fraction` of all tasks held
+    out as `lockbox` (none by default), the others `train`. The test split does not depend on the
+    lockbox. The partition depends on the family's parameters only, never on a sampling seed, so
+    held-out tasks never reach training data."""
+    splits = ("train", "test", "lockbox") if lockbox_fraction > 0 else ("train", "test")
+    if split not in splits:
+        hint = (
+            " (a lockbox is carved before collection: collect with the env's lockbox_fraction)"
+            if split == "lockbox"
+            else ""
+        )
+        raise ValueError(
+            f"env {family!r} has no split {split!r}; its splits are: {', '.join(splits)}{hint}"
+        )
     order = np.random.default_rng(split_seed).permutation(len(all_tasks))
     num_test = min(max(1, round(test_fraction * len(all_tasks))), len(all_tasks) - 1)
-    chosen = order[:num_test] if split == "test" else order[num_test:]
+    rest = order[num_test:]
+    num_lockbox = 0 if lockbox_fraction <= 0 else max(1, round(lockbox_fraction * len(all_tasks)))
+    num_lockbox = min(num_lockbox, len(rest) - 1)
+    rest = rest[np.random.default_rng(lockbox_seed).permutation(len(rest))]
+    chosen = {
+        "test": order[:num_test],
+        "lockbox": rest[:num_lockbox],
+        "train": rest[num_lockbox:] if num_lockbox else order[num_test:],
+    }[split]
     return all_tasks[np.sort(chosen)]
 
 

@@ -40,8 +40,10 @@ for config in "${configs[@]}"; do
   fi
 done
 deadline=$(( $(date +%s) + $(python3 -c "print(int(float('$hours') * 3600))") ))
-[ -d data/darkroom ] || $ZOO collect --config configs/collect/darkroom.yaml
-[ "$what" = tune ] || [ -d data/darkroom_expert ] || $ZOO collect --config configs/collect/darkroom_expert.yaml
+# the study's data: Dark Room's histories with a lockbox carved out of the training goals
+[ -d data/darkroom_lockbox ] || $ZOO collect --config configs/collect/darkroom_lockbox.yaml --no_progress
+[ "$what" = tune ] || [ -d data/darkroom_lockbox_expert ] ||
+  $ZOO collect --config configs/collect/darkroom_lockbox_expert.yaml --no_progress
 # the trials a stopped worker left RUNNING (a journal has no heartbeat) are failed and made up
 for run in "${runs[@]}"; do
   # shellcheck disable=SC2086

@@ -68,6 +68,10 @@ class EvaluationSettings:
     """Training-step budgets below the cap (`--trainer.max_steps`, always one): the best-validation
     checkpoint within each is kept and plays the held-out split, so rankings at several budgets
     come from the same runs (`zoo.selection.BudgetCheckpoints`)."""
+    lockbox: bool = False
+    """The checkpoint chosen at the cap also plays the env's `lockbox` split (a second held-out
+    split, carved before collection: the grid worlds' `lockbox_fraction`), once per evaluation
+    seed, recorded beside the test play; nothing is chosen on it."""
     paired: bool = False
     """Every training seed plays the held-out split under the same evaluation `seeds` (a paired
     comparison, the stated purpose); false: training seed s plays under `eval_seeds(s)`, seeds of
@@ -291,8 +295,9 @@ def _child(spec_path: str) -> int:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from backbones import count_parameters
+    from envs import make_family
     from zoo.evaluation import InContextEvaluation
-    from zoo.selection import BudgetCheckpoints
+    from zoo.selection import BudgetCheckpoints, merge
     from zoo.training import build, callbacks_of
 
     spec = json.loads(Path(spec_path).read_text())
@@ -342,40 +347,89 @@ def _child(spec_path: str) -> int:
     fit_config.write_text(cli.parser.dump(cli.config, skip_none=False))
     if len(cli.datamodule.val_tasks) == 0:
         raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
-    # the study decides how trials are evaluated and selected: the experiment's own in-context
-    # evaluation and its checkpoint selection on the same metric are replaced
-    callbacks = [
-        c
-        for c in callbacks_of(cli.trainer)
-        if not isinstance(c, InContextEvaluation)
-        and not (isinstance(c, ModelCheckpoint) and c.monitor == MONITOR)
-    ]
-    report = Report()
-    budgets = BudgetCheckpoints(run_dir / "selected", settings.budgets, monitor=MONITOR)
-    callbacks += [
-        InContextEvaluation(
+    family = make_family(cli.datamodule.env["name"], **cli.datamodule.env.get("params", {}))
+    for split in [settings.split] * settings.test + ["lockbox"] * settings.lockbox:
+        family.sample_tasks(split, 1, seed=0)  # a split the env lacks: said now, not after training
+    hp = cli.model.hparams
+    cooldown = hp.cooldown if hp.get("schedule") == "wsd" else None
+    if cooldown is not None and settings.patience:
+        raise ValueError(
+            "evaluation.patience stops a model.schedule wsd run before its decay: set "
+            "evaluation.patience 0 (every run trains to its cap)"
+        )
+
+    def select_with(trainer: pl.Trainer, chooser: BudgetCheckpoints, *extra: pl.Callback) -> None:
+        """The study decides how trials are evaluated and selected: the experiment's own
+        in-context evaluation and its checkpoint selection on the same metric are replaced."""
+        callbacks = [
+            c
+            for c in callbacks_of(trainer)
+            if not isinstance(c, InContextEvaluation)
+            and not (isinstance(c, ModelCheckpoint) and c.monitor == MONITOR)
+        ]
+        evaluation = InContextEvaluation(
             episodes=settings.episodes,
             mode=settings.mode,
             split="val",
             final_episodes=settings.final_episodes,
             repeats=settings.val_repeats,
             seed=seed,
-        ),
-        report,
-        *(
-            [EarlyStopping(monitor=MONITOR, mode="max", patience=settings.patience)]
-            if settings.patience
-            else []
-        ),
-        budgets,
-    ]
-    callbacks_of(cli.trainer)[:] = callbacks
+        )
+        callbacks_of(trainer)[:] = [*callbacks, evaluation, *extra, chooser]
+
+    report = Report()
+    budgets = BudgetCheckpoints(
+        run_dir / "selected", settings.budgets, monitor=MONITOR, cooldown=cooldown
+    )
+    stopping = EarlyStopping(monitor=MONITOR, mode="max", patience=settings.patience)
+    select_with(cli.trainer, budgets, report, *([stopping] if settings.patience else []))
     cli.trainer.fit(cli.model, cli.datamodule)
     if not cli.trainer.is_global_zero:
         return 0  # a trial trained by DDP selects, plays the test split and records once, on rank 0
+    selected = budgets.selected()
+    # under wsd, each budget below the cap is its own decay from the long run's branch point
+    branch_steps, branch_curves = 0, {}
+    for budget, start in budgets.branches().items():
+        if not start.is_file():  # the run stopped before the branch point
+            continue
+        branch = build(
+            [
+                *spec["configs"],
+                {
+                    "trainer": {
+                        "max_steps": budget,
+                        "default_root_dir": str(run_dir / f"branch-{budget}"),
+                        "logger": {
+                            "class_path": "lightning.pytorch.loggers.CSVLogger",
+                            "init_args": {
+                                "save_dir": str(run_dir),
+                                "name": "csv",
+                                "version": f"branch-{budget}",
+                            },
+                        },
+                    }
+                },
+            ]
+        )
+        chooser = BudgetCheckpoints(
+            run_dir / "selected" / f"branch{budget}", [budget], monitor=MONITOR
+        )
+        select_with(branch.trainer, chooser)
+        branch.trainer.fit(branch.model, branch.datamodule, ckpt_path=str(start))
+        if not chooser.curve or chooser.curve[-1][0] != budget:  # its end between validations
+            branch.trainer.validate(branch.model, branch.datamodule)
+        branch_from = int(start.stem.removeprefix("branch-step"))
+        branch_steps += branch.trainer.global_step - branch_from
+        ends = chooser.selected().get(budget)
+        if ends is not None:
+            ends["branch_from"] = branch_from
+        choice = merge(selected.get(budget), ends)
+        if choice is not None:
+            selected[budget] = choice
+        branch_curves[str(budget)] = [[step, value] for step, value in chooser.curve]
+    selected = dict(sorted(selected.items()))  # by budget (a budget only a branch chose, too)
     fit_seconds = time.perf_counter() - started
     max_steps, steps = cli.trainer.max_steps, cli.trainer.global_step
-    selected = budgets.selected()
     if not selected:  # no validation ran: the weights at the end are the choice
         checkpoint = str(run_dir / "selected" / f"step{steps}.ckpt")
         cli.trainer.save_checkpoint(checkpoint)
@@ -397,7 +451,13 @@ def _child(spec_path: str) -> int:
         "max_steps": max_steps,
         # the run ended at its step budget, not because validation stopped improving
         "budget_capped": bool(max_steps > 0 and steps >= max_steps),
-        "budgets": {str(b): {"step": c["step"], "val": c["value"]} for b, c in selected.items()},
+        "budgets": {
+            str(b): {"step": c["step"], "val": c["value"]}
+            | ({"branch_from": c["branch_from"]} if "branch_from" in c else {})
+            for b, c in selected.items()
+        },
+        # under wsd: each budget's decay branch, its validations and the steps they trained
+        **({"branches": branch_curves, "branch_steps": branch_steps} if branch_curves else {}),
         "cost": {
             "parameters": count_parameters(cli.model.backbone),
             "parameters_total": count_parameters(cli.model),
@@ -424,24 +484,34 @@ def _child(spec_path: str) -> int:
     }
     attrs["objective"] = attrs["val_return_final"]
     if settings.test:
-        plays: dict[
-            int, dict[str, Any]
-        ] = {}  # by checkpoint step: a step shared by budgets plays once
+        # by checkpoint: a checkpoint chosen by several budgets plays once
+        plays: dict[str, dict[str, Any]] = {}
         for budget, choice in selected.items():
-            if choice["step"] not in plays:
-                plays[choice["step"]] = _play_test(
+            if choice["checkpoint"] not in plays:
+                plays[choice["checkpoint"]] = _play_test(
                     choice["checkpoint"], settings, settings.eval_seeds(seed), run_dir,
                     source=not plays,
                 )  # fmt: skip
-            play = plays[choice["step"]]
+            play = plays[choice["checkpoint"]]
             record["budgets"][str(budget)]["test"] = play["record"]
-        cap_play = plays[chosen["step"]]
+        cap_play = plays[chosen["checkpoint"]]
         attrs.update(cap_play["attrs"])
-        first = plays[selected[min(selected)]["step"]]["attrs"]  # the play that ran the source
-        attrs.update({k: v for k, v in first.items() if k.startswith("source_")})
+        first = plays[selected[min(selected)]["checkpoint"]]  # the play that ran the source
+        attrs.update({k: v for k, v in first["attrs"].items() if k.startswith("source_")})
         attrs["objective"] = attrs["return_final"]
         record["test"] = cap_play["record"]
-        record["source"] = plays[selected[min(selected)]["step"]].get("source")
+        record["source"] = first.get("source")
+        if settings.lockbox:
+            lockbox = _play_test(
+                chosen["checkpoint"],
+                dataclasses.replace(settings, split="lockbox"),
+                settings.eval_seeds(seed),
+                run_dir,
+            )
+            record["lockbox"] = {**lockbox["record"], "source": lockbox.get("source")}
+            attrs["lockbox_return_final"] = lockbox["attrs"]["return_final"]
+            attrs["lockbox_fraction_optimal"] = lockbox["attrs"]["fraction_optimal"]
+            attrs["lockbox_source_return_final"] = lockbox["attrs"]["source_return_final"]
         record["commands"]["evaluate"] = attrs["evaluate_command"]
         record["cost"]["eval_steps_per_s"] = attrs["eval_steps_per_s"]
     if torch.cuda.is_available():
@@ -476,6 +546,9 @@ def _play_test(
     # the test play runs where training ran: a GPU trial is not played on the CPU
     device = "cuda" if torch.cuda.is_available() else "cpu"
     step = int(Path(checkpoint).stem.removeprefix("step"))
+    # a decay branch's checkpoint (selected/branch<b>/step<n>.ckpt) beside the run's own
+    branch = Path(checkpoint).parent.name
+    label = f"{branch}-step{step}" if branch.startswith("branch") else f"step{step}"
     returns, optimal, curves, finals, seconds, env_steps = [], [], [], [], 0.0, 0
     by_seed: dict[str, Any] = {}
     source_learner, keep_every, source_by_seed = None, None, {}
@@ -491,7 +564,7 @@ def _play_test(
         result = evaluate_checkpoint(
             checkpoint, evaluation, source_episodes=None if source else 0, device=device
         )
-        write_outputs(result, run_dir / f"test-step{step}-seed{seed}")
+        write_outputs(result, run_dir / f"{settings.split}-{label}-seed{seed}")
         returns.append(np.asarray(result["returns"]))
         optimal.append(np.asarray(result["optimal"]))
         finals.append(result["summary"]["return_final"])
@@ -517,7 +590,7 @@ def _play_test(
         "eval_seeds": list(seeds),
         "return_final_by_seed": finals,
         "eval_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
-        "eval_dir": str(run_dir / f"test-step{step}-seed{seeds[0]}"),
+        "eval_dir": str(run_dir / f"{settings.split}-{label}-seed{seeds[0]}"),
         "evaluate_command": (
             f"zoo evaluate {checkpoint} --split {settings.split} --episodes {settings.episodes} "
             f"--mode {settings.mode} --final_episodes {settings.final_episodes} "

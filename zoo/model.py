@@ -47,6 +47,8 @@ class InContextLearner(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.99),
         warmup_steps: int = 500,
         min_lr_ratio: float = 0.1,
+        schedule: Literal["cosine", "wsd"] = "cosine",
+        cooldown: float = 0.2,
         embedding_dropout: float = 0.0,
         token_mask: float = 0.0,
         label_smoothing: float = 0.0,
@@ -72,9 +74,16 @@ class InContextLearner(pl.LightningModule):
             lr: peak learning rate of AdamW.
             weight_decay: AdamW weight decay, applied to matrices only (not biases or norms).
             betas: AdamW betas.
-            warmup_steps: linear warm-up from 0 to `lr`, then cosine decay to `lr * min_lr_ratio`
-                at the last step of the run.
-            min_lr_ratio: final learning rate as a fraction of `lr`.
+            warmup_steps: linear warm-up from 0 to `lr`, then the `schedule`'s decay to
+                `lr * min_lr_ratio` at the last step of the run (`trainer.max_steps`).
+            min_lr_ratio: final learning rate as a fraction of `lr` (1: constant after warm-up).
+            schedule: `cosine`: a cosine from `lr` at the end of the warm-up to the last step;
+                `wsd` (warm-up, stable, decay): `lr` until the last `cooldown` fraction of the
+                run, then a linear decay. Under `wsd` the rate before the decay does not depend
+                on the run's length, so a run of `b` steps is a longer run's checkpoint at
+                `b * (1 - cooldown)` followed by its own decay: the study's budgets are such
+                branches (`zoo.selection.BudgetCheckpoints`).
+            cooldown: the fraction of the run the `wsd` decay takes (0.2: the last 20%).
             embedding_dropout: dropout on the token embeddings.
             token_mask: in training, the probability that an input token is masked (its
                 embedding replaced by zeros, whole): the AD paper's random masking against
@@ -112,6 +121,8 @@ class InContextLearner(pl.LightningModule):
             ("betas", betas, all(0 <= b < 1 for b in betas), "in [0, 1)"),
             ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
             ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+            ("schedule", schedule, schedule in ("cosine", "wsd"), "cosine or wsd"),
+            ("cooldown", cooldown, 0 < cooldown <= 1, "in (0, 1]"),
             ("embedding_dropout", embedding_dropout, 0 <= embedding_dropout < 1, "in [0, 1)"),
             ("token_mask", token_mask, 0 <= token_mask < 1, "in [0, 1)"),
             ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
@@ -406,11 +417,19 @@ class InContextLearner(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ValueError(
-                "set trainer.max_steps (or max_epochs): the cosine schedule needs an end"
+                "set trainer.max_steps (or max_epochs): the learning-rate schedule needs an end"
             )
-        schedule = warmup_cosine(
-            warmup_steps=hp.warmup_steps, total_steps=int(total), min_ratio=hp.min_lr_ratio
-        )
+        if hp.get("schedule", "cosine") == "wsd":  # checkpoints from before it: cosine
+            schedule = warmup_stable_decay(
+                warmup_steps=hp.warmup_steps,
+                total_steps=int(total),
+                cooldown=hp.cooldown,
+                min_ratio=hp.min_lr_ratio,
+            )
+        else:
+            schedule = warmup_cosine(
+                warmup_steps=hp.warmup_steps, total_steps=int(total), min_ratio=hp.min_lr_ratio
+            )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {
             "optimizer": optimizer,
@@ -484,6 +503,27 @@ def warmup_cosine(*, warmup_steps: int, total_steps: int, min_ratio: float):
             return (step + 1) / warmup_steps
         progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def decay_start(total_steps: int, cooldown: float) -> int:
+    """The step at which a `wsd` run of `total_steps` begins its decay (the cooldown's steps
+    rounded half up)."""
+    return total_steps - math.floor(cooldown * total_steps + 0.5)
+
+
+def warmup_stable_decay(*, warmup_steps: int, total_steps: int, cooldown: float, min_ratio: float):
+    """Learning-rate factor per step: linear warm-up to 1, 1 until `decay_start`, then linear
+    decay to `min_ratio` at `total_steps` (Hägele et al. 2024, "Scaling laws and compute-optimal
+    training beyond fixed training durations": a constant rate with a short cooldown matches a
+    cosine to the same end, and runs of several lengths share their stable part)."""
+    start = decay_start(total_steps, cooldown)
+
+    def factor(step: int) -> float:
+        warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
+        progress = min(max(step - start, 0) / max(total_steps - start, 1), 1.0)
+        return min(warm, 1.0 - (1.0 - min_ratio) * progress)
 
     return factor
 

@@ -8,12 +8,20 @@ several budgets come from the same runs and never from a look at the test split.
 whose learning rate does not depend on the cap (warm-up then constant: `model.min_lr_ratio: 1`),
 the checkpoint within budget `b` is what a run of `b` steps would have chosen.
 
+Under warm-up-stable-decay (`model.schedule: wsd`, `cooldown` c) a run of `b` steps is the
+longer run up to `b * (1 - c)` (the stable rate does not depend on the length) and then its own
+decay. So with `cooldown` given, the validations of the long run count for budget `b` only up to
+that step, where a branch checkpoint is written (`branch-step<N>.ckpt`, see `branches`); the
+branch, trained from it to `b` under its own decay (`sweeps.trial` does it), adds its validations
+(`merge`).
+
 Checkpoints are shared between budgets (a best step below several budgets is written once); files
 no budget points at any more are removed. The validation curve (step, value) is kept too.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +31,82 @@ import lightning.pytorch as pl
 class BudgetCheckpoints(pl.Callback):
     """The best-`monitor` checkpoint within each training budget, in `dirpath/step<N>.ckpt`."""
 
-    def __init__(self, dirpath: str | Path, budgets: list[int], *, monitor: str) -> None:
+    def __init__(
+        self,
+        dirpath: str | Path,
+        budgets: list[int],
+        *,
+        monitor: str,
+        cooldown: float | None = None,
+    ) -> None:
         """
         Args:
             dirpath: folder of the kept checkpoints.
             budgets: training-step budgets (e.g. `[1500, 3000, 6000]`); the run's own cap is
                 added at the start of training if it is not among them.
             monitor: the validation metric, higher is better (`val/return_final`).
+            cooldown: the run's `wsd` cooldown fraction (`model.cooldown`), None under a schedule
+                that does not depend on the run's length: budgets below the cap then count
+                validations up to their branch point only, and a checkpoint is written there.
         """
         super().__init__()
         if any(b < 1 for b in budgets):
             raise ValueError(f"budgets must be >= 1 step, got {budgets}")
+        if cooldown is not None and not 0 < cooldown <= 1:
+            raise ValueError(f"cooldown must be in (0, 1], got {cooldown}")
         self.dirpath = Path(dirpath)
         self.budgets = sorted(set(budgets))
         self.monitor = monitor
+        self.cooldown = cooldown
+        self.cap: int | None = None
         self.curve: list[tuple[int, float]] = []
         """(global step, value) of every validation, in order."""
         self.best: dict[int, tuple[int, float]] = {}
         """Per budget: (step, value) of its best validation so far."""
 
+    @property
+    def state_key(self) -> str:  # a branch's own callback does not take its trunk's state
+        return self._generate_state_key(dirpath=str(self.dirpath))
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.max_steps > 0 and trainer.max_steps not in self.budgets:
+        if stage == "fit" and trainer.max_steps > 0:
+            self.cap = trainer.max_steps
             self.budgets = sorted({*self.budgets, trainer.max_steps})
 
     def path(self, step: int) -> Path:
         return self.dirpath / f"step{step}.ckpt"
+
+    def last_counted(self, budget: int) -> int:
+        """The last step whose validation counts for `budget`: the budget itself, or under `wsd`
+        its branch point (the cap's own run decays to the cap)."""
+        if self.cooldown is None or budget == self.cap:
+            return budget
+        from zoo.model import decay_start
+
+        return decay_start(budget, self.cooldown)
+
+    def branches(self) -> dict[int, Path]:
+        """Under `wsd`: per budget below the cap, the checkpoint its decay branch starts from
+        (`branch-step<N>.ckpt`, written when training passes step N); empty otherwise."""
+        if self.cooldown is None:
+            return {}
+        return {
+            b: self.dirpath / f"branch-step{self.last_counted(b)}.ckpt"
+            for b in self.budgets
+            if b != self.cap
+        }
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        for path in set(self.branches().values()):
+            if path.name == f"branch-step{trainer.global_step}.ckpt":
+                trainer.save_checkpoint(path)
 
     def selected(self) -> dict[int, dict[str, Any]]:
         """Per budget: its chosen `step`, `value` and `checkpoint` path (budgets no validation
@@ -62,8 +121,12 @@ class BudgetCheckpoints(pl.Callback):
             return
         step, value = trainer.global_step, float(trainer.callback_metrics[self.monitor])
         self.curve.append((step, value))
+        if math.isnan(value):  # never a choice (and never blocking a later one)
+            return
         improved = [
-            b for b in self.budgets if step <= b and (b not in self.best or value > self.best[b][1])
+            b
+            for b in self.budgets
+            if step <= self.last_counted(b) and (b not in self.best or value > self.best[b][1])
         ]
         if not improved:
             return
@@ -82,3 +145,14 @@ class BudgetCheckpoints(pl.Callback):
         self.curve = [(int(s), float(v)) for s, v in state_dict["curve"]]
         self.best = {int(b): (int(s), float(v)) for b, (s, v) in state_dict["best"].items()}
         self.budgets = sorted({*self.budgets, *state_dict["budgets"]})
+
+
+def merge(trunk: dict[str, Any] | None, branch: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A budget's choice from its trunk's (validations up to the branch point) and its decay
+    branch's (`BudgetCheckpoints.selected()` entries): the better validation, the earlier on a
+    tie; either may be missing (a branch point no validation preceded, a branch not run)."""
+    if trunk is None or trunk["value"] is None:
+        return branch or trunk
+    if branch is None or branch["value"] is None or branch["value"] <= trunk["value"]:
+        return trunk
+    return branch

@@ -224,3 +224,24 @@ def test_gymnasium_make_without_a_task_draws_one_from_a_split(env_id: str) -> No
 def test_a_given_task_still_pins_the_env() -> None:
     env = gym.make("zoo/DarkRoom-v0", goal=(2, 3))
     assert [tuple(env.reset(seed=s)[1]["task"]) for s in range(3)] == [(2, 3)] * 3
+
+
+@pytest.mark.parametrize("name", ["darkroom", "key_to_door"])
+def test_a_lockbox_is_carved_from_the_training_tasks_and_leaves_the_test_split(name: str) -> None:
+    plain = make_family(name, size=5)
+    carved = make_family(name, size=5, lockbox_fraction=0.1, lockbox_seed=1)
+
+    def tasks(family, split: str) -> set[tuple[int, ...]]:
+        return {tuple(t) for t in family.sample_tasks(split, family.split_size(split), seed=0)}
+
+    assert tasks(carved, "test") == tasks(plain, "test")  # every earlier held-out result stands
+    lockbox, train = tasks(carved, "lockbox"), tasks(carved, "train")
+    assert len(lockbox) == round(0.1 * len(plain.all_tasks()))
+    assert lockbox | train == tasks(plain, "train") and not lockbox & train
+    assert tasks(make_family(name, size=5, lockbox_fraction=0.1, lockbox_seed=2), "lockbox") != (
+        lockbox
+    )
+    with pytest.raises(ValueError, match="carved before collection"):
+        plain.sample_tasks("lockbox", 1, seed=0)
+    with pytest.raises(ValueError, match="lockbox_fraction"):
+        make_family(name, lockbox_fraction=0.9)

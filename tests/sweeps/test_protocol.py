@@ -59,6 +59,10 @@ def test_each_sweep_worker_takes_one_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory, experiment: Path) -> Path:
     root = tmp_path_factory.mktemp("protocol")
+    # the study's data: a lockbox carved out of the training goals before collection
+    tiny = ["--env", "darkroom", "--env_params", '{"lockbox_fraction": 0.1, "lockbox_seed": 1}']
+    tiny += ["--num_tasks", "4", "--histories_per_task", "2", "--episodes", "6"]
+    assert zoo(["collect", *tiny, "--no_progress", "--output", str(root / "data")]) == 0
     config = {
         "study": "ablation",
         "name": "tiny_budgets",
@@ -70,8 +74,16 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory, experiment: Path) -> Pa
         "context_episodes": [1.0],
         "seeds": [0, 1],
         "axes": {"data.train_tasks": [2]},
-        "fit": {"trainer": {"max_steps": 6, "val_check_interval": 2}},
-        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0, 1], "budgets": [2, 4]},
+        # the study's schedule: warm-up, stable, decay, each budget below the cap a branch that
+        # decays from its own point (budget 3 from step 1, ending between validations; 4 from 2)
+        "fit": {
+            "trainer": {"max_steps": 6, "val_check_interval": 2},
+            "model": {"schedule": "wsd", "cooldown": 0.5, "min_lr_ratio": 0.0},
+            "data": {"path": str(root / "data")},
+        },
+        "evaluation": {
+            "episodes": 2, "final_episodes": 1, "seeds": [0, 1], "budgets": [3, 4], "lockbox": True,
+        },  # fmt: skip
         "runs_dir": str(root / "runs"),
     }
     path = root / "study.yaml"
@@ -104,21 +116,37 @@ def test_every_trial_leaves_one_record_with_its_axes_budgets_and_test_plays(
         assert record["steps_trained"] == 6 and record["budget_capped"] is True
         assert [s for s, _ in record["validation"]["curve"]] == [2, 4, 6]
         budgets = record["budgets"]
-        assert sorted(budgets, key=int) == ["2", "4", "6"]
-        vals = [budgets[b]["val"] for b in ("2", "4", "6")]
-        assert vals == sorted(vals)  # a larger budget never chooses worse on validation
+        assert sorted(budgets, key=int) == ["3", "4", "6"]
+        # each budget below the cap: its own decay, validated where it ends (3: between the
+        # validations every 2 steps, so validated once more at its end)
+        assert [[s for s, _ in record["branches"][b]] for b in ("3", "4")] == [[2, 3], [4]]
+        assert record["branch_steps"] == 2 + 2
         for budget, chosen in budgets.items():
             assert chosen["step"] <= int(budget)
+            if "branch_from" in chosen:  # the branch's validation beat the run's before it
+                assert chosen["branch_from"] < chosen["step"] and budget != "6"
             assert chosen["test"]["step"] == chosen["step"]
             assert sorted(chosen["test"]["by_seed"]) == [
                 str(s) for s in record["protocol"]["eval_seeds"]
             ]
+        assert "branch_from" in budgets["3"]  # no validation before its branch point
         assert record["test"] == budgets["6"]["test"]
-        kept = {
-            p.name
-            for p in Path(record["commands"]["fit"].split()[-1]).parent.glob("selected/*.ckpt")
+        # the cap's checkpoint on the lockbox too: its 8 goals, none a test goal (nor a training
+        # goal: tests/envs/test_envs.py)
+        lockbox, test = record["lockbox"], record["test"]
+        assert lockbox["split"] == "lockbox" and lockbox["step"] == test["step"]
+        assert sorted(lockbox["by_seed"]) == sorted(test["by_seed"])
+        first = str(record["protocol"]["eval_seeds"][0])
+        goals = {tuple(g) for g in lockbox["by_seed"][first]["tasks"]}
+        assert len(goals) == 8 and not goals & {tuple(g) for g in test["by_seed"][first]["tasks"]}
+        selected = Path(record["commands"]["fit"].split()[-1]).parent / "selected"
+        kept = {p.name for p in selected.glob("step*.ckpt")}
+        own = {f"step{c['step']}.ckpt" for c in budgets.values() if "branch_from" not in c}
+        assert kept == own  # no orphan checkpoint
+        assert {p.name for p in selected.glob("branch-step*.ckpt")} == {
+            "branch-step1.ckpt",
+            "branch-step2.ckpt",
         }
-        assert kept == {f"step{c['step']}.ckpt" for c in budgets.values()}  # no orphan checkpoint
 
 
 def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: Path) -> None:
@@ -134,9 +162,9 @@ def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: P
         shared = [c for c in b.columns if c in a.columns and c not in ("peak_rss_mb",)]
         pd.testing.assert_frame_equal(a[shared], b[shared], check_dtype=False)
     ranking = pd.read_csv(from_records / "tables" / "budget_ranking.csv")
-    assert sorted(ranking["budget"].unique()) == [2, 4, 6]
+    assert sorted(ranking["budget"].unique()) == [3, 4, 6]
     tau = pd.read_csv(from_records / "tables" / "budget_kendall_tau.csv")
-    assert sorted(tau["budget"]) == [2, 4] and set(tau["against"]) == {6}
+    assert sorted(tau["budget"]) == [3, 4] and set(tau["against"]) == {6}
     peaks = pd.read_csv(from_records / "tables" / "validation_peaks.csv")
     assert len(peaks) == 4 and (peaks["peak_val"] >= peaks["final_val"]).all()
     page = (from_records / "report.md").read_text()

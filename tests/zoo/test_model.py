@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from backbones.presets import load_preset, preset_path
-from zoo.model import InContextLearner, warmup_cosine
+from zoo.model import InContextLearner, warmup_cosine, warmup_stable_decay
 
 ENV = {"name": "darkroom", "params": {}, "episode_len": 20, "dataset": "data/darkroom"}
 
@@ -104,6 +104,18 @@ def test_warmup_then_cosine_decay() -> None:
     assert factor(110) == pytest.approx(0.1) and factor(500) == pytest.approx(0.1)
     values = [factor(s) for s in range(10, 111)]
     assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_warmup_stable_decay_shares_its_stable_part_between_lengths() -> None:
+    long, short = (
+        warmup_stable_decay(warmup_steps=10, total_steps=t, cooldown=0.2, min_ratio=0.0)
+        for t in (1000, 500)
+    )
+    assert long(0) == pytest.approx(0.1) and long(9) == pytest.approx(1.0)
+    # the same rate until the shorter run's decay (step 400): a checkpoint there is shared
+    assert [long(s) for s in range(400)] == [short(s) for s in range(400)]
+    assert short(450) == pytest.approx(0.5) and short(500) == pytest.approx(0.0)
+    assert long(799) == 1.0 and long(900) == pytest.approx(0.5) and long(1000) == 0.0
 
 
 def test_hyperparameters_record_the_env_not_a_live_module() -> None:

@@ -93,3 +93,84 @@ def test_repeats_play_every_validation_goal_that_many_times(
     assert zoo(["fit", *args]) == 0
     (tasks,) = played
     assert len(tasks) == 2 * 3 and len(rows(tasks)) == 2
+
+
+def test_a_wsd_branch_is_the_run_of_its_budget_to_the_digit(
+    dataset: Path, tiny_fit_args, tmp_path: Path, one_thread: None
+) -> None:
+    """Under warm-up-stable-decay a 4-step run is an 8-step run's checkpoint at step 2 (where the
+    4-step run's decay starts), trained on to 4 under its own decay: the weights are the same."""
+    wsd = ["--model.schedule=wsd", "--model.cooldown=0.5", "--model.min_lr_ratio=0"]
+    assert zoo(["fit", *tiny_fit_args(dataset, tmp_path / "short", *wsd, max_steps=4)]) == 0
+    budgets = [
+        "--trainer.callbacks+=zoo.selection.BudgetCheckpoints",
+        f"--trainer.callbacks.dirpath={tmp_path / 'selected'}",
+        "--trainer.callbacks.budgets=[4]",
+        "--trainer.callbacks.monitor=val/return_final",
+        "--trainer.callbacks.cooldown=0.5",
+    ]
+    long = tiny_fit_args(dataset, tmp_path / "long", *wsd, *budgets, max_steps=8)
+    assert zoo(["fit", *long]) == 0
+    start = tmp_path / "selected" / "branch-step2.ckpt"
+    assert torch.load(start, weights_only=True)["global_step"] == 2
+    branch = tiny_fit_args(dataset, tmp_path / "branch", *wsd, f"--ckpt_path={start}", max_steps=4)
+    assert zoo(["fit", *branch]) == 0
+    (short,) = (tmp_path / "short").rglob("last.ckpt")
+    (branched,) = (tmp_path / "branch").rglob("last.ckpt")
+    ours, theirs = (torch.load(c, weights_only=True) for c in (branched, short))
+    assert ours["global_step"] == theirs["global_step"] == 4
+    assert ours["lr_schedulers"][0]["_last_lr"] == [0.0, 0.0]  # decayed to the end
+    for name, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][name], value), name
+
+
+class _Trainer:
+    """What `BudgetCheckpoints` reads of a trainer: its step, the metric, checkpoint writes."""
+
+    sanity_checking, is_global_zero = False, True
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps, self.global_step, self.callback_metrics = max_steps, 0, {}
+
+    def save_checkpoint(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(str(self.global_step))
+
+
+def _validate(chooser, trainer: _Trainer, curve: list[tuple[int, float]]) -> None:
+    for step, value in curve:
+        trainer.global_step = step
+        chooser.on_train_batch_end(trainer, None, None, None, 0)
+        trainer.callback_metrics = {"val/return_final": torch.tensor(value)}
+        chooser.on_validation_end(trainer, None)
+
+
+def test_each_budget_keeps_its_best_validation_and_a_nan_never_blocks_a_choice(
+    tmp_path: Path,
+) -> None:
+    from zoo.selection import BudgetCheckpoints
+
+    chooser = BudgetCheckpoints(tmp_path, [2, 4], monitor="val/return_final")
+    trainer = _Trainer(max_steps=8)
+    chooser.setup(trainer, None, "fit")  # the cap joins the budgets
+    _validate(chooser, trainer, [(1, float("nan")), (2, 1.0), (3, 3.0), (4, 2.0), (6, 2.5)])
+    assert {b: c["step"] for b, c in chooser.selected().items()} == {2: 2, 4: 3, 8: 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step2.ckpt", "step3.ckpt"]
+    assert chooser.branches() == {}  # a constant rate: no decay branch
+
+
+def test_under_wsd_a_budget_counts_validations_up_to_its_branch_point(tmp_path: Path) -> None:
+    from zoo.selection import BudgetCheckpoints, merge
+
+    chooser = BudgetCheckpoints(tmp_path, [4], monitor="val/return_final", cooldown=0.5)
+    trainer = _Trainer(max_steps=8)
+    chooser.setup(trainer, None, "fit")
+    assert chooser.branches() == {4: tmp_path / "branch-step2.ckpt"}
+    _validate(chooser, trainer, [(1, 1.0), (2, 0.5), (3, 5.0), (8, 4.0)])
+    # step 3 is past budget 4's branch point (2): the 4-step run decays from there instead
+    assert {b: c["step"] for b, c in chooser.selected().items()} == {4: 1, 8: 3}
+    assert (tmp_path / "branch-step2.ckpt").read_text() == "2"
+    trunk = chooser.selected()[4]
+    branch = {"step": 4, "value": 2.0, "checkpoint": "b", "branch_from": 2}
+    assert merge(trunk, branch) is branch and merge(trunk, {**branch, "value": 1.0}) is trunk
+    assert merge(None, branch) is branch and merge(trunk, None) is trunk
