@@ -150,6 +150,22 @@ def write_shard(
     name = shard_name(index)
     tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
+    try:
+        return _write_shard_into(tmp, root, name, index, histories, fingerprint, meta)
+    except BaseException:  # a full disk, a signal: no half-written shard is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_shard_into(
+    tmp: Path,
+    root: Path,
+    name: str,
+    index: int,
+    histories: Histories,
+    fingerprint: str,
+    meta: dict[str, Any] | None,
+) -> dict[str, Any]:
     files: dict[str, Any] = {}
     for key, dtype in DTYPES.items():
         array = np.ascontiguousarray(getattr(histories, key), dtype=dtype.newbyteorder("<"))

@@ -10,13 +10,16 @@ A study lives in a storage that many `zoo sweep` workers share:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import math
+import os
+import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,10 @@ class SweepError(RuntimeError):
     """A problem with a sweep's configuration or storage, with a message that says what to fix."""
 
 
+SQLITE_LOCK_SECONDS = 5
+"""How long a SQLite storage waits for a lock another process holds before saying so."""
+
+
 def open_storage(
     url: str = DEFAULT_STORAGE,
     *,
@@ -63,18 +70,19 @@ def open_storage(
 ) -> BaseStorage:
     """The Optuna storage behind `url`, with heartbeats and retries of stale trials for RDB URLs."""
     if url.startswith("journal://"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalStorage
 
         path = Path(url.removeprefix("journal://"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(_journal_file(path))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         database = url.removeprefix("sqlite:///")
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # Several worker processes write one file: wait for the lock instead of failing at once.
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        # Several worker processes write one file: wait for the lock (their transactions take
+        # milliseconds) instead of failing at once, but not for a lock held by something else
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_SECONDS}
     try:
         for attempt in range(5):
             try:
@@ -102,8 +110,96 @@ def open_storage(
             'for PostgreSQL: pip install "psycopg[binary]"'
         ) from error
     except Exception as error:  # sqlalchemy's errors for bad URLs and unreachable servers
+        if "database is locked" in str(error):
+            raise SweepError(
+                f"storage {url!r} is locked: another process has held it for over "
+                f"{SQLITE_LOCK_SECONDS} s (an open sqlite3 shell, a hung worker): close it, or "
+                "use a storage of your own (--storage)"
+            ) from error
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise SweepError(f"cannot open storage {url!r}: {first_line}") from error
+
+
+def _journal_file(path: Path) -> Any:
+    """Optuna's journal file, whose appends a signal does not cut and a cut write does not poison.
+
+    A journal line is one log; a line without its newline (a write cut off by a full disk or a
+    killed process) is ignored by readers only while it is the last line: the next append would
+    glue a log to it and make the journal unreadable. So each append first removes such a tail
+    (under the journal's lock, where no other writer is mid-line), and SIGINT/SIGTERM wait until
+    the line is written and the lock let go (a lock left behind stalls every worker for its
+    grace period)."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    class JournalFile(JournalFileBackend):
+        def __init__(self) -> None:
+            self.lock = JournalFileSymlinkLock(str(path))
+            super().__init__(str(path), lock_obj=self.lock)
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            with _signals_held():
+                self._cut_incomplete_tail()
+                super().append_logs(logs)
+
+        def _cut_incomplete_tail(self) -> None:
+            while not self.lock.acquire():
+                time.sleep(0.01)
+            try:
+                with open(path, "rb+") as journal:
+                    size = journal.seek(0, os.SEEK_END)
+                    if size == 0:
+                        return
+                    journal.seek(size - 1)
+                    if journal.read(1) == b"\n":
+                        return
+                    end = size - 1  # back to the last newline, a block at a time
+                    while end > 0:
+                        start = max(0, end - 65536)
+                        journal.seek(start)
+                        found = journal.read(end - start).rfind(b"\n")
+                        if found >= 0:
+                            end = start + found + 1
+                            break
+                        end = start
+                    journal.truncate(end)
+                    print(
+                        f"zoo sweep: {path}: removed an incomplete last line of {size - end} "
+                        "bytes (a write cut off by a full disk or a killed process)",
+                        file=sys.stderr,
+                    )
+            finally:
+                self.lock.release()
+
+    return JournalFile()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving inside are handled on the way out, by the handlers there were
+    (a thread's signal mask would not do: a process's signal may go to any of its threads, and
+    Python runs its handlers in the main thread whichever took it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set, and only run, in the main thread
+        return
+    caught: list[tuple[int, Any]] = []
+    previous = {
+        number: signal.signal(number, lambda n, frame: caught.append((n, frame)))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number, frame in caught[:1]:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
 
 
 def _retry(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
@@ -379,7 +475,29 @@ def study_identity(spec: SweepSpec) -> dict[str, Any]:
                 f"the study's data {data_path} cannot be read ({str(error).splitlines()[0]}): "
                 "collect it first (zoo collect --config configs/collect/...)"
             ) from error
-    return {"kind": spec.kind, "config": config, "data_fingerprint": fingerprint}
+    return {
+        "kind": spec.kind,
+        "config": config,
+        "data_fingerprint": fingerprint,
+        "files": _file_digests(spec),
+    }
+
+
+def _file_digests(spec: SweepSpec) -> dict[str, str]:
+    """sha256 of the files a study's trials read besides its own config, by path: its experiment,
+    its backbones' presets and tuned settings (an edit to one of them is another study)."""
+    import hashlib
+
+    from backbones.presets import preset_path
+
+    config = spec.config
+    backbones = getattr(config, "backbones", None) or [getattr(config, "backbone", None)]
+    files: list[Path] = [Path(str(getattr(config, "experiment", "")))]
+    for backbone in filter(None, backbones):
+        files.append(Path(preset_path(backbone, config.size)))
+        if getattr(config, "tuned", None):
+            files.append(Path(config.tuned) / f"{backbone}.yaml")
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files if f.is_file()}
 
 
 def _required(spec: SweepSpec) -> dict[str, Any]:
@@ -415,6 +533,21 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
         study.set_user_attr("config", dataclasses.asdict(spec.config))
         study.set_user_attr("identity", identity)
         return
+    if recorded == identity:
+        return
+    if "files" not in recorded:  # a study from before its files were recorded: from now on
+        study.set_user_attr("identity", {**recorded, "files": identity["files"]})
+        recorded = study.user_attrs["identity"]
+    edited = sorted(
+        path
+        for path in {*recorded["files"], *identity["files"]}
+        if recorded["files"].get(path) != identity["files"].get(path)
+    )
+    if edited:
+        raise SweepError(
+            f"study {spec.name!r} was run with other contents of {', '.join(edited)}: restore "
+            "them (git checkout), or start a new study with --name"
+        )
     if recorded == identity:
         return
     if recorded.get("data_fingerprint") != identity["data_fingerprint"]:

@@ -7,6 +7,7 @@ its traceback. `zoo --debug ...` (or `ZOO_DEBUG=1`) shows the traceback of user 
 
 from __future__ import annotations
 
+import errno
 import sys
 
 
@@ -31,6 +32,30 @@ USER_ERRORS: tuple[str, ...] = (
 """Exception classes that are the user's to fix, as `module:class`. A class counts only once its
 module is imported (an error cannot come from a module that never ran), so `zoo --help` and
 `zoo collect` never import optuna or torch to classify an error."""
+
+
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+)
+"""The conditions under which a folder cannot take what a command writes: a full disk or quota, a
+read-only file system, missing permissions, a path through a file."""
+
+
+def cannot_write(error: OSError) -> str | None:
+    """One line for an `OSError` of `WRITE_ERRNOS`, naming the path and what to do; None for any
+    other error (a bug keeps its traceback)."""
+    if error.errno not in WRITE_ERRNOS:
+        return None
+    path = error.filename or "a file"
+    fix = (
+        "free space on its device"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "choose a folder you can write to"
+    )
+    return (
+        f"cannot write {path}: {error.strerror} ({fix}); what was completed before is kept, "
+        "and the same command run again goes on from there"
+    )
 
 
 class Terminated(KeyboardInterrupt):

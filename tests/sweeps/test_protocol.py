@@ -82,8 +82,12 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory, experiment: Path) -> Pa
             "data": {"path": str(root / "data")},
         },
         "evaluation": {
-            "episodes": 2, "final_episodes": 1, "seeds": [0, 1], "budgets": [3, 4], "lockbox": True,
-        },  # fmt: skip
+            "episodes": 2,
+            "final_episodes": 1,
+            "seeds": [0, 1],
+            "budgets": [3, 4],
+            "lockbox": True,
+        },
         "runs_dir": str(root / "runs"),
     }
     path = root / "study.yaml"
@@ -221,6 +225,13 @@ def test_a_study_resumed_on_other_data_or_settings_is_refused(
     assert start() == 2
     err = capsys.readouterr().err
     assert "another collection of its data" in err and len(err.strip().splitlines()) == 1
+    data.unlink()
+    data.symlink_to(tmp_path / "d0")
+    fit["model"]["lr"] = 0.01  # the experiment file edited under the same name
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(fit))
+    assert start() == 2
+    err = capsys.readouterr().err
+    assert f"other contents of {tmp_path / 'experiment.yaml'}" in err
 
 
 def test_a_worker_stopped_by_sigterm_fails_its_trial(tmp_path: Path, experiment: Path) -> None:

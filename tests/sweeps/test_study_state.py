@@ -5,6 +5,7 @@ the study has its number of trials counted, a tuning study chooses from exactly 
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from sweeps.study import counted_trials, run_worker
@@ -47,3 +48,50 @@ def test_a_grid_with_extra_axes_recognises_a_duplicate_point(tmp_path) -> None:
     study.optimize(lambda t: objective(t, config), n_trials=1)
     (second,) = [t for t in study.trials if t.number != first.number]
     assert second.state == TrialState.PRUNED and second.user_attrs["duplicate_of"] == first.number
+
+
+def test_a_journal_cut_mid_line_is_mended_and_a_signal_waits_for_the_line(tmp_path) -> None:
+    """A write cut off (a full disk, a killed worker) leaves a line without its newline; the next
+    append must not glue a log to it. SIGTERM during an append is delivered once the line is
+    whole."""
+    import json
+    import os
+    import signal
+
+    import optuna
+
+    from sweeps.study import open_storage
+    from zoo.errors import Terminated
+
+    path = tmp_path / "study.journal"
+    url = f"journal://{path}"
+    optuna.create_study(study_name="s", storage=open_storage(url))
+    with path.open("ab") as journal:
+        journal.write(b'{"op_code": 4, "worker_id": "cut", "study_id"')  # no newline: cut off
+    study = optuna.load_study(study_name="s", storage=open_storage(url))
+    study.set_user_attr("after", 1)  # an append after the cut
+    assert all(json.loads(line) for line in path.read_bytes().splitlines())
+    assert optuna.load_study(study_name="s", storage=open_storage(url)).user_attrs == {"after": 1}
+
+    def stop(signum, frame):  # what `zoo` does with SIGTERM
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    lock = optuna.storages.journal.JournalFileSymlinkLock
+    real_acquire = lock.acquire
+
+    def acquire_then_signal(self):  # SIGTERM the moment the journal's lock is taken
+        taken = real_acquire(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return taken
+
+    try:
+        lock.acquire = acquire_then_signal
+        with pytest.raises(Terminated):
+            study.set_user_attr("during", 2)
+    finally:
+        lock.acquire = real_acquire
+        signal.signal(signal.SIGTERM, previous)
+    assert not [p for p in tmp_path.iterdir() if "lock" in p.name]  # the lock was let go
+    assert path.read_bytes().endswith(b"\n")
+    assert optuna.load_study(study_name="s", storage=open_storage(url)).user_attrs["during"] == 2

@@ -110,6 +110,31 @@ def test_interrupted_collection_is_unfinished_then_resumes(
     assert not list(out.glob(".*"))
 
 
+def test_a_full_disk_is_one_line_keeps_whole_shards_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datamodules.storage as storage
+
+    out = tmp_path / "ds"
+    real_save, saved = np.save, []
+
+    def fills_up(file: object, array: np.ndarray, **kwargs: object) -> None:
+        saved.append(1)
+        if len(saved) > len(storage.DTYPES):  # the second shard's first file: the disk is full
+            raise OSError(28, "No space left on device", str(out / "shard-00001"))
+        real_save(file, array, **kwargs)
+
+    monkeypatch.setattr(storage.np, "save", fills_up)
+    assert run("--output", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device (free space" in err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".shard")] == []  # no half shard
+    monkeypatch.undo()
+    assert run("--output", str(out)) == 0  # the space freed: the rest is collected
+    assert "reused 1 already complete" in capsys.readouterr().out
+    assert open_dataset(out, verify="checksum").num_histories == 6
+
+
 def test_expert_mode_is_recorded(tmp_path: Path) -> None:
     assert run("--output", str(tmp_path / "ed"), "--expert", "true") == 0
     assert open_dataset(tmp_path / "ed").manifest.mode == "expert"

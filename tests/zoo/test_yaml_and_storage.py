@@ -43,3 +43,24 @@ def test_a_status_or_report_on_a_missing_storage_creates_nothing(
     assert zoo(["report", "--storage", url, "--study", "x", "--out", str(tmp_path / "r")]) == 2
     assert "give the --storage URL the sweep used" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_locked_database_says_so_within_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+    import time
+
+    from sweeps.study import SQLITE_LOCK_SECONDS, open_storage
+
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    open_storage(url)  # a study database
+    holder = sqlite3.connect(tmp_path / "sweeps.db")
+    holder.execute("BEGIN EXCLUSIVE")  # an open sqlite3 shell in a transaction
+    started = time.monotonic()
+    assert zoo(["sweep", "status", "--name", "x", "--storage", url]) == 2
+    assert time.monotonic() - started < 6 * SQLITE_LOCK_SECONDS  # not the minute it waited before
+    err = capsys.readouterr().err
+    assert "is locked: another process has held it" in err and len(err.strip().splitlines()) == 1
+    holder.rollback()
+    holder.close()

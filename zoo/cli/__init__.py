@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser, Namespace, get_loader, set_loader, set_parsing_settings
 
-from zoo.errors import Terminated, UsageError, concise, is_user_error, one_line
+from zoo.errors import (
+    Terminated,
+    UsageError,
+    cannot_write,
+    concise,
+    is_user_error,
+    one_line,
+)
 from zoo.yaml_keys import DuplicateKeyError, refusing_duplicates
 
 
@@ -153,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _refuse(name, concise(str(error)), usage=True)
+    except OSError as error:  # a full disk, a read-only folder: the machine's, not a bug
+        line = None if debug else cannot_write(error)
+        if line is None:
+            if debug or not is_user_error(error):
+                raise
+            line = one_line(error)
+        return _refuse(name, line, usage=False)
     except Exception as error:
         if debug or not is_user_error(error):
             raise
