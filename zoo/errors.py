@@ -8,6 +8,7 @@ its traceback. `zoo --debug ...` (or `ZOO_DEBUG=1`) shows the traceback of user 
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 
@@ -44,9 +45,11 @@ read-only file system, missing permissions, a path through a file."""
 def cannot_write(error: OSError) -> str | None:
     """One line for an `OSError` of `WRITE_ERRNOS`, naming the path and what to do; None for any
     other error (a bug keeps its traceback)."""
+    path = error.filename or "a file"
+    if error.errno == errno.EEXIST and os.path.isfile(str(path)):  # a folder made through a file
+        return f"cannot make the folder {path}: a file of that name is in the way (choose another)"
     if error.errno not in WRITE_ERRNOS:
         return None
-    path = error.filename or "a file"
     fix = (
         "free space on its device"
         if error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -64,3 +64,19 @@ def test_a_locked_database_says_so_within_seconds(
     assert "is locked: another process has held it" in err and len(err.strip().splitlines()) == 1
     holder.rollback()
     holder.close()
+
+
+def test_a_folder_that_cannot_take_a_write_is_one_line_naming_it(tmp_path: Path) -> None:
+    import errno
+
+    from zoo.errors import cannot_write
+
+    (tmp_path / "a_file").write_text("")
+    full = cannot_write(OSError(errno.ENOSPC, "No space left on device", "runs/x.ckpt"))
+    assert full is not None and full.startswith("cannot write runs/x.ckpt: No space left")
+    assert "free space on its device" in full
+    assert "choose a folder" in str(cannot_write(OSError(errno.EROFS, "Read-only", "/ro/x")))
+    in_the_way = cannot_write(OSError(errno.EEXIST, "File exists", str(tmp_path / "a_file")))
+    assert in_the_way is not None and "a file of that name is in the way" in in_the_way
+    assert cannot_write(OSError(errno.EEXIST, "File exists", str(tmp_path))) is None  # a bug's
+    assert cannot_write(OSError(errno.EBADF, "Bad file descriptor")) is None
