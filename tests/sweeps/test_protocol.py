@@ -171,8 +171,11 @@ def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: P
     assert sorted(tau["budget"]) == [3, 4] and set(tau["against"]) == {6}
     peaks = pd.read_csv(from_records / "tables" / "validation_peaks.csv")
     assert len(peaks) == 4 and (peaks["peak_val"] >= peaks["final_val"]).all()
+    summary = pd.read_csv(from_records / "tables" / "summary.csv")
+    assert summary["iqm_lockbox_fraction"].notna().all()  # the lockbox beside the test split
     page = (from_records / "report.md").read_text()
     assert "Ranking at each training budget" in page and "Validation peak against final" in page
+    assert "lockbox: of optimal" in page
     assert "mean [range over 2]" in page or "range over 2" in page  # 2 seeds: no IQM
 
 

@@ -48,6 +48,8 @@ RUN_COLUMNS = (
     "fit_command",
     "evaluate_command",
     "budgets",
+    "lockbox_return_final",
+    "lockbox_fraction_optimal",
     "validation_peak",
     "validation_final",
     "record",
@@ -177,6 +179,16 @@ def load_records(root: Path) -> pd.DataFrame:
             )
         else:
             row["value"] = row.get("val_return_final")
+        lockbox = record.get("lockbox")
+        if lockbox:  # the cap's checkpoint on the lockbox split, played once
+            by_seed = lockbox["by_seed"].values()
+            played = summarise(
+                np.concatenate([np.asarray(s["returns"]) for s in by_seed]),
+                np.concatenate([np.asarray(s["optimal"]) for s in by_seed]),
+                final_episodes=int((record.get("protocol") or {}).get("final_episodes", 5)),
+            )
+            row["lockbox_return_final"] = played["return_final"]
+            row["lockbox_fraction_optimal"] = played["fraction_optimal"]
         source = record.get("source")
         if source and source.get("by_seed"):
             curves = np.concatenate([np.asarray(c) for c in source["by_seed"].values()])

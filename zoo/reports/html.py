@@ -72,13 +72,13 @@ def _ci(row: pd.Series) -> str:
     return f"{point} [{_number(row['ci_low'])}, {_number(row['ci_high'])}] ({what})"
 
 
-def _fraction(row: pd.Series) -> str:
-    point = row.get("iqm_fraction_optimal")
-    if not finite(point):
+def _fraction(row: pd.Series, point: str = "iqm_fraction_optimal", ci: str = "fraction") -> str:
+    value = row.get(point)
+    if not finite(value):
         return ""
-    if not finite(row.get("fraction_ci_low")):
-        return f"{point:.1%}"
-    return f"{point:.1%} [{row['fraction_ci_low']:.1%}, {row['fraction_ci_high']:.1%}]"
+    if not finite(row.get(f"{ci}_ci_low")):
+        return f"{value:.1%}"
+    return f"{value:.1%} [{row[f'{ci}_ci_low']:.1%}, {row[f'{ci}_ci_high']:.1%}]"
 
 
 def _episodes_to_80(row: pd.Series) -> str:
@@ -132,6 +132,12 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ]
         for _, r in summary.iterrows()
     ]
+    if "iqm_lockbox_fraction" in summary and summary["iqm_lockbox_fraction"].notna().any():
+        # beside the test split's fraction: the lockbox, played once by the same checkpoints
+        at = header.index("of optimal (same statistic)") + 1
+        header.insert(at, "lockbox: of optimal (same statistic)")
+        for row, (_, r) in zip(rows, summary.iterrows(), strict=True):
+            row.insert(at, _fraction(r, "iqm_lockbox_fraction", "lockbox"))
     return header, rows
 
 

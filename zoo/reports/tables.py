@@ -88,6 +88,13 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
         if len(fraction):
             point, f_low, f_high = interval(fraction.to_numpy(float), reps=reps)
             row.update(iqm_fraction_optimal=point, fraction_ci_low=f_low, fraction_ci_high=f_high)
+        # the lockbox, beside the test split: the same checkpoints (each run's at its cap)
+        lockbox = pd.to_numeric(
+            group.get("lockbox_fraction_optimal", pd.Series(dtype=float)), errors="coerce"
+        ).dropna()
+        if len(lockbox):
+            point, l_low, l_high = interval(lockbox.to_numpy(float), reps=reps)
+            row.update(iqm_lockbox_fraction=point, lockbox_ci_low=l_low, lockbox_ci_high=l_high)
         # under-training made visible: how long the selected checkpoints trained, how many runs
         # ended at their step budget rather than by early stopping
         capped = group["budget_capped"].dropna()
