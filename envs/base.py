@@ -112,6 +112,12 @@ class EnvFamily(ABC):
     def optimal_return(self, tasks: np.ndarray) -> np.ndarray:
         """Best achievable episode return of each task, `[n]` float64."""
 
+    def random_return(self, tasks: np.ndarray) -> np.ndarray | None:
+        """Expected episode return of each task under uniformly random actions, `[n]` float64,
+        where it is known in closed form (the bandit: the mean of its arms); None where it is not.
+        A score above random play, `(r - random) / (optimal - random)`, is reported with it."""
+        return None
+
     def transition_table(self) -> np.ndarray | None:
         """`[num_observations, num_actions]` int64: the observation each action leads to from each
         observation, where that is deterministic and the same in every task (the Dark grids: the

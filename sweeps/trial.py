@@ -549,7 +549,7 @@ def _play_test(
     # a decay branch's checkpoint (selected/branch<b>/step<n>.ckpt) beside the run's own
     branch = Path(checkpoint).parent.name
     label = f"{branch}-step{step}" if branch.startswith("branch") else f"step{step}"
-    returns, optimal, curves, finals, seconds, env_steps = [], [], [], [], 0.0, 0
+    returns, optimal, randoms, curves, finals, seconds, env_steps = [], [], [], [], [], 0.0, 0
     by_seed: dict[str, Any] = {}
     source_learner, keep_every, source_by_seed = None, None, {}
     for seed in seeds:
@@ -573,6 +573,9 @@ def _play_test(
             "optimal": result["optimal"],
             "returns": _rounded(result["returns"]),
         }
+        if result.get("random") is not None:  # random play's expected return, where known
+            by_seed[str(seed)]["random"] = result["random"]
+            randoms.append(np.asarray(result["random"]))
         seconds += result["seconds"]
         env_steps += result["env_steps"]
         if result["source"]:
@@ -581,7 +584,8 @@ def _play_test(
             curves.append(np.asarray(result["source"]["returns"]))
             source_by_seed[str(seed)] = _rounded(result["source"]["returns"])
     every, best = np.concatenate(returns), np.concatenate(optimal)
-    summary = summarise(every, best, final_episodes=settings.final_episodes)
+    floor = np.concatenate(randoms) if randoms else None
+    summary = summarise(every, best, final_episodes=settings.final_episodes, random=floor)
     attrs: dict[str, Any] = {
         **summary,
         "curve": every.mean(0).tolist(),
@@ -603,7 +607,11 @@ def _play_test(
         "record": {
             "split": settings.split,
             "step": step,
-            **{k: summary[k] for k in ("return_final", "fraction_optimal", "nauc")},
+            **{
+                k: summary[k]
+                for k in ("return_final", "fraction_optimal", "nauc", "above_random")
+                if k in summary
+            },
             "return_final_by_seed": dict(zip(map(str, seeds), finals, strict=True)),
             "by_seed": by_seed,
         },
@@ -612,9 +620,12 @@ def _play_test(
         every_source = np.concatenate(curves)
         attrs["source_learner"] = source_learner
         attrs["source_curve"] = every_source.mean(0).tolist()
-        attrs["source_return_final"] = summarise(
-            every_source, best, final_episodes=settings.final_episodes
-        )["return_final"]
+        source_summary = summarise(
+            every_source, best, final_episodes=settings.final_episodes, random=floor
+        )
+        attrs["source_return_final"] = source_summary["return_final"]
+        if "above_random" in source_summary:
+            attrs["source_above_random"] = source_summary["above_random"]
         out["source"] = {
             "learner": source_learner,
             # the learner's episode k of this curve is its stored episode k / keep_every

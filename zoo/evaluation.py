@@ -254,14 +254,20 @@ def _retire(
 
 
 def summarise(
-    returns: np.ndarray, optimal: np.ndarray, *, final_episodes: int = 5
+    returns: np.ndarray,
+    optimal: np.ndarray,
+    *,
+    final_episodes: int = 5,
+    random: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Scalar summaries of per-task, per-episode returns `[N, K]` (means over tasks).
 
     `return_final`: mean of the last `final_episodes` episodes; `auc`: mean return over all K
     episodes (the area under the curve, per episode); `fraction_optimal`: final over optimal
     return; `nauc`: auc over optimal; `episodes_to_80`: the first episode whose mean return reaches
-    80% of optimal (K + 1 when none does).
+    80% of optimal (K + 1 when none does). With `random` (each task's expected return under random
+    actions, where the family knows it): `above_random`, the final return's share of the way from
+    random play to optimal, `(final - random) / (optimal - random)` (0: no better than random).
     """
     k = returns.shape[1]
     curve = returns.mean(0)
@@ -280,6 +286,12 @@ def summarise(
     }
     for episode in sorted({1, max(k // 4, 1), max(k // 2, 1), k}):
         summary[f"return_at_{episode}"] = float(curve[episode - 1])
+    if random is not None:
+        floor = float(np.mean(random))
+        summary["random"] = floor
+        summary["above_random"] = (
+            float((final - floor) / (best - floor)) if best > floor else float("nan")
+        )
     return summary
 
 
@@ -470,6 +482,7 @@ def evaluate_checkpoint(
     )
     seconds = time.perf_counter() - started
     optimal = family.optimal_return(tasks)
+    random = family.random_return(tasks)
     result: dict[str, Any] = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "env": model.env,
@@ -480,8 +493,11 @@ def evaluate_checkpoint(
         "episodes": settings.episodes,
         "tasks": tasks.tolist(),
         "optimal": optimal.tolist(),
+        "random": None if random is None else random.tolist(),
         "returns": rollout.returns.tolist(),
-        "summary": summarise(rollout.returns, optimal, final_episodes=settings.final_episodes),
+        "summary": summarise(
+            rollout.returns, optimal, final_episodes=settings.final_episodes, random=random
+        ),
         "env_steps": int(rollout.observations.size),  # all tasks' steps, played in lock-step
         "seconds": round(seconds, 3),
         "source": None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from zoo.cli import main as zoo
@@ -79,6 +80,12 @@ def test_collect_fit_ad_and_ed_evaluate(
         result = json.loads((out / "returns.json").read_text())
         assert result["env"]["name"] == family and result["split"] == split
         assert len(result["returns"]) == 3 and len(result["returns"][0]) == 2
+        # random play's expected return where it is known: the bandit's mean arm
+        if family == "bandit":
+            np.testing.assert_allclose(result["random"], np.mean(result["tasks"], axis=1))
+            assert "above_random" in result["summary"]
+        else:
+            assert result["random"] is None and "above_random" not in result["summary"]
         if mode == "ad":  # beside it, the learner that made its data, on the same tasks
             assert len(result["source"]["returns"]) == 3
         else:  # an expert dataset's episodes come from no learner (its manifest names one, unused)

@@ -477,3 +477,26 @@ def test_an_interrupted_report_leaves_the_old_one_whole(
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # the old report, every page and every file it links
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no leftovers
+
+
+def test_a_bandit_is_scored_above_random_play_beside_its_fraction_of_optimal() -> None:
+    from zoo.reports.html import summary_rows
+    from zoo.reports.tables import summary_table
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            **_attrs(rng, backbone="gru", context=1.0, seed=seed),
+            "data_mode": "ad", "backbone": "gru", "context_episodes": 1.0, "seed": seed,
+            "kind": "ablation", "test_split": "ood", "above_random": 0.5 + 0.1 * seed,
+            "source_above_random": 0.8,
+        }
+        for seed in range(3)
+    ]  # fmt: skip
+    summary = summary_table(pd.DataFrame(rows), reps=50)
+    assert summary.loc[0, "above_random"] == pytest.approx(0.6)
+    assert summary.loc[0, "of_source_above_random"] == pytest.approx(0.6 / 0.8)
+    header, table = summary_rows(summary)
+    at = header.index("above random: of optimal (mean)")
+    assert header[at - 1] == "of optimal (same statistic)"
+    assert table[0][at : at + 2] == ["60.0%", "75.0%"]

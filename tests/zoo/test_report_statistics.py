@@ -92,3 +92,19 @@ def test_budget_rankings_and_kendalls_tau() -> None:
     assert five["ci_low"].iloc[0] == pytest.approx(-1.0) == five["ci_high"].iloc[0]
     same = budget_table(_runs({"a": (3.0, 3.0), "b": (2.0, 2.0), "c": (1.0, 1.0)}), reps=200)[1]
     assert same["kendall_tau"].iloc[0] == pytest.approx(1.0)
+
+
+def test_a_score_above_random_play() -> None:
+    """The bandit: random play earns the mean arm, so a fraction of optimal flatters; the share of
+    the way from random to optimal (and to the source learner) does not."""
+    import numpy as np
+
+    from zoo.evaluation import summarise
+
+    returns = np.array([[0.5, 0.7, 0.9], [0.3, 0.5, 0.7]])  # [task, episode]
+    optimal, random = np.array([1.0, 0.8]), np.array([0.5, 0.4])
+    plain = summarise(returns, optimal, final_episodes=1)
+    scored = summarise(returns, optimal, final_episodes=1, random=random)
+    assert "above_random" not in plain and plain["fraction_optimal"] == pytest.approx(0.8 / 0.9)
+    assert scored["random"] == pytest.approx(0.45)
+    assert scored["above_random"] == pytest.approx((0.8 - 0.45) / (0.9 - 0.45))

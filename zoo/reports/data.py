@@ -48,6 +48,8 @@ RUN_COLUMNS = (
     "fit_command",
     "evaluate_command",
     "budgets",
+    "above_random",
+    "source_above_random",
     "lockbox_return_final",
     "lockbox_fraction_optimal",
     "validation_peak",
@@ -167,8 +169,13 @@ def load_records(root: Path) -> pd.DataFrame:
             seeds = list(test["by_seed"])
             returns = np.concatenate([np.asarray(test["by_seed"][k]["returns"]) for k in seeds])
             optimal = np.concatenate([np.asarray(test["by_seed"][k]["optimal"]) for k in seeds])
+            floor = (
+                np.concatenate([np.asarray(test["by_seed"][k]["random"]) for k in seeds])
+                if all("random" in test["by_seed"][k] for k in seeds)
+                else None
+            )
             final = int((record.get("protocol") or {}).get("final_episodes", 5))
-            row.update(summarise(returns, optimal, final_episodes=final))
+            row.update(summarise(returns, optimal, final_episodes=final, random=floor))
             row.update(
                 value=row["return_final"],
                 curve=returns.mean(0).tolist(),
@@ -195,9 +202,10 @@ def load_records(root: Path) -> pd.DataFrame:
             row["source_learner"] = source.get("learner")
             row["source_curve"] = curves.mean(0).tolist()
             if test:
-                row["source_return_final"] = summarise(curves, optimal, final_episodes=final)[
-                    "return_final"
-                ]
+                played = summarise(curves, optimal, final_episodes=final, random=floor)
+                row["source_return_final"] = played["return_final"]
+                if "above_random" in played:
+                    row["source_above_random"] = played["above_random"]
         rows.append(row)
     return _one_per_point(pd.DataFrame(rows))
 

@@ -81,6 +81,10 @@ def _fraction(row: pd.Series, point: str = "iqm_fraction_optimal", ci: str = "fr
     return f"{value:.1%} [{row[f'{ci}_ci_low']:.1%}, {row[f'{ci}_ci_high']:.1%}]"
 
 
+def _percent(value: Any) -> str:
+    return f"{value:.1%}" if finite(value) else ""
+
+
 def _episodes_to_80(row: pd.Series) -> str:
     """Censored: "reached by k of n runs, median among them"."""
     runs = row.get("episodes_to_80_runs")
@@ -132,6 +136,15 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ]
         for _, r in summary.iterrows()
     ]
+    if "above_random" in summary and summary["above_random"].notna().any():
+        # the bandit's score: a fraction of optimal flatters (random play earns ~45% of it)
+        at = header.index("of optimal (same statistic)") + 1
+        header[at:at] = ["above random: of optimal (mean)", "above random: of source (mean)"]
+        for row, (_, r) in zip(rows, summary.iterrows(), strict=True):
+            row[at:at] = [
+                _percent(r.get("above_random")),
+                _percent(r.get("of_source_above_random")),
+            ]
     if "iqm_lockbox_fraction" in summary and summary["iqm_lockbox_fraction"].notna().any():
         # beside the test split's fraction: the lockbox, played once by the same checkpoints
         at = header.index("of optimal (same statistic)") + 1

@@ -88,6 +88,13 @@ def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
         if len(fraction):
             point, f_low, f_high = interval(fraction.to_numpy(float), reps=reps)
             row.update(iqm_fraction_optimal=point, fraction_ci_low=f_low, fraction_ci_high=f_high)
+        # where random play's return is known (the bandit, about 45% of optimal), the share of
+        # the way from random to optimal, and from random to the source learner
+        above = pd.to_numeric(group.get("above_random", pd.Series(dtype=float)), errors="coerce")
+        if above.notna().any():
+            source = pd.to_numeric(group.get("source_above_random"), errors="coerce")
+            row["above_random"] = above.mean()
+            row["of_source_above_random"] = (above / source).mean() if mode == "ad" else None
         # the lockbox, beside the test split: the same checkpoints (each run's at its cap)
         lockbox = pd.to_numeric(
             group.get("lockbox_fraction_optimal", pd.Series(dtype=float)), errors="coerce"
