@@ -46,6 +46,11 @@ class AblationConfig:
     backbone without a file trains on the experiment's settings and its rows say "untuned"."""
     evaluation: EvaluationSettings = dataclasses.field(default_factory=EvaluationSettings)
     """In-context evaluation of every trial on held-out tasks."""
+    collection: str | None = None
+    """The switch that makes a training seed vary the data's collection too: a `zoo collect`
+    config, collected once per training seed `s` with `seed: s` (the task table, the source
+    learner's and the envs' randomness) into `<its output>-seed<s>`, on which that seed's trials
+    train (`data.path`); None: every seed trains on the experiment's one dataset."""
     runs_dir: str = "runs/sweeps"
     """Where each trial's checkpoints, logs and evaluation go: <runs_dir>/<study>/trial-<n>."""
     records: str | None = None
@@ -59,6 +64,8 @@ class AblationConfig:
             raise ValueError(
                 "backbones, context_episodes and seeds must each list at least one value"
             )
+        if self.collection is not None and not Path(self.collection).is_file():
+            raise ValueError(f"collection: no collect config {self.collection}")
         if min(self.context_episodes) <= 0:
             raise ValueError(f"context_episodes must be > 0, got {self.context_episodes}")
         for path, values in self.axes.items():
@@ -115,6 +122,11 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
         raise optuna.TrialPruned(f"grid point already taken by trial {earlier}")
     tuned = tuned_path(config, backbone)
     trial.set_user_attr("tuned_from", None if tuned is None else str(tuned))
+    data = []
+    if config.collection is not None:  # this seed's own collection of the data
+        from zoo.collection import collected_with_seed
+
+        data = [at_path("data.path", str(collected_with_seed(config.collection, seed)))]
     return run_trial(
         trial,
         experiment=config.experiment,
@@ -125,6 +137,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
             *([str(tuned)] if tuned else []),
             config.fit,
             *(at_path(path, value) for path, value in extra.items()),
+            *data,
         ],
         evaluation=config.evaluation,
         runs_dir=config.runs_dir,

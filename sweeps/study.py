@@ -465,6 +465,8 @@ def study_identity(spec: SweepSpec) -> dict[str, Any]:
         data_path = ((yaml.safe_load(experiment.read_text()) or {}).get("data") or {}).get("path")
     data_path = ((config.get("fit") or {}).get("data") or {}).get("path", data_path)
     fingerprint = None
+    if getattr(spec.config, "collection", None):
+        data_path = None  # one collection per seed, made from the collect config (its digest)
     if data_path is not None:
         from datamodules.storage import open_dataset
 
@@ -492,7 +494,9 @@ def _file_digests(spec: SweepSpec) -> dict[str, str]:
 
     config = spec.config
     backbones = getattr(config, "backbones", None) or [getattr(config, "backbone", None)]
-    files: list[Path] = [Path(str(getattr(config, "experiment", "")))]
+    files = [Path(str(getattr(config, "experiment", "")))]
+    if getattr(config, "collection", None):
+        files.append(Path(config.collection))
     for backbone in filter(None, backbones):
         files.append(Path(preset_path(backbone, config.size)))
         if getattr(config, "tuned", None):

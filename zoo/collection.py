@@ -352,3 +352,31 @@ def summary(result: CollectResult, config: CollectConfig) -> str:
             f"inspect it with: zoo data info {result.root}",
         ]
     return "\n".join(lines)
+
+
+def collected_with_seed(config_path: str | Path, seed: int) -> Path:
+    """The dataset of the `zoo collect` config at `config_path` collected with `seed` (its task
+    table, its learners' and envs' seeds), at `<output>-seed<seed>`; collected first if it is not
+    complete there. Several processes asking at once wait for one another (a lock beside it), and
+    a collection cut off resumes shard by shard."""
+    import fcntl
+
+    import yaml
+
+    from zoo.yaml_keys import check_unique_keys
+
+    text = Path(config_path).read_text()
+    check_unique_keys(text, source=str(config_path))
+    raw = yaml.safe_load(text) or {}
+    known = {f.name for f in dataclasses.fields(CollectConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UsageError(f"{config_path}: unknown collect options {unknown}")
+    base = CollectConfig(**raw)
+    config = dataclasses.replace(base, seed=seed, output=f"{base.output}-seed{seed}")
+    root = Path(config.output)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{root}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        collect(config, command=f"collected_with_seed({config_path!s}, {seed})", progress=False)
+    return root

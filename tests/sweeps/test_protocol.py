@@ -337,3 +337,35 @@ def test_a_point_recorded_twice_counts_once(tiny_study: Path, tmp_path: Path) ->
     assert len(runs) == 5
     assert runs.set_index("trial").loc[9, "state"] == "DUPLICATE of 0"
     assert (runs["state"] == "COMPLETE").sum() == 4
+
+
+def test_behind_a_switch_each_training_seed_trains_on_its_own_collection(
+    tmp_path: Path, experiment: Path
+) -> None:
+    collect = {"env": "darkroom", "num_tasks": 4, "histories_per_task": 2, "episodes": 6}
+    collect["output"] = str(tmp_path / "data" / "darkroom")
+    (tmp_path / "collect.yaml").write_text(yaml.safe_dump(collect))
+    config = {
+        "study": "ablation",
+        "name": "per_seed_data",
+        "storage": f"journal://{tmp_path / 'study.journal'}",
+        "records": str(tmp_path / "records"),
+        "experiment": str(experiment),
+        "backbones": ["gru"],
+        "context_episodes": [1.0],
+        "seeds": [0, 1],
+        "collection": str(tmp_path / "collect.yaml"),
+        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0], "test": False},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    sweep("--config", str(tmp_path / "study.yaml"))
+    found = sorted((tmp_path / "records" / "per_seed_data").glob("trial-*.json"))
+    paths = {}
+    for record in (json.loads(f.read_text()) for f in found):
+        assert record["state"] == "COMPLETE"
+        paths[record["seed"]] = Path(record["settings"]["data"]["path"])
+    assert paths == {s: tmp_path / "data" / f"darkroom-seed{s}" for s in (0, 1)}
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in paths.values()]
+    assert [m["config"]["seed"] for m in manifests] == [0, 1]
+    assert manifests[0]["fingerprint"] != manifests[1]["fingerprint"]
