@@ -7,10 +7,11 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 setup:
 	@scripts/setup.sh
 
-## main job on its embedded defaults (local files under data/, runs/, reports/; SQLite storage)
+## main job on its embedded defaults: the Dark Room study at convergence into runs/study/ (hours;
+## resumable; HOURS=n stops starting trials after n hours), compared with the committed results
 ## `make run QUICK=1`: the first-look variant, a few minutes
 run: setup
-	scripts/main.sh $(if $(QUICK),--quick,$(if $(FULL),--full,))
+	scripts/main.sh $(if $(QUICK),--quick,)
 
 ## the test suite CI runs (.ci/run)
 test: setup lint check-gpu-deps

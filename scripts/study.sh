@@ -1,67 +1,114 @@
 #!/usr/bin/env bash
-# The Dark Room study at convergence, resumable from the repository alone: its Optuna journal and
+# The Dark Room study at convergence, resumable from the repository alone: its Optuna journals and
 # every trial's record are text under results/darkroom/ (commit them; never the checkpoints under
 # runs/). Run it at the start of a session; commit results/ before the session ends; the next
 # session (any machine, a fresh clone) runs the same command and continues where the commit left.
 #   scripts/study.sh tune [HOURS]   equal tuning: 12 trials per backbone (configs/sweeps/darkroom_tune.yaml)
 #   scripts/study.sh study [HOURS]  the grid (configs/sweeps/darkroom_study.yaml), then its ED
 #                                   (darkroom_study_ed.yaml); refused until every backbone is tuned
+#   scripts/study.sh all [HOURS]    the tuning a backbone still needs, then the study (`make run`)
+# STORE=DIR puts the journals, records and tuned settings under DIR instead of the committed
+# results/darkroom and configs/tuned/darkroom (`make run` uses runs/study: the same study, its own
+# results, compared with the committed ones at the end); `all` starts from every committed tuned
+# file that is at this protocol and tunes the rest itself.
 # Two workers (one core each) in a low-priority autogroup, so foreground work keeps the machine;
 # neither starts a trial after HOURS (default 2.5), and a trial cut off by a stopped machine is
-# failed and run again by the next start. Several machines: point every one at one journal file on
-# a shared file system (or an RDB URL with --storage) and start each with its own workers; only the
-# first start of a stretch may fail the trials left running (scripts/study.sh does it before its
-# workers start, so start the other machines' workers after it).
+# failed and run again by the next start. A progress line with an ETA (at the pace of the committed
+# records) every 10 minutes. Several machines: point every one at one journal file on a shared
+# file system (or an RDB URL with --storage) and start each with its own workers; only the first
+# start of a stretch may fail the trials left running (this script does it before its workers
+# start, so start the other machines' workers after it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
-what=${1:?usage: scripts/study.sh tune [HOURS]}
+PY=${PY:-.venv/bin/python}
+what=${1:?usage: scripts/study.sh tune|study|all [HOURS]}
 hours=${2:-2.5}
 backbones=(transformer gru lstm linear_attention simple_gla mamba2 mamba gated_deltanet)
+COMMITTED=results/darkroom COMMITTED_TUNED=configs/tuned/darkroom
+STORE=${STORE:-$COMMITTED}
+TUNED=$COMMITTED_TUNED
+tune_opts=() study_opts=()
+if [ "$STORE" != "$COMMITTED" ]; then  # the same studies, their state and results elsewhere
+  TUNED=$STORE/tuned
+  tune_opts=(--storage "journal://$STORE/tune.journal" --set "records=$STORE/tune" "output=$TUNED/{backbone}.yaml")
+  study_opts=(--storage "journal://$STORE/study.journal" --set "records=$STORE/study" "tuned=$TUNED")
+fi
+tuned_here() { grep -q '^# tuning: .*"trials": 12,' "$1/$2.yaml" 2>/dev/null; }
 case "$what" in
-  tune) configs=(configs/sweeps/darkroom_tune.yaml) ;;
-  study)
-    configs=(configs/sweeps/darkroom_study.yaml configs/sweeps/darkroom_study_ed.yaml)
-    for b in "${backbones[@]}"; do
-      grep -q '^# tuning: .*"trials": 12,' "configs/tuned/darkroom/$b.yaml" 2>/dev/null || {
-        echo "scripts/study.sh: $b is not tuned at this protocol yet (configs/tuned/darkroom/$b.yaml has no 12-trial tuning line): run scripts/study.sh tune first" >&2
-        exit 2
-      }
+  tune | study) stages=("$what") ;;
+  all)
+    stages=(tune study)
+    mkdir -p "$TUNED"
+    for b in "${backbones[@]}"; do  # what the committed tuning has finished is not tuned again
+      if [ "$TUNED" != "$COMMITTED_TUNED" ] && ! tuned_here "$TUNED" "$b" && tuned_here "$COMMITTED_TUNED" "$b"; then
+        cp "$COMMITTED_TUNED/$b.yaml" "$TUNED/$b.yaml"
+      fi
     done ;;
-  *) echo "scripts/study.sh: unknown stage '$what' (known: tune, study)" >&2; exit 2 ;;
+  *) echo "scripts/study.sh: unknown stage '$what' (known: tune, study, all)" >&2; exit 2 ;;
 esac
-# what each worker runs, in order: a tuning study per backbone, or the study's grids
-runs=()
-for config in "${configs[@]}"; do
-  if [ "$what" = tune ]; then
-    for b in "${backbones[@]}"; do runs+=("--config $config --backbone $b"); done
-  else
-    runs+=("--config $config")
-  fi
-done
 deadline=$(( $(date +%s) + $(python3 -c "print(int(float('$hours') * 3600))") ))
 # the study's data: Dark Room's histories with a lockbox carved out of the training goals
 [ -d data/darkroom_lockbox ] || $ZOO collect --config configs/collect/darkroom_lockbox.yaml --no_progress
-[ "$what" = tune ] || [ -d data/darkroom_lockbox_expert ] ||
+[ -d data/darkroom_lockbox_expert ] ||
   $ZOO collect --config configs/collect/darkroom_lockbox_expert.yaml --no_progress
-# the trials a stopped worker left RUNNING (a journal has no heartbeat) are failed and made up
-for run in "${runs[@]}"; do
-  # shellcheck disable=SC2086
-  $ZOO sweep run $run --n_trials 0 --fail_running true | grep -v "^ \|^trials:" || true
-done
 mkdir -p runs/study
-worker() {
-  echo 19 > /proc/self/autogroup 2>/dev/null || true  # below foreground work, across sessions
-  for run in "${runs[@]}"; do
-    left=$(( deadline - $(date +%s) ))
-    [ "$left" -gt 0 ] || break
-    # shellcheck disable=SC2086
-    OMP_NUM_THREADS=1 $ZOO sweep run $run --timeout "$left" || true
-  done
+# every study of every stage, for the progress line
+everything=()
+for b in "${backbones[@]}"; do everything+=("configs/sweeps/darkroom_tune.yaml:$b"); done
+everything+=(configs/sweeps/darkroom_study.yaml configs/sweeps/darkroom_study_ed.yaml)
+progress() {
+  $PY -m sweeps.progress --workers 2 --pace "$COMMITTED" "${everything[@]}" \
+    ${tune_opts[0]:+--tune_storage "${tune_opts[1]}"} ${study_opts[0]:+--study_storage "${study_opts[1]}"} || true
 }
-for w in 0 1; do
-  # each worker its own sampling stream (two workers starting together must not draw one point)
-  ZOO_SWEEP_WORKER=$w worker > "runs/study/$what-worker$w.log" 2>&1 &
+
+run_stage() {  # tune|study: fail what stopped workers left running, then two workers until done
+  local stage=$1 runs=()
+  if [ "$stage" = tune ]; then
+    for b in "${backbones[@]}"; do
+      tuned_here "$TUNED" "$b" || runs+=("--config configs/sweeps/darkroom_tune.yaml --backbone $b")
+    done
+  else
+    for b in "${backbones[@]}"; do
+      tuned_here "$TUNED" "$b" || {
+        echo "scripts/study.sh: $b is not tuned at this protocol yet ($TUNED/$b.yaml has no 12-trial tuning line): run scripts/study.sh tune first" >&2
+        exit 2
+      }
+    done
+    runs=("--config configs/sweeps/darkroom_study.yaml" "--config configs/sweeps/darkroom_study_ed.yaml")
+  fi
+  local opts=("${tune_opts[@]}")
+  [ "$stage" = tune ] || opts=("${study_opts[@]}")
+  # the trials a stopped worker left RUNNING (a journal has no heartbeat) are failed and made up
+  for run in "${runs[@]}"; do
+    # shellcheck disable=SC2086
+    $ZOO sweep run $run "${opts[@]}" --n_trials 0 --fail_running true | grep -v "^ \|^trials:" || true
+  done
+  worker() {
+    echo 19 > /proc/self/autogroup 2>/dev/null || true  # below foreground work, across sessions
+    for run in "${runs[@]}"; do
+      left=$(( deadline - $(date +%s) ))
+      [ "$left" -gt 0 ] || break
+      # shellcheck disable=SC2086
+      OMP_NUM_THREADS=1 $ZOO sweep run $run "${opts[@]}" --timeout "$left" || true
+    done
+  }
+  local pids=()
+  for w in 0 1; do
+    # each worker its own sampling stream (two workers starting together must not draw one point)
+    ZOO_SWEEP_WORKER=$w worker > "runs/study/$stage-worker$w.log" 2>&1 &
+    pids+=($!)
+  done
+  echo "scripts/study.sh: 2 workers of '$stage' until $(date -d "@$deadline" +%H:%M) at the latest; logs runs/study/$stage-worker{0,1}.log"
+  alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2> /dev/null && return 0; done; return 1; }
+  while alive; do  # a progress line every 10 minutes
+    progress
+    for _ in $(seq 60); do alive || break; sleep 10; done
+  done
+  wait
+}
+for stage in "${stages[@]}"; do
+  [ $(( deadline - $(date +%s) )) -gt 0 ] || break
+  run_stage "$stage"
 done
-echo "scripts/study.sh: 2 workers of '$what' until $(date -d "@$deadline" +%H:%M); logs runs/study/$what-worker{0,1}.log"
-wait
+progress

@@ -381,11 +381,15 @@ def load_spec(
     name: str | None,
     storage: str | None,
     backbone: str | None = None,
+    sets: Sequence[str] = (),
 ) -> SweepSpec:
     """Read and check a study config: `study`, `name` and `storage` keys, then the kind's fields.
 
     `backbone` sets a tuning study's backbone; `{backbone}` in its name and output is replaced by
-    it, so one config serves every backbone (`darkroom_tune_{backbone}`)."""
+    it, so one config serves every backbone (`darkroom_tune_{backbone}`). `sets` are
+    `key=value` settings over the file's (`value` read as YAML; `fit.trainer.max_steps=300`
+    reaches into a mapping): the same study with its records, tuned settings or outputs
+    elsewhere, say."""
     import yaml
     from jsonargparse import ArgumentParser as ConfigParser
 
@@ -399,6 +403,17 @@ def load_spec(
     raw = yaml.safe_load(text) or {}
     if not isinstance(raw, dict):
         raise SweepError(f"study config {path} must be a YAML mapping")
+    for setting in sets:
+        key, equals, value = setting.partition("=")
+        if not equals or not key:
+            raise SweepError(f"--set {setting!r}: give KEY=VALUE (e.g. records=runs/records)")
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SweepError(f"--set {setting!r}: {part} is not a mapping in {path}")
+        node[last] = yaml.safe_load(value)
     # the keys that say where and what the study is; the rest are the study kind's fields
     kind = kind or raw.get("study")
     name = name or raw.get("name") or file.stem

@@ -5,6 +5,7 @@ rankings, Kendall's tau and validation peaks, the same from the records as from 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -176,6 +177,14 @@ def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: P
     page = (from_records / "report.md").read_text()
     assert "Ranking at each training budget" in page and "Validation peak against final" in page
     assert "lockbox: of optimal" in page
+    # the same study's records again, against themselves: every cell the same, to the digit
+    assert zoo(["report", "--records", str(tiny_study / "records"), "--against",
+                str(tiny_study / "records"), "--out", str(tiny_study / "again"),
+                "--reps", "200"]) == 0  # fmt: skip
+    against = pd.read_csv(tiny_study / "again" / "tables" / "against.csv")
+    assert len(against) == 2 and (against["difference"] == 0).all()
+    assert against["within_reference_range"].all()
+    assert "Against " in (tiny_study / "again" / "report.md").read_text()
     assert "mean [range over 2]" in page or "range over 2" in page  # 2 seeds: no IQM
 
 
@@ -369,3 +378,18 @@ def test_behind_a_switch_each_training_seed_trains_on_its_own_collection(
     manifests = [json.loads((p / "manifest.json").read_text()) for p in paths.values()]
     assert [m["config"]["seed"] for m in manifests] == [0, 1]
     assert manifests[0]["fingerprint"] != manifests[1]["fingerprint"]
+
+
+def test_the_progress_line_counts_finished_trials_at_the_records_pace(tiny_study: Path) -> None:
+    from sweeps.progress import pace, progress_line
+    from sweeps.study import load_spec
+
+    spec = load_spec(str(tiny_study / "study.yaml"), kind=None, name=None, storage=None)
+    measured = pace(tiny_study / "records")
+    assert measured is not None and measured[1] == 4 and measured[0] > 0
+    line = progress_line([spec], workers=2, paces={"tune": None, "study": measured})
+    assert "grid 4/4 trials; about 0.0 h left on 2 worker(s)" in line
+    half = dataclasses.replace(spec, name="not_started")  # a study no worker has created yet
+    line = progress_line([half], workers=2, paces={"tune": None, "study": measured})
+    expected = 4 * measured[0] / 2 / 3600
+    assert f"grid 0/4 trials; about {expected:.1f} h left" in line

@@ -4,6 +4,7 @@
         --out reports/darkroom
     zoo report --results runs/ --out reports/darkroom
     zoo report --records results/darkroom/study --out reports/darkroom_study
+    zoo report --records runs/study/study --against results/darkroom/study --out reports/study
 
 Writes `index.html` (opens from file://), `report.md`, `figures/*.png` and `tables/*.csv`.
 """
@@ -27,6 +28,9 @@ def parser() -> Parser:
     parser.add_argument("--records", type=Path | None, default=None,
                         help="folder of trial records (results/<family>/<study>/...; every "
                         "trial-*.json under it), the text a study commits")  # fmt: skip
+    parser.add_argument("--against", type=Path | None, default=None,
+                        help="trial records of a reference (the committed results of the same "
+                        "study): the report compares its cells with them")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="report directory (reports/<name>)")
     parser.add_argument("--title", type=str | None, default=None,
                         help="title of the report (null: its directory's name)")  # fmt: skip
@@ -45,6 +49,7 @@ def run(options: Namespace, argv: list[str]) -> int:
         study=list(options.study),
         results=options.results,
         records=options.records,
+        against=options.against,
         title=options.title,
         reps=options.reps,
         overwrite=options.overwrite,

@@ -61,6 +61,10 @@ def subcommands(parser: Parser) -> None:
     run.add_argument("--context_episodes", type=float, nargs="+", default=None,
                      help="training contexts of an ablation grid, in episodes (instead of the "
                      "config's; give a new --name)")  # fmt: skip
+    run.add_argument("--set", type=str, nargs="+", default=None, dest="sets",
+                     help="KEY=VALUE ... over the config's settings, each value as YAML, e.g. "
+                     "--set records=runs/study/records tuned=runs/study/tuned (a dotted KEY "
+                     "reaches into a mapping: fit.trainer.max_steps=300)")  # fmt: skip
     run.add_argument("--n_trials", type=int | None, default=None, help="trials this worker runs")
     run.add_argument("--timeout", type=float | None, default=None, help="seconds this worker runs")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
@@ -109,7 +113,12 @@ def _run(args: Namespace) -> int:
     )
 
     spec = load_spec(
-        args.config, kind=args.study, name=args.name, storage=args.storage, backbone=args.backbone
+        args.config,
+        kind=args.study,
+        name=args.name,
+        storage=args.storage,
+        backbone=args.backbone,
+        sets=args.sets or (),
     )
     grid = {k: getattr(args, k) for k in GRID_OPTIONS if getattr(args, k) is not None}
     if grid:
@@ -203,6 +212,8 @@ def _own_args(args: Namespace, spec: Any) -> list[str]:
             out += [f"--{option}", *map(str, getattr(args, option))]
     if args.backbone is not None:
         out += ["--backbone", args.backbone]
+    if args.sets:
+        out += ["--set", *args.sets]
     if args.n_trials is not None:
         out += ["--n_trials", str(args.n_trials)]
     if args.timeout is not None:

@@ -17,6 +17,7 @@ from zoo.reports import html
 from zoo.reports.data import RUN_COLUMNS, ReportError, load_records, load_results, load_studies
 from zoo.reports.tables import (
     budget_table,
+    comparison_table,
     completed,
     curve_table,
     peak_table,
@@ -43,6 +44,9 @@ class ReportSettings:
     """Title of the report (None: its directory's name)."""
     reps: int = 2000
     """Bootstrap resamples per interval."""
+    against: Path | None = None
+    """Trial records of a reference (the committed results of the same study): a section and
+    `tables/against.csv` compare the report's cells with them."""
     overwrite: bool = False
     """Replace `out` even if it is not a report of `zoo report` (its files are then lost)."""
 
@@ -139,6 +143,10 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         figures += tune.figures
         notes += tune.notes
         tables.update(tune.tables)
+    sections = html.budget_sections(ranking, taus, peaks)
+    if args.against is not None:
+        tables["against"] = comparison_table(runs, load_records(args.against))
+        sections.append(html.comparison_section(tables["against"], str(args.against)))
     tables = {name: table for name, table in tables.items() if not table.empty}
     for name, table in tables.items():
         table.to_csv(out / "tables" / f"{name}.csv", index=False)
@@ -157,7 +165,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         tables=sorted(f"tables/{name}.csv" for name in tables),
         notes=notes,
         reps=args.reps,
-        sections=html.budget_sections(ranking, taus, peaks),
+        sections=sections,
     )
     (out / "report.md").write_text(html.markdown(page))
     (out / "index.html").write_text(html.html(page))

@@ -446,3 +446,48 @@ def markdown(page: Page) -> str:
     lines += [*_md_table(TRIAL_HEADER, rows), ""]
     lines += ["## Tables", ""] + [f"- [{t}]({t})" for t in page.tables] + [""]
     return "\n".join(lines)
+
+
+def comparison_section(table: pd.DataFrame, reference: str) -> Section:
+    """This report's cells against a reference's (`zoo report --against`)."""
+
+    def cell(r: pd.Series, suffix: str) -> str:
+        if not finite(r.get(f"seeds{suffix}")):
+            return "not run"
+        n = int(r[f"seeds{suffix}"])
+        return (
+            f"{_number(r[f'mean{suffix}'])} [{_number(r[f'low{suffix}'])}, "
+            f"{_number(r[f'high{suffix}'])}] ({n} seed{'s' * (n != 1)})"
+        )
+
+    rows = [
+        [
+            str(r["backbone"]),
+            str(r["data_mode"]).upper(),
+            _number(r["context_episodes"]),
+            cell(r, ""),
+            cell(r, "_reference"),
+            _number(r["difference"]),
+            ("yes" if r["within_reference_range"] else "no") if finite(r["difference"]) else "",
+        ]
+        for _, r in table.iterrows()
+    ]
+    return Section(
+        title=f"Against {reference}",
+        text=(
+            "Cell by cell, the final return of this report's runs against the reference's (mean "
+            "[range over training seeds]): the same study run again gives the same numbers to "
+            "the digit on the same machine type where every seed is there; elsewhere, how far "
+            "it lands from them."
+        ),
+        header=[
+            "backbone",
+            "data",
+            "context",
+            "here: mean [range]",
+            "reference: mean [range]",
+            "difference of means",
+            "inside the reference's range",
+        ],
+        rows=rows,
+    )

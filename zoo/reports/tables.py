@@ -339,6 +339,29 @@ def peak_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparison_table(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Cell by cell (data, backbone, context), this report's completed runs against a reference's
+    (the committed results of the same study): seeds, mean final return and range of each, the
+    difference of the means, and whether this mean falls in the reference's range."""
+    keys = ["data_mode", "backbone", "context_episodes"]
+
+    def cells(frame: pd.DataFrame) -> pd.DataFrame:
+        done = completed(frame)
+        if done.empty:
+            return pd.DataFrame(columns=[*keys, "seeds", "mean", "low", "high"])
+        scores = pd.to_numeric(done["return_final"], errors="coerce")
+        grouped = scores.groupby([done[k] for k in keys], dropna=False)
+        table = grouped.agg(["count", "mean", "min", "max"]).reset_index()
+        return table.rename(columns={"count": "seeds", "min": "low", "max": "high"})
+
+    merged = cells(runs).merge(cells(reference), on=keys, how="outer", suffixes=("", "_reference"))
+    merged["difference"] = merged["mean"] - merged["mean_reference"]
+    merged["within_reference_range"] = (merged["mean"] >= merged["low_reference"]) & (
+        merged["mean"] <= merged["high_reference"]
+    )
+    return merged.sort_values(keys).reset_index(drop=True)
+
+
 def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every trial, with its config and the commands that rerun it; duplicates and failures named."""
     table = runs[
