@@ -194,12 +194,12 @@ def _signals_held() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        for number, frame in caught[:1]:
-            handler = previous[number]
+        for signum, frame in caught[:1]:
+            handler = previous[signal.Signals(signum)]
             if callable(handler):
-                handler(number, frame)
+                handler(signum, frame)
             elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
+                signal.raise_signal(signum)
 
 
 def _retry(max_retry: int) -> RetryHeartbeatStaleTrialCallback:

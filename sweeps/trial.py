@@ -44,7 +44,7 @@ class EvaluationSettings:
 
     tasks: int | None = None
     """Held-out tasks, one sub-env each; None: every task of `split` exactly once per seed."""
-    split: Literal["test", "ood"] = "test"
+    split: Literal["test", "lockbox", "ood"] = "test"
     """The held-out split the selected checkpoint plays: `test` (the training distribution's
     held-out tasks), or `ood` for families that define it (bandit)."""
     episodes: int = 20
@@ -348,7 +348,8 @@ def _child(spec_path: str) -> int:
     if len(cli.datamodule.val_tasks) == 0:
         raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
     family = make_family(cli.datamodule.env["name"], **cli.datamodule.env.get("params", {}))
-    for split in [settings.split] * settings.test + ["lockbox"] * settings.lockbox:
+    splits: list[Literal["test", "lockbox", "ood"]] = [settings.split] * settings.test
+    for split in splits + ["lockbox"] * settings.lockbox:
         family.sample_tasks(split, 1, seed=0)  # a split the env lacks: said now, not after training
     hp = cli.model.hparams
     cooldown = hp.cooldown if hp.get("schedule") == "wsd" else None
