@@ -284,6 +284,73 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def rerun(record_path: Path, out: Path) -> dict[str, Any]:
+    """Train, select and evaluate a recorded trial again from its record alone (its resolved
+    `zoo fit` settings, protocol, seed and thread count), in a child process as the trial ran, into
+    `out`; the new record. `compare_records` says whether it is the same to the digit."""
+    record = json.loads(Path(record_path).read_text())
+    if record.get("state") != "COMPLETE" or "settings" not in record:
+        raise ValueError(
+            f"{record_path}: a {record.get('state', 'unknown')} trial's record holds no complete "
+            "run to repeat (only complete trials are rerun)"
+        )
+    fields = {f.name for f in dataclasses.fields(EvaluationSettings)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(out), "name": "csv", "version": 0},
+    }
+    spec = {
+        # the resolved settings, less the config files they were read from (they are resolved)
+        "configs": [
+            {k: v for k, v in record["settings"].items() if k != "config"},
+            {"trainer": {"default_root_dir": str(out), "logger": logger}},
+        ],
+        "evaluation": {k: v for k, v in record["protocol"].items() if k in fields},
+        "run_dir": str(out),
+        "seed": record["seed"],
+        "axes": record.get("axes", {}),
+        "tuned_from": record.get("tuned_from"),
+    }
+    (out / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
+    for stale in (RECORD, "result.json", INTERMEDIATE):
+        (out / stale).unlink(missing_ok=True)
+    threads = str(
+        (record.get("cost") or {}).get("threads") or os.environ.get("OMP_NUM_THREADS", "")
+    )
+    env = {**os.environ, **({"OMP_NUM_THREADS": threads} if threads else {})}
+    with (out / "trial.log").open("w") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "sweeps.trial", str(out / "spec.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+    if done.returncode != 0 or not (out / RECORD).is_file():
+        raise RuntimeError(
+            f"the rerun exited with code {done.returncode} (log: {out / 'trial.log'})"
+        )
+    return json.loads((out / RECORD).read_text())
+
+
+def compare_records(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Where two records of one trial disagree on a result: the validation curve, each budget's
+    choice and its test play, the lockbox, the steps trained; empty when the same to the digit."""
+    differ = []
+    for key in ("steps_trained", "validation", "branches", "lockbox"):
+        if old.get(key) != new.get(key):
+            differ.append(key)
+    old_budgets, new_budgets = old.get("budgets") or {}, new.get("budgets") or {}
+    for budget in sorted({*old_budgets, *new_budgets}, key=int):
+        a, b = old_budgets.get(budget) or {}, new_budgets.get(budget) or {}
+        for part in ("step", "val", "test"):
+            if a.get(part) != b.get(part):
+                differ.append(f"budgets.{budget}.{part}")
+    return differ
+
+
 # ----------------------------------------------------------------------------- the child process
 MONITOR = "val/return_final"
 """The validation metric every trial selects, stops, prunes and tunes on."""

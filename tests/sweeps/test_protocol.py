@@ -393,3 +393,29 @@ def test_the_progress_line_counts_finished_trials_at_the_records_pace(tiny_study
     line = progress_line([half], workers=2, paces={"tune": None, "study": measured})
     expected = 4 * measured[0] / 2 / 3600
     assert f"grid 0/4 trials; about {expected:.1f} h left" in line
+
+
+def test_a_committed_trial_reruns_from_its_record_to_the_digit(
+    tiny_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command the report prints for a record (the recurrent member's and the
+    transformer's): the same validation curve, budget choices, decay branches, test and lockbox
+    returns, from the record alone."""
+    from zoo.reports.data import load_records
+
+    runs = load_records(tiny_study / "records")
+    seed_0 = runs[runs["seed"] == 0]
+    assert sorted(seed_0["backbone"]) == ["gru", "transformer"]
+    for command in seed_0["rerun_command"]:
+        assert command.startswith("zoo sweep rerun ")
+        record, out = command.split()[3], tmp_path / Path(command.split()[3]).stem
+        assert zoo(["sweep", "rerun", record, "--out", str(out)]) == 0
+        assert "repeated to the digit" in capsys.readouterr().out
+    # a changed result is said, key by key
+    changed = json.loads(Path(record).read_text())
+    changed["budgets"]["6"]["val"] += 1
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    assert (
+        zoo(["sweep", "rerun", str(tmp_path / "changed.json"), "--out", str(tmp_path / "b")]) == 1
+    )
+    assert "differs in budgets.6.val" in capsys.readouterr().out

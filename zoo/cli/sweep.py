@@ -84,6 +84,13 @@ def subcommands(parser: Parser) -> None:
                         help="study name (null: the config's `name`)")  # fmt: skip
     commands.add_subcommand("status", status, help="a study's progress")
 
+    rerun = Parser(description="train, select and evaluate a committed trial again from its record "
+                   "alone, and say whether its results are the same to the digit (exit 0) or "
+                   "where they differ (exit 1)")  # fmt: skip
+    rerun.add_argument("record", type=str, help="a trial record (results/.../trial-NNNN.json)")
+    rerun.add_argument("--out", type=str, required=True, help="run directory of the rerun")
+    commands.add_subcommand("rerun", rerun, help="rerun a committed trial from its record")
+
     export = Parser(description="write a tuning study's chosen settings (a `zoo fit` fragment)")
     _study_options(export, config_required=True)
     export.add_argument("--out", type=str | None, default=None,
@@ -93,7 +100,34 @@ def subcommands(parser: Parser) -> None:
 
 def run(options: Namespace, argv: list[str]) -> int:
     subcommand = options.subcommand
-    return {"run": _run, "status": _status, "export": _export}[subcommand](options[subcommand])
+    commands = {"run": _run, "status": _status, "export": _export, "rerun": _rerun}
+    return commands[subcommand](options[subcommand])
+
+
+def _rerun(args: Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from sweeps.study import SweepError
+    from sweeps.trial import compare_records, rerun
+
+    path = Path(args.record)
+    if not path.is_file():
+        raise SweepError(f"no trial record {path}")
+    try:
+        new = rerun(path, Path(args.out))
+    except ValueError as error:
+        raise SweepError(str(error)) from None
+    differ = compare_records(json.loads(path.read_text()), new)
+    if not differ:
+        print(
+            f"zoo sweep rerun: {path} repeated to the digit (record: {Path(args.out) / 'record.json'})"
+        )
+        return 0
+    print(
+        f"zoo sweep rerun: {path} differs in {', '.join(differ)} (record: {Path(args.out) / 'record.json'})"
+    )
+    return 1
 
 
 GRID_OPTIONS = ("backbones", "context_episodes", "seeds")

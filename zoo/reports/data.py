@@ -47,6 +47,7 @@ RUN_COLUMNS = (
     "run_dir",
     "fit_command",
     "evaluate_command",
+    "rerun_command",
     "budgets",
     "above_random",
     "source_above_random",
@@ -151,6 +152,13 @@ def load_records(root: Path) -> pd.DataFrame:
             "budget_capped": record.get("budget_capped"),
             "fit_command": (record.get("commands") or {}).get("fit"),
             "evaluate_command": (record.get("commands") or {}).get("evaluate"),
+            # a complete trial again from this record alone, compared with it to the digit
+            "rerun_command": (
+                f"zoo sweep rerun {path} --out runs/rerun/{record.get('study')}/"
+                f"trial-{int(record.get('trial') or 0):04d}"
+                if record.get("state") == "COMPLETE"
+                else None
+            ),
             **{k: v for k, v in (record.get("cost") or {}).items()},
         }
         for path_, value in axes.items():  # any other axis, by its config path

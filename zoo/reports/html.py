@@ -306,7 +306,9 @@ def trial_rows(trials: pd.DataFrame) -> list[tuple[str, list[str], list[str]]]:
             _number(t["peak_rss_mb"]),
         ]
         commands = [
-            c for c in (t["fit_command"], t["evaluate_command"]) if isinstance(c, str) and c
+            c
+            for c in (t["rerun_command"], t["fit_command"], t["evaluate_command"])
+            if isinstance(c, str) and c
         ]
         out.append((kind, cells, commands))
     return out

@@ -384,6 +384,7 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
             "wall_seconds",
             "fit_command",
             "evaluate_command",
+            "rerun_command",
         ]
     ].copy()
     table.insert(
