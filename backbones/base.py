@@ -149,7 +149,7 @@ def register_backbone(name: str) -> Callable[[BackboneT], BackboneT]:
 
     def decorator(cls: BackboneT) -> BackboneT:
         if name in BACKBONES and BACKBONES[name] is not cls:
-            raise ValueError(f"backbone name {name!r} is already registered by {BACKBONES[name]}")
+            raise ValueError(f"backbone {name!r} is already registered by {BACKBONES[name]}")
         if not issubclass(cls, Backbone):
             raise TypeError(f"{cls.__name__} must subclass backbones.Backbone")
         cls.name = name
@@ -162,8 +162,7 @@ def register_backbone(name: str) -> Callable[[BackboneT], BackboneT]:
 def create_backbone(name: str, **kwargs: Any) -> Backbone:
     """Build a registered backbone by name with its keyword arguments."""
     if name not in BACKBONES:
-        known = ", ".join(sorted(BACKBONES)) or "none"
-        raise KeyError(f"unknown backbone {name!r}; registered: {known}")
+        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES)) or 'none'}")
     return BACKBONES[name](**kwargs)
 
 

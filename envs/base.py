@@ -136,9 +136,12 @@ ENV_FAMILIES: dict[str, type[EnvFamily]] = {}
 
 
 def register_env(name: str) -> Callable[[EnvFamilyT], EnvFamilyT]:
-    """Class decorator: make an `EnvFamily` available by name."""
+    """Class decorator: make an `EnvFamily` available by name (a name taken by another class is
+    refused)."""
 
     def decorator(cls: EnvFamilyT) -> EnvFamilyT:
+        if name in ENV_FAMILIES and ENV_FAMILIES[name] is not cls:
+            raise ValueError(f"env {name!r} is already registered by {ENV_FAMILIES[name]}")
         cls.name = name
         ENV_FAMILIES[name] = cls
         return cls
@@ -149,8 +152,7 @@ def register_env(name: str) -> Callable[[EnvFamilyT], EnvFamilyT]:
 def make_family(name: str, **params: Any) -> EnvFamily:
     """Build a registered family by name, with a clear error for unknown names or parameters."""
     if name not in ENV_FAMILIES:
-        known = ", ".join(sorted(ENV_FAMILIES))
-        raise ValueError(f"unknown env {name!r}; known envs: {known}")
+        raise ValueError(f"unknown env {name!r}; known: {', '.join(sorted(ENV_FAMILIES))}")
     cls = ENV_FAMILIES[name]
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # families are dataclasses; the ABC is not
     unknown = sorted(set(params) - fields)

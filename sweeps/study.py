@@ -48,8 +48,8 @@ STUDY_KINDS: dict[str, StudyKind] = {}
 
 def register_study_kind(name: str, kind: StudyKind) -> None:
     """Make a kind of study available to `zoo sweep` (call it where the kind is defined)."""
-    if name in STUDY_KINDS:
-        raise ValueError(f"study kind {name!r} is registered twice")
+    if name in STUDY_KINDS and STUDY_KINDS[name] is not kind:
+        raise ValueError(f"study kind {name!r} is already registered by {STUDY_KINDS[name]}")
     STUDY_KINDS[name] = kind
 
 

@@ -21,6 +21,8 @@ def register_learner(name: str) -> Callable[[LearnerT], LearnerT]:
     is built as `cls(num_envs=..., family=..., seed=..., params=Params(...))`."""
 
     def decorator(cls: LearnerT) -> LearnerT:
+        if name in LEARNERS and LEARNERS[name] is not cls:
+            raise ValueError(f"learner {name!r} is already registered by {LEARNERS[name]}")
         if not dataclasses.is_dataclass(getattr(cls, "Params", None)):
             raise TypeError(f"learner {name!r} needs a dataclass `Params`")
         cls.name = name
@@ -35,7 +37,7 @@ def make_learner(
 ) -> Learner:
     """Build a registered learner, with one-line errors for unknown names, parameters or types."""
     if name not in LEARNERS:
-        raise ValueError(f"unknown learner {name!r}; known learners: {', '.join(sorted(LEARNERS))}")
+        raise ValueError(f"unknown learner {name!r}; known: {', '.join(sorted(LEARNERS))}")
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
     cls = LEARNERS[name]

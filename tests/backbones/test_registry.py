@@ -176,7 +176,7 @@ def test_presets_of_a_size_have_matched_parameter_counts(size: str) -> None:
 
 
 def test_unknown_backbone_is_a_clear_error() -> None:
-    with pytest.raises(KeyError, match="unknown backbone 'nope'; registered: "):
+    with pytest.raises(KeyError, match="unknown backbone 'nope'; known: "):
         create_backbone("nope")
 
 

@@ -52,8 +52,8 @@ SettingsT = TypeVar("SettingsT")
 
 def register_command(name: str, command: Command) -> None:
     """Make `zoo <name>` run `command` (a new command is one module and one call)."""
-    if name in COMMANDS:
-        raise ValueError(f"command {name!r} is already registered")
+    if name in COMMANDS and COMMANDS[name] != command:
+        raise ValueError(f"command {name!r} is already registered by {COMMANDS[name]}")
     COMMANDS[name] = command
 
 
