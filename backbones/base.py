@@ -162,7 +162,9 @@ def register_backbone(name: str) -> Callable[[BackboneT], BackboneT]:
 def create_backbone(name: str, **kwargs: Any) -> Backbone:
     """Build a registered backbone by name with its keyword arguments."""
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES)) or 'none'}")
+        raise KeyError(
+            f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES)) or 'none'}"
+        )
     return BACKBONES[name](**kwargs)
 
 
