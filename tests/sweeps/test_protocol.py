@@ -174,6 +174,7 @@ def test_the_report_from_records_matches_the_report_from_the_study(tiny_study: P
     assert len(peaks) == 4 and (peaks["peak_val"] >= peaks["final_val"]).all()
     summary = pd.read_csv(from_records / "tables" / "summary.csv")
     assert summary["iqm_lockbox_fraction"].notna().all()  # the lockbox beside the test split
+    assert (summary["data.train_tasks"] == 2).all()  # the study's further axis, its own column
     page = (from_records / "report.md").read_text()
     assert "Ranking at each training budget" in page and "Validation peak against final" in page
     assert "lockbox: of optimal" in page

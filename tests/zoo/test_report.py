@@ -500,3 +500,29 @@ def test_a_bandit_is_scored_above_random_play_beside_its_fraction_of_optimal() -
     at = header.index("above random: of optimal (mean)")
     assert header[at - 1] == "of optimal (same statistic)"
     assert table[0][at : at + 2] == ["60.0%", "75.0%"]
+
+
+def test_the_tables_facet_by_any_further_axis_of_the_runs() -> None:
+    """A grid over the number of training tasks (`data.train_tasks`, a config path): one summary
+    row per value, its own column in the page, and rankings per value."""
+    from zoo.reports.html import summary_rows
+    from zoo.reports.tables import budget_table, summary_table
+
+    rng = np.random.default_rng(1)
+    rows = [
+        {
+            **_attrs(rng, backbone=backbone, context=4.0, seed=seed),
+            "data_mode": "ad", "backbone": backbone, "context_episodes": 4.0, "seed": seed,
+            "kind": "ablation", "test_split": "test", "data.train_tasks": tasks,
+            "budgets": {"50": {"step": 50, "val": 1.0, "return_final": float(tasks + seed)},
+                        "100": {"step": 100, "val": 2.0, "return_final": float(tasks - seed)}},
+        }
+        for backbone in BACKBONES for tasks in (16, 32) for seed in range(2)
+    ]  # fmt: skip
+    runs = pd.DataFrame(rows)
+    summary = summary_table(runs, reps=50)
+    assert len(summary) == 4 and sorted(summary["data.train_tasks"]) == [16, 16, 32, 32]
+    header, table = summary_rows(summary)
+    assert header[3] == "data.train_tasks" and {row[3] for row in table} == {"16", "32"}
+    ranking, _ = budget_table(runs, reps=50)
+    assert sorted(ranking.groupby("data.train_tasks").size()) == [4, 4]  # 2 backbones x 2 budgets

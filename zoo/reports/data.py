@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeps.ablation import AXIS_PATHS
 from sweeps.study import GRID_POINT
 
 RUN_COLUMNS = (
@@ -99,6 +100,9 @@ def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
                 "value": trial.value,
                 "duplicate_of": attrs.get("duplicate_of"),
             }
+            for key, value in params.items():  # a grid's further axes, by config path
+                if "." in key:
+                    row.setdefault(key, value)
             if row["duplicate_of"] is not None:
                 row["state"] = f"DUPLICATE of {row['duplicate_of']}"
             row.update({key: attrs.get(key) for key in RUN_COLUMNS})
@@ -161,8 +165,9 @@ def load_records(root: Path) -> pd.DataFrame:
             ),
             **{k: v for k, v in (record.get("cost") or {}).items()},
         }
-        for path_, value in axes.items():  # any other axis, by its config path
-            row.setdefault(path_, value)
+        for path_, value in axes.items():  # any further axis, by its config path
+            if path_ not in AXIS_PATHS.values():  # not backbone, context, seed (their columns)
+                row.setdefault(path_, value)
         budgets = record.get("budgets") or {}
         if budgets:
             cap = budgets[max(budgets, key=int)]

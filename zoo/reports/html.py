@@ -136,6 +136,10 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ]
         for _, r in summary.iterrows()
     ]
+    extras = [c for c in summary.columns if "." in str(c)]  # a study's further axes
+    header[3:3] = extras
+    for row, (_, r) in zip(rows, summary.iterrows(), strict=True):
+        row[3:3] = [_number(r[axis]) for axis in extras]
     if "above_random" in summary and summary["above_random"].notna().any():
         # the bandit's score: a fraction of optimal flatters (random play earns ~45% of it)
         at = header.index("of optimal (same statistic)") + 1
@@ -162,23 +166,27 @@ def budget_sections(
     sections = []
     if not ranking.empty:
         rows = []
-        for (mode, context, budget), cell in ranking.groupby(
-            ["data_mode", "context_episodes", "budget"], sort=True
+        extras = [c for c in ranking.columns if "." in str(c)]
+        for values, cell in ranking.groupby(
+            ["data_mode", "context_episodes", *extras, "budget"], sort=True
         ):
+            mode, context, budget = values[0], values[1], values[-1]
+            facet = dict(zip(extras, values[2:-1], strict=True))
             order = " > ".join(
                 f"{r['backbone']} {_number(r['mean_return_final'])}"
                 for _, r in cell.sort_values("rank").iterrows()
             )
             seeds = sorted({int(n) for n in cell["seeds"]})
-            tau = (
-                taus[
+            tau = taus
+            if not taus.empty:
+                match = (
                     (taus["data_mode"] == mode)
                     & (taus["context_episodes"] == context)
                     & (taus["budget"] == budget)
-                ]
-                if not taus.empty
-                else taus
-            )
+                )
+                for axis, value in facet.items():
+                    match &= taus[axis] == value
+                tau = taus[match]
             if not len(tau):
                 tau_text = "(the largest budget)"
             elif finite(tau.iloc[0]["ci_low"]):
@@ -192,7 +200,8 @@ def budget_sections(
             rows.append(
                 [
                     str(mode).upper(),
-                    _number(context),
+                    _number(context)
+                    + "".join(f", {axis} {_number(value)}" for axis, value in facet.items()),
                     _number(budget),
                     "/".join(map(str, seeds)),
                     order,

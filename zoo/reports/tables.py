@@ -74,14 +74,27 @@ def label(mode: str, backbone: str) -> str:
     return backbone if mode == "ad" else f"{backbone} ({mode.upper()})"
 
 
+AXES = ["data_mode", "backbone", "context_episodes"]
+"""What every report groups its runs by; a study's further axes (`extra_axes`) come after."""
+
+
+def extra_axes(runs: pd.DataFrame) -> list[str]:
+    """The runs' axes beyond data, backbone and context (columns named by a `zoo fit` config
+    path, e.g. `data.train_tasks`), which the tables facet by too."""
+    return sorted(c for c in runs.columns if "." in str(c) and runs[c].notna().any())
+
+
 def summary_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
-    """Backbone x context length: IQM final return [95% CI], seeds, fraction of optimal, cost."""
+    """Backbone x context length (x any further axis): IQM final return [95% CI], seeds,
+    fraction of optimal, cost."""
     rows = []
-    keys = ["data_mode", "backbone", "context_episodes"]
-    for (mode, backbone, context), group in runs.groupby(keys, dropna=False, sort=True):
+    extras = extra_axes(runs)
+    for values, group in runs.groupby([*AXES, *extras], dropna=False, sort=True):
+        mode, backbone, context = values[:3]
         iqm, low, high = interval(group["return_final"].to_numpy(float), reps=reps)
         row = {"label": label(mode, backbone), "data_mode": mode, "backbone": backbone}
-        row.update(context_episodes=context, seeds=len(group), iqm_return_final=iqm)
+        row.update(context_episodes=context, **dict(zip(extras, values[3:], strict=True)))
+        row.update(seeds=len(group), iqm_return_final=iqm)
         row["statistic"] = statistic_name(len(group))
         row.update(ci_low=low, ci_high=high, mean_return_final=group["return_final"].mean())
         fraction = pd.to_numeric(group["fraction_optimal"], errors="coerce").dropna()
@@ -162,11 +175,11 @@ def curve_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
     """Long table of the in-context curves: mean return per episode and its 95% interval, per
     data mode, backbone and context; the source learner's curve as its own rows."""
     frames = []
-    keys = ["data_mode", "backbone", "context_episodes"]
-    for (mode, backbone, context), group in runs.groupby(keys, dropna=False, sort=True):
-        frames.append(
-            _curve_rows(group["curve"], label(mode, backbone), mode, backbone, context, reps)
-        )
+    extras = extra_axes(runs)
+    for values, group in runs.groupby([*AXES, *extras], dropna=False, sort=True):
+        mode, backbone, context = values[:3]
+        rows = _curve_rows(group["curve"], label(mode, backbone), mode, backbone, context, reps)
+        frames.append(rows.assign(**dict(zip(extras, values[3:], strict=True))))
     # the source learner once per distinct play (its evaluation seeds), not once per trial: every
     # trial with the same evaluation seeds ran it on the same tasks with the same seeds
     sources = runs[runs["source_curve"].notna()]
@@ -208,6 +221,7 @@ def budget_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Long table, one row per run and training budget: the step its checkpoint within that
     budget was chosen at, its validation value and its test return (runs with `budgets`)."""
     rows = []
+    extras = extra_axes(runs)
     for _, run in runs.iterrows():
         budgets = run.get("budgets")
         if not isinstance(budgets, dict):
@@ -217,6 +231,7 @@ def budget_runs(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append(
                 {
+                    **{axis: run[axis] for axis in extras},
                     "data_mode": run["data_mode"],
                     "backbone": run["backbone"],
                     "context_episodes": run["context_episodes"],
@@ -244,7 +259,9 @@ def budget_table(
     if long.empty:
         return pd.DataFrame(), pd.DataFrame()
     ranking, taus = [], []
-    for (mode, context), cell in long.groupby(["data_mode", "context_episodes"], sort=True):
+    extras = extra_axes(long)
+    for values, cell in long.groupby(["data_mode", "context_episodes", *extras], sort=True):
+        mode, context, facet = values[0], values[1], dict(zip(extras, values[2:], strict=True))
         budgets = sorted(cell["budget"].unique())
         per_backbone = {
             b: {int(k): g["return_final"].to_numpy(float) for k, g in rows.groupby("budget")}
@@ -257,6 +274,7 @@ def budget_table(
                 rows = cell[(cell["budget"] == budget) & (cell["backbone"] == backbone)]
                 ranking.append(
                     {
+                        **facet,
                         "data_mode": mode,
                         "context_episodes": context,
                         "budget": int(budget),
@@ -297,6 +315,7 @@ def budget_table(
             low, high = np.percentile(draws, [2.5, 97.5]) if enough else (np.nan, np.nan)
             taus.append(
                 {
+                    **facet,
                     "data_mode": mode,
                     "context_episodes": context,
                     "budget": int(budget),
@@ -343,7 +362,7 @@ def comparison_table(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFram
     """Cell by cell (data, backbone, context), this report's completed runs against a reference's
     (the committed results of the same study): seeds, mean final return and range of each, the
     difference of the means, and whether this mean falls in the reference's range."""
-    keys = ["data_mode", "backbone", "context_episodes"]
+    keys = [*AXES, *extra_axes(runs)]
 
     def cells(frame: pd.DataFrame) -> pd.DataFrame:
         done = completed(frame)
@@ -354,7 +373,8 @@ def comparison_table(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFram
         table = grouped.agg(["count", "mean", "min", "max"]).reset_index()
         return table.rename(columns={"count": "seeds", "min": "low", "max": "high"})
 
-    merged = cells(runs).merge(cells(reference), on=keys, how="outer", suffixes=("", "_reference"))
+    theirs = reference.reindex(columns=list(dict.fromkeys([*reference.columns, *keys])))
+    merged = cells(runs).merge(cells(theirs), on=keys, how="outer", suffixes=("", "_reference"))
     merged["difference"] = merged["mean"] - merged["mean_reference"]
     merged["within_reference_range"] = (merged["mean"] >= merged["low_reference"]) & (
         merged["mean"] <= merged["high_reference"]
