@@ -1,4 +1,5 @@
-"""One sweep trial: `zoo fit` then `zoo evaluate`, in a child process of the sweep worker.
+"""One sweep trial, the worker's side: its protocol (`EvaluationSettings`), the child process that
+trains, selects and plays it (`sweeps.child`), its record, and a recorded trial run again.
 
 The child builds everything through the same LightningCLI as `zoo fit` (no second way to build a
 model), selects its checkpoint on the validation goals, and plays the test goals with it through
@@ -9,7 +10,7 @@ re-queues. The child never talks to the study: it writes its validation returns 
 a file, and the worker, which owns the trial, reports them through Optuna's public API and stops
 the child when the pruner says so.
 
-    python -m sweeps.trial SPEC.json    (what the worker runs; SPEC is written by `run_trial`)
+    python -m sweeps.child SPEC.json    (what the worker runs; SPEC is written by `run_trial`)
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def run_trial(
     pruned_at = None
     with log_path.open("w") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.trial", str(run_dir / "spec.json")],
+            [sys.executable, "-m", "sweeps.child", str(run_dir / "spec.json")],
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
@@ -322,7 +323,7 @@ def rerun(record_path: Path, out: Path) -> dict[str, Any]:
     env = {**os.environ, **({"OMP_NUM_THREADS": threads} if threads else {})}
     with (out / "trial.log").open("w") as log:
         done = subprocess.run(
-            [sys.executable, "-m", "sweeps.trial", str(out / "spec.json")],
+            [sys.executable, "-m", "sweeps.child", str(out / "spec.json")],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -351,361 +352,8 @@ def compare_records(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return differ
 
 
-# ----------------------------------------------------------------------------- the child process
 MONITOR = "val/return_final"
 """The validation metric every trial selects, stops, prunes and tunes on."""
-
-
-def _child(spec_path: str) -> int:
-    import lightning.pytorch as pl
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    from backbones import count_parameters
-    from envs import make_family
-    from zoo.evaluation import InContextEvaluation
-    from zoo.selection import BudgetCheckpoints, merge
-    from zoo.training import build, callbacks_of
-
-    spec = json.loads(Path(spec_path).read_text())
-    settings = EvaluationSettings(**spec["evaluation"])
-    run_dir = Path(spec["run_dir"])
-    seed = int(spec["seed"])
-
-    class Report(pl.Callback):
-        """Training throughput; the validation return, by step, for the worker's pruner."""
-
-        def __init__(self) -> None:
-            self.train_seconds, self.tokens, self._start = 0.0, 0, 0.0
-
-        def on_train_batch_start(
-            self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-        ) -> None:
-            self._start = time.perf_counter()
-
-        def on_train_batch_end(
-            self,
-            trainer: pl.Trainer,
-            pl_module: pl.LightningModule,
-            outputs: Any,
-            batch: Any,
-            batch_idx: int,
-        ) -> None:
-            self.train_seconds += time.perf_counter() - self._start
-            self.tokens += int(batch["actions"].numel())
-
-        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if (
-                trainer.sanity_checking
-                or not trainer.is_global_zero  # under DDP every rank has the same value
-                or MONITOR not in trainer.callback_metrics
-            ):
-                return
-            value = float(trainer.callback_metrics[MONITOR])
-            with (run_dir / INTERMEDIATE).open("a") as out:
-                out.write(f"{trainer.global_step} {value!r}\n")
-
-    started = time.perf_counter()
-    cli = build(spec["configs"])  # an attention window follows the data's context by itself
-    # the trial's `zoo fit` config as one file (before the trial swaps in its own selection
-    # callbacks): `zoo fit --config <it> --trainer.default_root_dir <elsewhere>` trains the same
-    # model on the same data with the same seed
-    fit_config = run_dir / "fit.yaml"
-    fit_config.write_text(cli.parser.dump(cli.config, skip_none=False))
-    if len(cli.datamodule.val_tasks) == 0:
-        raise ValueError("sweep trials select on validation tasks: data.val_fraction must be > 0")
-    family = make_family(cli.datamodule.env["name"], **cli.datamodule.env.get("params", {}))
-    splits: list[Literal["test", "lockbox", "ood"]] = [settings.split] * settings.test
-    for split in splits + ["lockbox"] * settings.lockbox:
-        family.sample_tasks(split, 1, seed=0)  # a split the env lacks: said now, not after training
-    hp = cli.model.hparams
-    cooldown = hp.cooldown if hp.get("schedule") == "wsd" else None
-    if cooldown is not None and settings.patience:
-        raise ValueError(
-            "evaluation.patience stops a model.schedule wsd run before its decay: set "
-            "evaluation.patience 0 (every run trains to its cap)"
-        )
-
-    def select_with(trainer: pl.Trainer, chooser: BudgetCheckpoints, *extra: pl.Callback) -> None:
-        """The study decides how trials are evaluated and selected: the experiment's own
-        in-context evaluation and its checkpoint selection on the same metric are replaced."""
-        callbacks = [
-            c
-            for c in callbacks_of(trainer)
-            if not isinstance(c, InContextEvaluation)
-            and not (isinstance(c, ModelCheckpoint) and c.monitor == MONITOR)
-        ]
-        evaluation = InContextEvaluation(
-            episodes=settings.episodes,
-            mode=settings.mode,
-            split="val",
-            final_episodes=settings.final_episodes,
-            repeats=settings.val_repeats,
-            seed=seed,
-        )
-        callbacks_of(trainer)[:] = [*callbacks, evaluation, *extra, chooser]
-
-    report = Report()
-    budgets = BudgetCheckpoints(
-        run_dir / "selected", settings.budgets, monitor=MONITOR, cooldown=cooldown
-    )
-    stopping = EarlyStopping(monitor=MONITOR, mode="max", patience=settings.patience)
-    select_with(cli.trainer, budgets, report, *([stopping] if settings.patience else []))
-    cli.trainer.fit(cli.model, cli.datamodule)
-    if not cli.trainer.is_global_zero:
-        return 0  # a trial trained by DDP selects, plays the test split and records once, on rank 0
-    selected = budgets.selected()
-    # under wsd, each budget below the cap is its own decay from the long run's branch point
-    branch_steps, branch_curves = 0, {}
-    for budget, start in budgets.branches().items():
-        if not start.is_file():  # the run stopped before the branch point
-            continue
-        branch = build(
-            [
-                *spec["configs"],
-                {
-                    "trainer": {
-                        "max_steps": budget,
-                        "default_root_dir": str(run_dir / f"branch-{budget}"),
-                        "logger": {
-                            "class_path": "lightning.pytorch.loggers.CSVLogger",
-                            "init_args": {
-                                "save_dir": str(run_dir),
-                                "name": "csv",
-                                "version": f"branch-{budget}",
-                            },
-                        },
-                    }
-                },
-            ]
-        )
-        chooser = BudgetCheckpoints(
-            run_dir / "selected" / f"branch{budget}", [budget], monitor=MONITOR
-        )
-        select_with(branch.trainer, chooser)
-        branch.trainer.fit(branch.model, branch.datamodule, ckpt_path=str(start))
-        if not chooser.curve or chooser.curve[-1][0] != budget:  # its end between validations
-            branch.trainer.validate(branch.model, branch.datamodule)
-        branch_from = int(start.stem.removeprefix("branch-step"))
-        branch_steps += branch.trainer.global_step - branch_from
-        ends = chooser.selected().get(budget)
-        if ends is not None:
-            ends["branch_from"] = branch_from
-        choice = merge(selected.get(budget), ends)
-        if choice is not None:
-            selected[budget] = choice
-        branch_curves[str(budget)] = [[step, value] for step, value in chooser.curve]
-    selected = dict(sorted(selected.items()))  # by budget (a budget only a branch chose, too)
-    fit_seconds = time.perf_counter() - started
-    max_steps, steps = cli.trainer.max_steps, cli.trainer.global_step
-    if not selected:  # no validation ran: the weights at the end are the choice
-        checkpoint = str(run_dir / "selected" / f"step{steps}.ckpt")
-        cli.trainer.save_checkpoint(checkpoint)
-        selected = {max(max_steps, steps): {"step": steps, "value": None, "checkpoint": checkpoint}}
-    cap = max(selected)
-    chosen = selected[cap]
-    curve = [[step, value] for step, value in budgets.curve]
-    record: dict[str, Any] = {
-        **_record_head(spec),
-        "settings": yaml_safe(cli.config.as_dict()),
-        "protocol": {
-            **dataclasses.asdict(settings),
-            "eval_seeds": settings.eval_seeds(seed),
-            "val_tasks": [int(t) for t in cli.datamodule.val_tasks],
-            "monitor": MONITOR,
-        },
-        "validation": validation_summary(curve),
-        "steps_trained": steps,
-        "max_steps": max_steps,
-        # the run ended at its step budget, not because validation stopped improving
-        "budget_capped": bool(max_steps > 0 and steps >= max_steps),
-        "budgets": {
-            str(b): {"step": c["step"], "val": c["value"]}
-            | ({"branch_from": c["branch_from"]} if "branch_from" in c else {})
-            for b, c in selected.items()
-        },
-        # under wsd: each budget's decay branch, its validations and the steps they trained
-        **({"branches": branch_curves, "branch_steps": branch_steps} if branch_curves else {}),
-        "cost": {
-            "parameters": count_parameters(cli.model.backbone),
-            "parameters_total": count_parameters(cli.model),
-            "train_tokens_per_s": round(report.tokens / max(report.train_seconds, 1e-9), 1),
-            "fit_seconds": round(fit_seconds, 1),
-            "threads": torch.get_num_threads(),
-        },
-        "commands": {"fit": f"zoo fit --config {fit_config}"},
-    }
-    attrs: dict[str, Any] = {
-        "val_return_final": chosen["value"],
-        "selected_step": chosen["step"],
-        "steps_trained": steps,
-        "max_steps": max_steps,
-        "budget_capped": record["budget_capped"],
-        "parameters": record["cost"]["parameters"],
-        "parameters_total": record["cost"]["parameters_total"],
-        "train_tokens_per_s": record["cost"]["train_tokens_per_s"],
-        "global_step": steps,
-        "checkpoint": chosen["checkpoint"],
-        "fit_command": record["commands"]["fit"],
-        "validation_peak": record["validation"]["peak"],
-        "validation_final": record["validation"]["final"],
-    }
-    attrs["objective"] = attrs["val_return_final"]
-    if settings.test:
-        # by checkpoint: a checkpoint chosen by several budgets plays once
-        plays: dict[str, dict[str, Any]] = {}
-        for budget, choice in selected.items():
-            if choice["checkpoint"] not in plays:
-                plays[choice["checkpoint"]] = _play_test(
-                    choice["checkpoint"], settings, settings.eval_seeds(seed), run_dir,
-                    source=not plays,
-                )  # fmt: skip
-            play = plays[choice["checkpoint"]]
-            record["budgets"][str(budget)]["test"] = play["record"]
-        cap_play = plays[chosen["checkpoint"]]
-        attrs.update(cap_play["attrs"])
-        first = plays[selected[min(selected)]["checkpoint"]]  # the play that ran the source
-        attrs.update({k: v for k, v in first["attrs"].items() if k.startswith("source_")})
-        attrs["objective"] = attrs["return_final"]
-        record["test"] = cap_play["record"]
-        record["source"] = first.get("source")
-        if settings.lockbox:
-            lockbox = _play_test(
-                chosen["checkpoint"],
-                dataclasses.replace(settings, split="lockbox"),
-                settings.eval_seeds(seed),
-                run_dir,
-            )
-            record["lockbox"] = {**lockbox["record"], "source": lockbox.get("source")}
-            attrs["lockbox_return_final"] = lockbox["attrs"]["return_final"]
-            attrs["lockbox_fraction_optimal"] = lockbox["attrs"]["fraction_optimal"]
-            attrs["lockbox_source_return_final"] = lockbox["attrs"]["source_return_final"]
-        record["commands"]["evaluate"] = attrs["evaluate_command"]
-        record["cost"]["eval_steps_per_s"] = attrs["eval_steps_per_s"]
-    if torch.cuda.is_available():
-        attrs["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        record["cost"]["peak_cuda_mb"] = attrs["peak_cuda_mb"]
-    attrs["budgets"] = {
-        b: {k: v for k, v in r.items() if k != "test"}
-        | ({"return_final": r["test"]["return_final"]} if "test" in r else {})
-        for b, r in record["budgets"].items()
-    }
-    write_json(run_dir / RECORD, record)
-    write_json(run_dir / "result.json", {"attrs": attrs})
-    return 0
-
-
-def _play_test(
-    checkpoint: str,
-    settings: EvaluationSettings,
-    seeds: list[int],
-    run_dir: Path,
-    *,
-    source: bool = True,
-) -> dict[str, Any]:
-    """A chosen checkpoint on the held-out split (`settings.split`), once per evaluation seed:
-    `attrs` (summaries over every (seed, task) pair, per-seed final returns, the curve; the
-    source learner on the same tasks when `source`), and `record`, the returns per seed and task."""
-    import numpy as np
-    import torch
-
-    from zoo.evaluation import Evaluation, evaluate_checkpoint, summarise, write_outputs
-
-    # the test play runs where training ran: a GPU trial is not played on the CPU
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    step = int(Path(checkpoint).stem.removeprefix("step"))
-    # a decay branch's checkpoint (selected/branch<b>/step<n>.ckpt) beside the run's own
-    branch = Path(checkpoint).parent.name
-    label = f"{branch}-step{step}" if branch.startswith("branch") else f"step{step}"
-    returns, optimal, randoms, curves, finals, seconds, env_steps = [], [], [], [], [], 0.0, 0
-    by_seed: dict[str, Any] = {}
-    source_learner, keep_every, source_by_seed = None, None, {}
-    for seed in seeds:
-        evaluation = Evaluation(
-            episodes=settings.episodes,
-            tasks=settings.tasks,
-            mode=settings.mode,
-            split=settings.split,
-            final_episodes=settings.final_episodes,
-            seed=seed,
-        )
-        result = evaluate_checkpoint(
-            checkpoint, evaluation, source_episodes=None if source else 0, device=device
-        )
-        write_outputs(result, run_dir / f"{settings.split}-{label}-seed{seed}")
-        returns.append(np.asarray(result["returns"]))
-        optimal.append(np.asarray(result["optimal"]))
-        finals.append(result["summary"]["return_final"])
-        by_seed[str(seed)] = {
-            "tasks": result["tasks"],
-            "optimal": result["optimal"],
-            "returns": _rounded(result["returns"]),
-        }
-        if result.get("random") is not None:  # random play's expected return, where known
-            by_seed[str(seed)]["random"] = result["random"]
-            randoms.append(np.asarray(result["random"]))
-        seconds += result["seconds"]
-        env_steps += result["env_steps"]
-        if result["source"]:
-            source_learner = result["source"]["learner"]
-            keep_every = result["source"]["episodes"] // settings.episodes
-            curves.append(np.asarray(result["source"]["returns"]))
-            source_by_seed[str(seed)] = _rounded(result["source"]["returns"])
-    every, best = np.concatenate(returns), np.concatenate(optimal)
-    floor = np.concatenate(randoms) if randoms else None
-    summary = summarise(every, best, final_episodes=settings.final_episodes, random=floor)
-    attrs: dict[str, Any] = {
-        **summary,
-        "curve": every.mean(0).tolist(),
-        "test_tasks": len(returns[0]),
-        "test_split": settings.split,
-        "eval_seeds": list(seeds),
-        "return_final_by_seed": finals,
-        "eval_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
-        "eval_dir": str(run_dir / f"{settings.split}-{label}-seed{seeds[0]}"),
-        "evaluate_command": (
-            f"zoo evaluate {checkpoint} --split {settings.split} --episodes {settings.episodes} "
-            f"--mode {settings.mode} --final_episodes {settings.final_episodes} "
-            + (f"--tasks {settings.tasks} " if settings.tasks else "")
-            + f"--seed <each of {' '.join(map(str, seeds))}>"
-        ),
-    }
-    out: dict[str, Any] = {
-        "attrs": attrs,
-        "record": {
-            "split": settings.split,
-            "step": step,
-            **{
-                k: summary[k]
-                for k in ("return_final", "fraction_optimal", "nauc", "above_random")
-                if k in summary
-            },
-            "return_final_by_seed": dict(zip(map(str, seeds), finals, strict=True)),
-            "by_seed": by_seed,
-        },
-    }
-    if curves:
-        every_source = np.concatenate(curves)
-        attrs["source_learner"] = source_learner
-        attrs["source_curve"] = every_source.mean(0).tolist()
-        source_summary = summarise(
-            every_source, best, final_episodes=settings.final_episodes, random=floor
-        )
-        attrs["source_return_final"] = source_summary["return_final"]
-        if "above_random" in source_summary:
-            attrs["source_above_random"] = source_summary["above_random"]
-        out["source"] = {
-            "learner": source_learner,
-            # the learner's episode k of this curve is its stored episode k / keep_every
-            "episodes": every_source.shape[1],
-            "keep_every": keep_every,
-            "by_seed": source_by_seed,
-        }
-    return out
-
-
-def _rounded(rows: list[list[float]]) -> list[list[float]]:
-    return [[round(float(v), 4) for v in row] for row in rows]
 
 
 def yaml_safe(value: Any) -> Any:
@@ -735,5 +383,7 @@ def _one_key_a_line(value: Any) -> str:
     return "{\n" + ",\n".join(lines) + "\n}"
 
 
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1]))
+if __name__ == "__main__":  # what workers started before `sweeps.child` existed still run
+    import runpy
+
+    runpy.run_module("sweeps.child", run_name="__main__", alter_sys=True)
