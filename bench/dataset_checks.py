@@ -11,7 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
-from datamodules.storage import VERIFIED, check_content, open_dataset
+from datamodules.reader import check_content, open_dataset
+from datamodules.storage import VERIFIED
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ from typing import Any
 
 _WHERE = {
     "DatasetError": "datamodules.storage",
-    "HistoryDataset": "datamodules.storage",
-    "open_dataset": "datamodules.storage",
+    "HistoryDataset": "datamodules.reader",
+    "open_dataset": "datamodules.reader",
     "EpisodeTable": "datamodules.history",
     "HistoryDataModule": "datamodules.history",
     "WindowDataset": "datamodules.history",

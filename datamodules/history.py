@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
-from datamodules.storage import HistoryDataset, check_content, history_last_steps, open_dataset
+from datamodules.reader import HistoryDataset, check_content, history_last_steps, open_dataset
 
 Mode = Literal["ad", "ed"]
 LoaderT = TypeVar("LoaderT", bound=DataLoader)

@@ -483,7 +483,7 @@ def study_identity(spec: SweepSpec) -> dict[str, Any]:
     if getattr(spec.config, "collection", None):
         data_path = None  # one collection per seed, made from the collect config (its digest)
     if data_path is not None:
-        from datamodules.storage import open_dataset
+        from datamodules.reader import open_dataset
 
         try:
             fingerprint = open_dataset(str(data_path)).manifest.fingerprint

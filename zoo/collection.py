@@ -19,20 +19,18 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from datamodules.reader import check_shard_files, read_shard_record
 from datamodules.storage import (
     COLLECTION,
     FORMAT_VERSION,
     MANIFEST,
     DatasetError,
     Manifest,
-    check_shard_files,
     read_json,
-    read_shard_record,
     shard_name,
     write_json_atomic,
-    write_manifest,
-    write_shard,
 )
+from datamodules.writer import write_manifest, write_shard
 from envs.base import EnvFamily, make_family
 from envs.collection import collect_histories
 from envs.learners import LEARNERS, make_learner

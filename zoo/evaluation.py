@@ -23,7 +23,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from datamodules.storage import DatasetError, open_dataset
+from datamodules.reader import open_dataset
+from datamodules.storage import DatasetError
 from envs.base import EnvFamily, Split, draw_tasks, make_family
 from zoo.errors import CheckpointError, UserError
 from zoo.model import InContextLearner, load_learner

@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from datamodules.history import ConsecutiveSampler, HistoryDataModule
-from datamodules.storage import (
-    COLLECTION,
-    FORMAT_VERSION,
-    Manifest,
-    open_dataset,
-    write_json_atomic,
-    write_manifest,
-    write_shard,
-)
+from datamodules.reader import open_dataset
+from datamodules.storage import COLLECTION, FORMAT_VERSION, Manifest, write_json_atomic
+from datamodules.writer import write_manifest, write_shard
 from envs.base import Histories
 
 NUM_TASKS = 6

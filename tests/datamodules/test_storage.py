@@ -10,17 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datamodules.reader import open_dataset
 from datamodules.storage import (
     COLLECTION,
     FORMAT_VERSION,
     MANIFEST,
     DatasetError,
     Manifest,
-    open_dataset,
     write_json_atomic,
-    write_manifest,
-    write_shard,
 )
+from datamodules.writer import write_manifest, write_shard
 from envs.base import Histories
 
 EPISODES = 6

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import storage
+from datamodules import reader, storage
 from datamodules.history import HistoryDataModule
-from datamodules.storage import MANIFEST, SHARD_META, DatasetError, open_dataset, sha256_of
+from datamodules.reader import open_dataset
+from datamodules.storage import MANIFEST, SHARD_META, DatasetError, sha256_of
 from zoo.cli import main as zoo
 from zoo.errors import UsageError
 
@@ -117,9 +118,9 @@ def test_checksums_are_verified_once_and_remembered(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = copy_of(dataset, tmp_path)
-    monkeypatch.setattr(storage.ChecksumMemo, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(reader.ChecksumMemo, "RACY_SECONDS", 0.0)
     hashed: list[Path] = []
-    monkeypatch.setattr(storage, "sha256_of", lambda p: hashed.append(p) or sha256_of(p))
+    monkeypatch.setattr(reader, "sha256_of", lambda p: hashed.append(p) or sha256_of(p))
     open_dataset(data, verify="checksum")
     files = len(list(data.glob("shard-*/*.npy")))
     assert len(hashed) == files

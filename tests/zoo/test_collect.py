@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.storage import MANIFEST, DatasetError, open_dataset
+from datamodules.reader import open_dataset
+from datamodules.storage import MANIFEST, DatasetError
 from envs.collection import kept_episodes
 from envs.learners import LEARNERS
 from zoo import collection as collect_cmd

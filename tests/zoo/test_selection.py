@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.storage import open_dataset
+from datamodules.reader import open_dataset
 from envs import make_family
 from zoo import evaluation as in_context
 from zoo.cli import main as zoo

@@ -22,7 +22,7 @@ def subcommands(parser: Parser) -> None:
 
 
 def run(options: Namespace, argv: list[str]) -> int:
-    from datamodules.storage import open_dataset
+    from datamodules.reader import open_dataset
     from zoo.reports.dataset import info
 
     options = options.info

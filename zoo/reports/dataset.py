@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.storage import DatasetError, HistoryDataset
+from datamodules.reader import HistoryDataset
+from datamodules.storage import DatasetError
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
