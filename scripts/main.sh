@@ -33,7 +33,11 @@ case "${1:-}" in
   "")
     STORE=runs/study scripts/study.sh all "${HOURS:-100000}"
     if [ -d runs/study/study ]; then
-      $ZOO report --records runs/study/study --against results/darkroom/study \
+      # cell by cell against the committed results, once there are any
+      against=()
+      compgen -G "results/darkroom/study/*/trial-*.json" > /dev/null &&
+        against=(--against results/darkroom/study)
+      $ZOO report --records runs/study/study "${against[@]}" \
         --out reports/darkroom_study --title "The Dark Room study at convergence (make run)"
     fi ;;
   *) echo "usage: scripts/main.sh [--quick]" >&2; exit 2 ;;

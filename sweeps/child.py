@@ -98,6 +98,9 @@ def main(spec_path: str) -> int:
         cli.trainer, budgets, settings, seed, report, *([stopping] if settings.patience else [])
     )
     cli.trainer.fit(cli.model, cli.datamodule)
+    if budgets.curve and budgets.curve[-1][0] != cli.trainer.global_step:
+        # a run is validated where it ends (its cap between validations), as its branches are
+        cli.trainer.validate(cli.model, cli.datamodule)
     if not cli.trainer.is_global_zero:
         return 0  # a trial trained by DDP selects, plays the test split and records once, on rank 0
     selected, branches = train_branches(spec, settings, seed, budgets)
@@ -184,6 +187,11 @@ def _check(cli: Any, settings: EvaluationSettings) -> float | None:
         raise ValueError(
             "evaluation.patience stops a model.schedule wsd run before its decay: set "
             "evaluation.patience 0 (every run trains to its cap)"
+        )
+    if cooldown is not None and settings.budgets and cli.trainer.accumulate_grad_batches > 1:
+        raise ValueError(
+            "decay branches start from a step's checkpoint, which gradient accumulation splits: "
+            "set trainer.accumulate_grad_batches 1 (or leave evaluation.budgets empty)"
         )
     return cooldown
 
@@ -301,7 +309,7 @@ def play_held_out(
         record["lockbox"] = {**lockbox["record"], "source": lockbox.get("source")}
         attrs["lockbox_return_final"] = lockbox["attrs"]["return_final"]
         attrs["lockbox_fraction_optimal"] = lockbox["attrs"]["fraction_optimal"]
-        attrs["lockbox_source_return_final"] = lockbox["attrs"]["source_return_final"]
+        attrs["lockbox_source_return_final"] = lockbox["attrs"].get("source_return_final")
     record["commands"]["evaluate"] = attrs["evaluate_command"]
     record["cost"]["eval_steps_per_s"] = attrs["eval_steps_per_s"]
 

@@ -137,38 +137,44 @@ def _journal_file(path: Path) -> Any:
             super().__init__(str(path), lock_obj=self.lock)
 
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            # one hold of the lock for the mend and the append: no writer between them
+            lines = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
             with _signals_held():
-                self._cut_incomplete_tail()
-                super().append_logs(logs)
+                while not self.lock.acquire():
+                    time.sleep(0.01)
+                try:
+                    self._cut_incomplete_tail()
+                    with open(path, "ab") as journal:
+                        journal.write(lines.encode("utf-8"))
+                        journal.flush()
+                        os.fsync(journal.fileno())
+                finally:
+                    self.lock.release()
 
         def _cut_incomplete_tail(self) -> None:
-            while not self.lock.acquire():
-                time.sleep(0.01)
-            try:
-                with open(path, "rb+") as journal:
-                    size = journal.seek(0, os.SEEK_END)
-                    if size == 0:
-                        return
-                    journal.seek(size - 1)
-                    if journal.read(1) == b"\n":
-                        return
-                    end = size - 1  # back to the last newline, a block at a time
-                    while end > 0:
-                        start = max(0, end - 65536)
-                        journal.seek(start)
-                        found = journal.read(end - start).rfind(b"\n")
-                        if found >= 0:
-                            end = start + found + 1
-                            break
-                        end = start
-                    journal.truncate(end)
-                    print(
-                        f"zoo sweep: {path}: removed an incomplete last line of {size - end} "
-                        "bytes (a write cut off by a full disk or a killed process)",
-                        file=sys.stderr,
-                    )
-            finally:
-                self.lock.release()
+            """Called under the journal's lock (`append_logs`)."""
+            with open(path, "rb+") as journal:
+                size = journal.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                journal.seek(size - 1)
+                if journal.read(1) == b"\n":
+                    return
+                end = size - 1  # back to the last newline, a block at a time
+                while end > 0:
+                    start = max(0, end - 65536)
+                    journal.seek(start)
+                    found = journal.read(end - start).rfind(b"\n")
+                    if found >= 0:
+                        end = start + found + 1
+                        break
+                    end = start
+                journal.truncate(end)
+                print(
+                    f"zoo sweep: {path}: removed an incomplete last line of {size - end} "
+                    "bytes (a write cut off by a full disk or a killed process)",
+                    file=sys.stderr,
+                )
 
     return JournalFile()
 
@@ -496,27 +502,32 @@ def study_identity(spec: SweepSpec) -> dict[str, Any]:
         "kind": spec.kind,
         "config": config,
         "data_fingerprint": fingerprint,
-        "files": _file_digests(spec),
+        "file_digests": _file_digests(spec),
     }
 
 
 def _file_digests(spec: SweepSpec) -> dict[str, str]:
-    """sha256 of the files a study's trials read besides its own config, by path: its experiment,
-    its backbones' presets and tuned settings (an edit to one of them is another study)."""
+    """sha256 of the files a study's trials read besides its own config, by their role (the
+    experiment, each backbone's preset and tuned settings, a per-seed collect config), so that a
+    clone at another path is the same study and an edit to one of them is another."""
     import hashlib
 
     from backbones.presets import preset_path
 
     config = spec.config
     backbones = getattr(config, "backbones", None) or [getattr(config, "backbone", None)]
-    files = [Path(str(getattr(config, "experiment", "")))]
+    files = {"experiment": Path(str(getattr(config, "experiment", "")))}
     if getattr(config, "collection", None):
-        files.append(Path(config.collection))
+        files["collection"] = Path(config.collection)
     for backbone in filter(None, backbones):
-        files.append(Path(preset_path(backbone, config.size)))
+        files[f"preset:{backbone}"] = Path(preset_path(backbone, config.size))
         if getattr(config, "tuned", None):
-            files.append(Path(config.tuned) / f"{backbone}.yaml")
-    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files if f.is_file()}
+            files[f"tuned:{backbone}"] = Path(config.tuned) / f"{backbone}.yaml"
+    return {
+        role: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for role, path in files.items()
+        if path.is_file()
+    }
 
 
 def _required(spec: SweepSpec) -> dict[str, Any]:
@@ -554,21 +565,14 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
         return
     if recorded == identity:
         return
-    if "files" not in recorded:  # a study from before its files were recorded: from now on
-        study.set_user_attr("identity", {**recorded, "files": identity["files"]})
-        recorded = study.user_attrs["identity"]
-    edited = sorted(
-        path
-        for path in {*recorded["files"], *identity["files"]}
-        if recorded["files"].get(path) != identity["files"].get(path)
-    )
-    if edited:
-        raise SweepError(
-            f"study {spec.name!r} was run with other contents of {', '.join(edited)}: restore "
-            "them (git checkout), or start a new study with --name"
-        )
-    if recorded == identity:
-        return
+    digests, ours = recorded.get("file_digests"), identity["file_digests"]
+    if digests is not None:
+        edited = sorted(role for role in {*digests, *ours} if digests.get(role) != ours.get(role))
+        if edited:
+            raise SweepError(
+                f"study {spec.name!r} was run with other contents of its files ({', '.join(edited)}"
+                "): restore them (git checkout), or start a new study with --name"
+            )
     if recorded.get("data_fingerprint") != identity["data_fingerprint"]:
         raise SweepError(
             f"study {spec.name!r} was run on another collection of its data (fingerprint "
@@ -584,7 +588,11 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
         if old.get(k) != new.get(k) and not (k not in old and new.get(k) == defaults.get(k))
     )
     if not changed and recorded.get("kind") == identity["kind"]:
-        return  # a field added to the config since, at its default
+        # the same study (a field added to the config since, at its default); one recorded
+        # before its files' digests takes them now, every check passed
+        if digests is None:
+            study.set_user_attr("identity", {**recorded, "file_digests": ours})
+        return
     raise SweepError(
         f"study {spec.name!r} was run with other settings ({', '.join(changed) or 'kind'} "
         "differ): restore its config, or start a new study with --name"

@@ -71,7 +71,16 @@ class BudgetCheckpoints(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.max_steps > 0:
             self.cap = trainer.max_steps
-            self.budgets = sorted({*self.budgets, trainer.max_steps})
+            beyond = [b for b in self.budgets if b > self.cap]
+            if beyond:  # a run of the cap's length cannot answer for more steps than it trains
+                print(f"BudgetCheckpoints: budgets {beyond} are beyond the run's {self.cap} steps")
+            self.budgets = sorted({*(b for b in self.budgets if b <= self.cap), self.cap})
+            short = [b for b in self.branches() if self.last_counted(b) < 1]
+            if short:
+                raise ValueError(
+                    f"budgets {short} are too short for a decay of {self.cooldown} of the run: "
+                    "their branch would start before the first step"
+                )
 
     def path(self, step: int) -> Path:
         return self.dirpath / f"step{step}.ckpt"
@@ -104,9 +113,27 @@ class BudgetCheckpoints(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if self._validates_now(trainer):
+            return  # written after this step's validation, as a run stopped there would be
+        self._write_branch_point(trainer)
+
+    def _write_branch_point(self, trainer: pl.Trainer) -> None:
         for path in set(self.branches().values()):
-            if path.name == f"branch-step{trainer.global_step}.ckpt":
+            if path.name == f"branch-step{trainer.global_step}.ckpt" and not path.is_file():
                 trainer.save_checkpoint(path)
+
+    @staticmethod
+    def _validates_now(trainer: pl.Trainer) -> bool:
+        """Whether a validation follows the step just taken (validation every
+        `val_check_interval` steps across epochs, as the zoo trains)."""
+        every = getattr(trainer, "val_check_batch", None)
+        return (
+            getattr(trainer, "check_val_every_n_epoch", 1) is None
+            and isinstance(every, int)
+            and every > 0
+            and trainer.global_step % every == 0
+            and getattr(trainer, "limit_val_batches", 1) != 0
+        )
 
     def selected(self) -> dict[int, dict[str, Any]]:
         """Per budget: its chosen `step`, `value` and `checkpoint` path (budgets no validation
@@ -117,7 +144,12 @@ class BudgetCheckpoints(pl.Callback):
         }
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if trainer.sanity_checking:
+            return
+        state = getattr(trainer, "state", None)
+        if state is not None and state.fn == "fit":
+            self._write_branch_point(trainer)  # a branch point on a validation step: after it
+        if self.monitor not in trainer.callback_metrics:
             return
         step, value = trainer.global_step, float(trainer.callback_metrics[self.monitor])
         self.curve.append((step, value))

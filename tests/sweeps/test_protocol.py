@@ -244,7 +244,7 @@ def test_a_study_resumed_on_other_data_or_settings_is_refused(
     (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(fit))
     assert start() == 2
     err = capsys.readouterr().err
-    assert f"other contents of {tmp_path / 'experiment.yaml'}" in err
+    assert "other contents of its files (experiment)" in err
 
 
 def test_a_worker_stopped_by_sigterm_fails_its_trial(tmp_path: Path, experiment: Path) -> None:
@@ -420,3 +420,29 @@ def test_a_committed_trial_reruns_from_its_record_to_the_digit(
         zoo(["sweep", "rerun", str(tmp_path / "changed.json"), "--out", str(tmp_path / "b")]) == 1
     )
     assert "differs in budgets.6.val" in capsys.readouterr().out
+
+
+def test_ed_plays_the_lockbox_without_a_source_learner(tmp_path: Path, experiment: Path) -> None:
+    """ED's expert data comes from no learner: its lockbox play has no source curve to show, and
+    the trial completes (the study's ED runs beside the grid with `lockbox: true`)."""
+    lockbox = '{"lockbox_fraction": 0.1, "lockbox_seed": 1}'
+    tiny = ["--env", "darkroom", "--env_params", lockbox, "--num_tasks", "4", "--expert", "true"]
+    tiny += ["--histories_per_task", "2", "--episodes", "6", "--no_progress"]
+    assert zoo(["collect", *tiny, "--output", str(tmp_path / "expert")]) == 0
+    config = {
+        "study": "ablation",
+        "name": "ed_lockbox",
+        "storage": f"journal://{tmp_path / 'study.journal'}",
+        "records": str(tmp_path / "records"),
+        "experiment": str(experiment),
+        "backbones": ["gru"],
+        "context_episodes": [1.0],
+        "fit": {"data": {"mode": "ed", "path": str(tmp_path / "expert")}},
+        "evaluation": {"episodes": 2, "final_episodes": 1, "seeds": [0], "lockbox": True},
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    sweep("--config", str(tmp_path / "study.yaml"))
+    (found,) = (tmp_path / "records" / "ed_lockbox").glob("trial-*.json")
+    record = json.loads(found.read_text())
+    assert record["state"] == "COMPLETE" and record["lockbox"]["source"] is None

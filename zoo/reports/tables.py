@@ -260,7 +260,9 @@ def budget_table(
         return pd.DataFrame(), pd.DataFrame()
     ranking, taus = [], []
     extras = extra_axes(long)
-    for values, cell in long.groupby(["data_mode", "context_episodes", *extras], sort=True):
+    for values, cell in long.groupby(
+        ["data_mode", "context_episodes", *extras], sort=True, dropna=False
+    ):
         mode, context, facet = values[0], values[1], dict(zip(extras, values[2:], strict=True))
         budgets = sorted(cell["budget"].unique())
         per_backbone = {
