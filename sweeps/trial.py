@@ -237,7 +237,8 @@ def _data_mode(configs: Sequence[Any]) -> str | None:
 def validation_summary(curve: list[list[Any]]) -> dict[str, Any]:
     """A run's validation curve `[[step, value], ...]`, its peak and its last point."""
     points = [(int(step), float(value)) for step, value in curve]
-    peak = max(points, key=lambda p: p[1]) if points else None
+    numbers = [p for p in points if p[1] == p[1]]  # a NaN validation is never the peak
+    peak = max(numbers, key=lambda p: p[1]) if numbers else None
     return {
         "curve": [list(p) for p in points],
         "peak": None if peak is None else {"step": peak[0], "value": peak[1]},
@@ -339,16 +340,21 @@ def rerun(record_path: Path, out: Path) -> dict[str, Any]:
 def compare_records(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Where two records of one trial disagree on a result: the validation curve, each budget's
     choice and its test play, the lockbox, the steps trained; empty when the same to the digit."""
-    differ = []
-    for key in ("steps_trained", "validation", "branches", "lockbox"):
-        if old.get(key) != new.get(key):
-            differ.append(key)
+
+    def same(a: Any, b: Any) -> bool:  # as the records hold them: a NaN equals a NaN
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    differ = [
+        k
+        for k in ("steps_trained", "validation", "branches", "lockbox")
+        if not same(old.get(k), new.get(k))
+    ]
     old_budgets, new_budgets = old.get("budgets") or {}, new.get("budgets") or {}
     for budget in sorted({*old_budgets, *new_budgets}, key=int):
         a, b = old_budgets.get(budget) or {}, new_budgets.get(budget) or {}
-        for part in ("step", "val", "test"):
-            if a.get(part) != b.get(part):
-                differ.append(f"budgets.{budget}.{part}")
+        differ += [
+            f"budgets.{budget}.{p}" for p in ("step", "val", "test") if not same(a.get(p), b.get(p))
+        ]
     return differ
 
 

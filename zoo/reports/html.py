@@ -471,11 +471,13 @@ def comparison_section(table: pd.DataFrame, reference: str) -> Section:
             f"{_number(r[f'high{suffix}'])}] ({n} seed{'s' * (n != 1)})"
         )
 
+    extras = [c for c in table.columns if "." in str(c)]  # a study's further axes
     rows = [
         [
             str(r["backbone"]),
             str(r["data_mode"]).upper(),
-            _number(r["context_episodes"]),
+            _number(r["context_episodes"])
+            + "".join(f", {axis} {_number(r[axis])}" for axis in extras),
             cell(r, ""),
             cell(r, "_reference"),
             _number(r["difference"]),
