@@ -580,13 +580,11 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
             "restore that dataset (zoo collect with the study's collect config and seed), or start "
             "a new study with --name"
         )
-    old, new = recorded.get("config", {}), identity["config"]
     defaults = json.loads(json.dumps(dataclasses.asdict(type(spec.config)(**_required(spec)))))
-    changed = sorted(
-        k
-        for k in {*old, *new}
-        if old.get(k) != new.get(k) and not (k not in old and new.get(k) == defaults.get(k))
-    )
+    # a field added to the config since (at any depth: a new evaluation setting) is at its default
+    defaults = {k: v for k, v in defaults.items() if k not in UNCHECKED_FIELDS}
+    old, new = _with_defaults(recorded.get("config", {}), defaults), identity["config"]
+    changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
     if not changed and recorded.get("kind") == identity["kind"]:
         # the same study (a field added to the config since, at its default); one recorded
         # before its files' digests takes them now, every check passed
@@ -597,6 +595,15 @@ def check_same_study(study: optuna.Study, spec: SweepSpec) -> None:
         f"study {spec.name!r} was run with other settings ({', '.join(changed) or 'kind'} "
         "differ): restore its config, or start a new study with --name"
     )
+
+
+def _with_defaults(recorded: Any, defaults: Any) -> Any:
+    """A recorded config with the fields it lacks (at any depth) taken from the defaults of
+    today's config: a study recorded before a field existed ran at that field's default."""
+    if not isinstance(recorded, dict) or not isinstance(defaults, dict):
+        return recorded
+    filled = {k: _with_defaults(v, defaults.get(k)) for k, v in recorded.items()}
+    return {**{k: v for k, v in defaults.items() if k not in recorded}, **filled}
 
 
 def missing_storage(url: str) -> str | None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -230,6 +231,14 @@ def test_a_study_resumed_on_other_data_or_settings_is_refused(
             signal.signal(signal.SIGTERM, handler)
 
     assert start() == 0 and start(runs_dir=str(tmp_path / "elsewhere")) == 0  # same study
+    # a study recorded before a setting existed (at any depth) ran at its default: the same study
+    from sweeps.study import open_storage
+
+    study = optuna.load_study(study_name="resumed", storage=open_storage(config["storage"]))
+    identity = study.user_attrs["identity"]
+    del identity["config"]["evaluation"]["lockbox"]  # what a study of yesterday recorded
+    study.set_user_attr("identity", identity)
+    assert start() == 0
     capsys.readouterr()
     assert start(evaluation={"episodes": 3}) == 2  # another protocol
     assert "was run with other settings (evaluation differ)" in capsys.readouterr().err
