@@ -58,7 +58,7 @@ warnings.filterwarnings("ignore")
 
 from backbones import BACKBONES  # noqa: E402
 from backbones.presets import load_preset, preset_path  # noqa: E402
-from zoo.cli import main as zoo  # noqa: E402
+from cli import main as zoo  # noqa: E402
 from zoo.training import make_cli  # noqa: E402
 
 GPU = torch.cuda.is_available()
@@ -284,7 +284,7 @@ try:
     }))  # fmt: skip
     (WORK / "sweep" / "study.yaml").write_text(yaml.safe_dump(study))
     clock = time.perf_counter()
-    done = run([sys.executable, "-m", "zoo.cli", "sweep", "run", "--config",
+    done = run([sys.executable, "-m", "cli", "sweep", "run", "--config",
                 str(WORK / "sweep" / "study.yaml"), "--workers", "2"])  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-400:]
     records = [json.loads(f.read_text()) for f in (WORK / "sweep" / "records").rglob("*.json")]

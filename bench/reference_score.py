@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             f"average over {len(scores)} evaluation seeds ({', '.join(fmt(s) for s in scores)})"
         )
     if len(per_run) > 1:
-        from zoo.reports.tables import interval
+        from reporting.tables import interval
 
         cells = np.asarray(per_run)  # [training seeds, evaluation seeds]
         point, low, high = interval(cells.mean(1), reps=2000)

@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 
 from backbones.base import BACKBONES, create_backbone, register_backbone
+from cli import COMMANDS, Command, register_command
 from envs.base import ENV_FAMILIES, make_family, register_env
 from envs.learners.registry import LEARNERS, make_learner, register_learner
 from sweeps.study import STUDY_KINDS, StudyKind, register_study_kind
-from zoo.cli import COMMANDS, Command, register_command
 
 
 def test_a_taken_name_is_refused_in_every_registry() -> None:
@@ -32,7 +32,7 @@ def test_a_taken_name_is_refused_in_every_registry() -> None:
     with pytest.raises(ValueError, match="command 'fit' is already registered by"):
         register_command("fit", Command("elsewhere", "another fit"))
     assert "gru" in BACKBONES and "darkroom" in ENV_FAMILIES and "q_learning" in LEARNERS
-    assert "tune" in STUDY_KINDS and COMMANDS["fit"].module == "zoo.cli.fit"  # unchanged
+    assert "tune" in STUDY_KINDS and COMMANDS["fit"].module == "cli.fit"  # unchanged
 
 
 def test_an_unknown_name_lists_the_known_ones() -> None:

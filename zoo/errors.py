@@ -28,7 +28,7 @@ USER_ERRORS: tuple[str, ...] = (
     "zoo.errors:UserError",
     "datamodules.storage:DatasetError",
     "sweeps.study:SweepError",
-    "zoo.reports.data:ReportError",
+    "reporting.data:ReportError",
 )
 """Exception classes that are the user's to fix, as `module:class`. A class counts only once its
 module is imported (an error cannot come from a module that never ran), so `zoo --help` and
@@ -62,7 +62,7 @@ def cannot_write(error: OSError) -> str | None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where a command asked for it (`zoo.cli.main`): an interrupt like Ctrl-C
+    """SIGTERM, raised where a command asked for it (`cli.main`): an interrupt like Ctrl-C
     (what Optuna fails a running trial on, what unwinds `finally` blocks), with exit code 143."""
 
 

@@ -3,7 +3,7 @@
 PyYAML (and so jsonargparse, LightningCLI and the study configs) takes the last of two equal keys
 without a word: `lr: 1e-3` a few lines above `lr: 3e-3` silently trains at 3e-3. `check_unique_keys`
 walks a document's node tree and raises `DuplicateKeyError` naming the key and both lines;
-`zoo.cli` puts it in front of jsonargparse's YAML loader, and `sweeps.study.load_spec` calls it.
+`cli` puts it in front of jsonargparse's YAML loader, and `sweeps.study.load_spec` calls it.
 """
 
 from __future__ import annotations

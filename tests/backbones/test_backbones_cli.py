@@ -6,7 +6,7 @@ import shutil
 
 from backbones import BACKBONES, count_parameters
 from backbones.presets import PRESET_DIR, load_preset, preset_path
-from zoo.cli import main as zoo
+from cli import main as zoo
 
 
 def test_lists_every_backbone_with_its_real_parameter_count(capsys) -> None:

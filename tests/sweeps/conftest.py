@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo.cli import main as zoo
+from cli import main as zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from cli import main as zoo
 from sweeps.trial import EvaluationSettings
-from zoo.cli import main as zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def sweep(*args: str) -> str:
     """`zoo sweep run ARGS` as a worker process; its output (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", "sweep", "run", *args],
+        [sys.executable, "-m", "cli", "sweep", "run", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -47,7 +47,7 @@ def test_evaluation_seeds_differ_between_training_seeds_unless_paired() -> None:
 def test_each_sweep_worker_takes_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from zoo.cli.sweep import _one_gpu_per_worker
+    from cli.sweep import _one_gpu_per_worker
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -282,7 +282,7 @@ def test_a_worker_stopped_by_sigterm_fails_its_trial(tmp_path: Path, experiment:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "sweep", "run", "--config", str(path)],
+        [sys.executable, "-m", "cli", "sweep", "run", "--config", str(path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 600
@@ -345,7 +345,7 @@ def test_a_point_recorded_twice_counts_once(tiny_study: Path, tmp_path: Path) ->
     the point's first complete record, and marks the other as its duplicate."""
     import shutil
 
-    from zoo.reports.data import load_records
+    from reporting.data import load_records
 
     records = Path(shutil.copytree(tiny_study / "records", tmp_path / "records"))
     folder = records / "tiny_budgets"
@@ -411,7 +411,7 @@ def test_a_committed_trial_reruns_from_its_record_to_the_digit(
     """The command the report prints for a record (the recurrent member's and the
     transformer's): the same validation curve, budget choices, decay branches, test and lockbox
     returns, from the record alone."""
-    from zoo.reports.data import load_records
+    from reporting.data import load_records
 
     runs = load_records(tiny_study / "records")
     seed_0 = runs[runs["seed"] == 0]

@@ -16,9 +16,9 @@ import optuna
 import pytest
 import yaml
 
+from cli import main as zoo
 from envs import make_family
 from sweeps.study import grid_progress, open_storage
-from zoo.cli import main as zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = {"backbone": ["gru", "transformer"], "context_episodes": [1.0, 2.0], "seed": [0]}
@@ -44,7 +44,7 @@ def study_config(tmp_path: Path, experiment: Path, **extra: object) -> Path:
 
 def sweep(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "sweep", "run", *args],
+        [sys.executable, "-m", "cli", "sweep", "run", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -104,7 +104,7 @@ def test_two_workers_split_the_grid_without_duplicates(tmp_path: Path, experimen
     assert "trials: 4 complete" in out
     command = ["sweep", "status", "--config", str(config), "--storage", storage]
     status = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "cli", *command], cwd=ROOT, capture_output=True, text=True
     )
     assert status.returncode == 0, status.stderr
     assert "'done': 4" in status.stdout and "transformer" in status.stdout

@@ -71,7 +71,7 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
     command = ["sweep", "run", "--config", str(path), "--storage", storage, "--n_trials", "2"]
     done = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "cli", *command], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
     study = optuna.load_study(study_name="tiny_tune", storage=open_storage(storage))
@@ -116,7 +116,7 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     path.write_text(yaml.safe_dump(ablation))
     command = ["sweep", "run", "--config", str(path), "--storage", storage]
     done = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *command], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "cli", *command], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (trial,) = optuna.load_study(study_name="tiny_tuned_ablation", storage=storage).trials

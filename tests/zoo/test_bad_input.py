@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from cli import main as zoo
 from datamodules import reader, storage
 from datamodules.history import HistoryDataModule
 from datamodules.reader import open_dataset
 from datamodules.storage import MANIFEST, SHARD_META, DatasetError, sha256_of
-from zoo.cli import main as zoo
 from zoo.errors import UsageError
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli import collect as collect_cli
+from cli import main as zoo
 from datamodules.reader import open_dataset
 from datamodules.storage import MANIFEST, DatasetError
 from envs.collection import kept_episodes
 from envs.learners import LEARNERS
 from zoo import collection as collect_cmd
-from zoo.cli import collect as collect_cli
-from zoo.cli import main as zoo
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "collect").glob("*.yaml"))
 TINY = ["--env", "darkroom", "--num_tasks", "3", "--histories_per_task", "2", "--episodes", "6"]

@@ -15,7 +15,7 @@ import torch
 
 from backbones import BACKBONES
 from backbones.presets import preset_path
-from zoo.cli import main as zoo
+from cli import main as zoo
 
 ZOO = Path(sys.executable).with_name("zoo")
 

@@ -12,7 +12,7 @@ import torch
 
 from backbones import BACKBONES
 from backbones.presets import preset_path
-from zoo.cli import main as zoo
+from cli import main as zoo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

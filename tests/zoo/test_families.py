@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.cli import main as zoo
+from cli import main as zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 

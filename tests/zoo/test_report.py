@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from zoo.cli import main as zoo
+from cli import main as zoo
 from zoo.evaluation import write_outputs
 
 EPISODES = 6
@@ -391,7 +391,7 @@ def test_a_storage_that_does_not_exist_is_refused(tmp_path: Path, capsys) -> Non
 def test_intervals_are_rliable_iqm_with_a_bootstrap_over_seeds() -> None:
     from rliable import metrics
 
-    from zoo.reports.tables import interval
+    from reporting.tables import interval
 
     scores = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
     point, low, high = interval(scores, reps=500)
@@ -407,7 +407,7 @@ def test_intervals_are_rliable_iqm_with_a_bootstrap_over_seeds() -> None:
 
 
 def test_data_mode_of_a_study(tmp_path: Path) -> None:
-    from zoo.reports.data import data_mode_of
+    from reporting.data import data_mode_of
 
     experiment = tmp_path / "mine.yaml"
     experiment.write_text(yaml.safe_dump({"data": {"mode": "ed", "path": "data/x"}}))
@@ -462,7 +462,7 @@ def test_a_folder_that_is_not_a_report_is_refused_and_kept(
 def test_an_interrupted_report_leaves_the_old_one_whole(
     storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zoo.reports import build
+    from reporting import build
 
     out = tmp_path / "report"
     argv = ["report", "--storage", storage, "--study", "darkroom_ablation", "--out", str(out)]
@@ -480,8 +480,8 @@ def test_an_interrupted_report_leaves_the_old_one_whole(
 
 
 def test_a_bandit_is_scored_above_random_play_beside_its_fraction_of_optimal() -> None:
-    from zoo.reports.html import summary_rows
-    from zoo.reports.tables import summary_table
+    from reporting.html import summary_rows
+    from reporting.tables import summary_table
 
     rng = np.random.default_rng(0)
     rows = [
@@ -505,8 +505,8 @@ def test_a_bandit_is_scored_above_random_play_beside_its_fraction_of_optimal() -
 def test_the_tables_facet_by_any_further_axis_of_the_runs() -> None:
     """A grid over the number of training tasks (`data.train_tasks`, a config path): one summary
     row per value, its own column in the page, and rankings per value."""
-    from zoo.reports.html import summary_rows
-    from zoo.reports.tables import budget_table, summary_table
+    from reporting.html import summary_rows
+    from reporting.tables import budget_table, summary_table
 
     rng = np.random.default_rng(1)
     rows = [

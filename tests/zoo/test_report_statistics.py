@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoo.reports.tables import (
+from reporting.tables import (
     MIN_RUNS_FOR_IQM,
     budget_table,
     episodes_to_80,

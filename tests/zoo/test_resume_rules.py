@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main as zoo
+from cli import main as zoo
 
 
 def test_a_second_fit_on_a_folder_in_use_is_refused(

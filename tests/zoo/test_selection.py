@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from cli import main as zoo
 from datamodules.reader import open_dataset
 from envs import make_family
 from zoo import evaluation as in_context
-from zoo.cli import main as zoo
 from zoo.model import load_learner
 
 

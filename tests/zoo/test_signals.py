@@ -29,7 +29,7 @@ def test_a_stopped_fit_exits_non_zero_with_one_line(
 ) -> None:
     args = tiny_fit_args(six_task_dataset, tmp_path / "run", max_steps=100_000, every=2)
     fit = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "fit", *args],
+        [sys.executable, "-m", "cli", "fit", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main as zoo
+from cli import main as zoo
 from zoo.yaml_keys import DuplicateKeyError, check_unique_keys
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 
-from zoo.cli import Parser
+from cli import Parser
 
 
 def parser() -> Parser:
@@ -41,7 +41,7 @@ def parser() -> Parser:
 
 
 def run(options: Namespace, argv: list[str]) -> int:
-    from zoo.reports.build import ReportSettings, build_report
+    from reporting.build import ReportSettings, build_report
 
     settings = ReportSettings(
         out=options.out,

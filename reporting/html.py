@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from zoo.reports.figures import Figure
-from zoo.reports.tables import finite
+from reporting.figures import Figure
+from reporting.tables import finite
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }

@@ -12,7 +12,7 @@ import shlex
 
 from jsonargparse import ActionConfigFile, ActionYesNo, Namespace
 
-from zoo.cli import Parser, settings_of
+from cli import Parser, settings_of
 from zoo.collection import CollectConfig, collect, summary
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from zoo.reports import figures as figures_
-from zoo.reports import html
-from zoo.reports.data import RUN_COLUMNS, ReportError, load_records, load_results, load_studies
-from zoo.reports.tables import (
+from reporting import figures as figures_
+from reporting import html
+from reporting.data import RUN_COLUMNS, ReportError, load_records, load_results, load_studies
+from reporting.tables import (
     budget_table,
     comparison_table,
     completed,

@@ -24,7 +24,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zoo.cli import Parser
+from cli import Parser
 
 STORAGE_HELP = "study storage URL (null: the config's `storage`, else sqlite:///runs/sweeps.db)"
 
@@ -163,7 +163,7 @@ def _run(args: Namespace) -> int:
             spec.config = dataclasses.replace(spec.config, **{k: list(v) for k, v in grid.items()})
         except (ValueError, FileNotFoundError) as error:  # an unknown backbone, a context <= 0
             raise SweepError(str(error)) from error
-    # a stopped worker (SIGTERM: a scheduler, a session's end; `zoo.cli.main` makes it an
+    # a stopped worker (SIGTERM: a scheduler, a session's end; `cli.main` makes it an
     # interrupt) fails its running trial through Optuna's own handling of an interrupt, instead
     # of leaving it RUNNING in a heartbeat-less journal; the interrupt then ends the command
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -183,7 +183,7 @@ def _run(args: Namespace) -> int:
     _one_gpu_per_worker(int(os.environ.get("ZOO_SWEEP_WORKER", "0")))
     siblings = []  # started after the orphans are failed: theirs would be failed too
     for index in range(1, args.workers):  # the other workers are plain `zoo sweep run` processes
-        command = [sys.executable, "-m", "zoo.cli", "sweep", "run", *_own_args(args, spec)]
+        command = [sys.executable, "-m", "cli", "sweep", "run", *_own_args(args, spec)]
         env = {**os.environ, "ZOO_SWEEP_SIBLING": "1", "ZOO_SWEEP_WORKER": str(index)}
         siblings.append(subprocess.Popen(command, env=env))
     kind = STUDY_KINDS[spec.kind]

@@ -59,27 +59,27 @@ def register_command(name: str, command: Command) -> None:
 
 register_command(
     "collect",
-    Command("zoo.cli.collect", "record learning histories of a source RL learner into a dataset"),
+    Command("cli.collect", "record learning histories of a source RL learner into a dataset"),
 )
-register_command("data", Command("zoo.cli.data", "inspect a dataset (`zoo data info PATH`)"))
+register_command("data", Command("cli.data", "inspect a dataset (`zoo data info PATH`)"))
 register_command(
-    "backbones", Command("zoo.cli.backbones", "list registered backbones and their presets' sizes")
-)
-register_command(
-    "fit", Command("zoo.cli.fit", "train an in-context learner (LightningCLI)", lightning=True)
+    "backbones", Command("cli.backbones", "list registered backbones and their presets' sizes")
 )
 register_command(
-    "validate", Command("zoo.cli.fit", "validate a checkpoint (LightningCLI)", lightning=True)
+    "fit", Command("cli.fit", "train an in-context learner (LightningCLI)", lightning=True)
+)
+register_command(
+    "validate", Command("cli.fit", "validate a checkpoint (LightningCLI)", lightning=True)
 )
 register_command(
     "evaluate",
-    Command("zoo.cli.evaluate", "in-context evaluation of a checkpoint on held-out tasks"),
+    Command("cli.evaluate", "in-context evaluation of a checkpoint on held-out tasks"),
 )
 register_command(
-    "sweep", Command("zoo.cli.sweep", "run an Optuna study (ablation, tuning), show or export it")
+    "sweep", Command("cli.sweep", "run an Optuna study (ablation, tuning), show or export it")
 )
 register_command(
-    "report", Command("zoo.cli.report", "the ablation report (HTML, Markdown, figures, CSV)")
+    "report", Command("cli.report", "the ablation report (HTML, Markdown, figures, CSV)")
 )
 
 

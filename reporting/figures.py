@@ -244,7 +244,7 @@ def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
-    from zoo.reports.data import open_study_storage
+    from reporting.data import open_study_storage
 
     result = Tuning([], [], {})
     storage = open_study_storage(storage_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jsonargparse import ActionYesNo, Namespace
 
-from zoo.cli import Parser
+from cli import Parser
 
 
 def parser() -> Parser:
@@ -23,7 +23,7 @@ def subcommands(parser: Parser) -> None:
 
 def run(options: Namespace, argv: list[str]) -> int:
     from datamodules.reader import open_dataset
-    from zoo.reports.dataset import info
+    from reporting.dataset import info
 
     options = options.info
     dataset = open_dataset(options.path, verify="checksum" if options.verify else "size")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 
-from zoo.cli import Parser
+from cli import Parser
 from zoo.errors import UsageError
 
 

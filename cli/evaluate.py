@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jsonargparse import ActionYesNo, Namespace
 
-from zoo.cli import Parser, settings_of
+from cli import Parser, settings_of
 from zoo.errors import UsageError, is_user_error, one_line
 
 
