@@ -305,7 +305,10 @@ def load_results(root: Path) -> tuple[pd.DataFrame, list[str]]:
             notes.append(f"skipped {path}: {error}")
     if not rows:
         raise ReportError(f"none of the {len(files)} returns.json under {root} could be read")
-    return pd.DataFrame(rows), notes
+    runs = pd.DataFrame(rows)
+    if "model.objective" in runs:  # beside another objective, the default one by its name
+        runs["model.objective"] = runs["model.objective"].fillna("BehaviourCloning")
+    return runs, notes
 
 
 def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -343,6 +346,8 @@ def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         "parameters": run["parameters"],
         "checkpoint": str(checkpoint),
         "eval_dir": str(path.parent),
+        # an objective other than the default is a further axis (a config path, as a study's)
+        **({"model.objective": run["objective"]} if run["objective"] else {}),
         "run_dir": run["run_dir"],
         "fit_command": run["fit_command"],
         "evaluate_command": " ".join(evaluate),
@@ -376,7 +381,11 @@ def _run_config(checkpoint: Path, returns_path: Path) -> dict[str, Any]:
         )
     if not model:
         raise ValueError(f"no config.yaml beside the run and no checkpoint {checkpoint}")
+    objective = model.get("objective")  # None: the default, behaviour cloning
+    if isinstance(objective, dict):
+        objective = objective.get("class_path")
     return {
+        "objective": str(objective).rsplit(".", 1)[-1] if objective else None,
         "backbone": _backbone_name(str((model.get("backbone") or {}).get("class_path", "?"))),
         "context_len": data.get("context_len") or model.get("context_len"),
         "context_episodes": data.get("context_episodes"),

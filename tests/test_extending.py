@@ -3,7 +3,9 @@
 A toy backbone, a toy task family and a toy kind of study are registered from fixtures (and
 unregistered afterwards, so the registry-driven tests elsewhere never see them) and then used
 through the paths the shipped members take: the backbone contract and `zoo fit`'s builder, a
-collection and in-context evaluation on the family, `zoo sweep`'s study plumbing.
+collection and in-context evaluation on the family, `zoo sweep`'s study plumbing. A toy training
+objective, chosen by `class_path` as a backbone is, goes through `zoo fit`, `zoo evaluate` and
+`zoo report`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import pytest
 import torch
 import yaml
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from backbones import BACKBONES, Backbone, State, create_backbone, register_backbone
+from cli import main as zoo
 from envs.bandit import Bandit
 from envs.base import ENV_FAMILIES, make_family, register_env
 from sweeps.study import (
@@ -31,6 +35,7 @@ from sweeps.study import (
     register_study_kind,
     run_worker,
 )
+from zoo.objectives import Objective, Shapes
 
 
 @dataclasses.dataclass
@@ -172,3 +177,73 @@ def test_a_new_study_kind_runs_from_its_config(toy_study_kind: str, tmp_path: Pa
     assert run_worker(study, lambda t: kind.objective(t, spec.config), n_trials=3) == 3
     assert len(study.trials) == 3 and study.best_value <= 0
     assert isinstance(study.pruner, optuna.pruners.NopPruner)  # none given, none used
+
+
+class ObservationOnly(Objective):
+    """A toy objective: clone the action from the observation alone (no previous action or
+    reward in the token, so nothing to learn from in context), read out at a temperature, and
+    report the policy's entropy beside its loss."""
+
+    def __init__(self, *, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def build(self, shapes: Shapes) -> None:
+        self.num_actions = shapes.num_actions
+        self.embedding = nn.Embedding(shapes.num_observations, shapes.d_model)
+        self.out = nn.Linear(shapes.d_model, shapes.num_actions)
+
+    def tokens(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor) -> Tensor:
+        return self.embedding(observations.long())
+
+    def act(self, features: Tensor) -> Tensor:
+        return self.out(features) / self.temperature
+
+    def loss(self, features: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.act(features)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["actions"].long().flatten())
+        policy = torch.distributions.Categorical(logits=logits)
+        return loss, {"entropy": policy.entropy().mean()}
+
+
+def test_a_new_objective_trains_evaluates_and_reports(tmp_path: Path) -> None:
+    import pandas as pd
+
+    data, runs = tmp_path / "darkroom", tmp_path / "runs"
+    collect = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--output", str(data)]
+    assert zoo(["collect", *collect]) == 0
+    objective = {"class_path": f"{__name__}.ObservationOnly", "init_args": {"temperature": 0.5}}
+    config = tmp_path / "toy.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"objective": objective, "warmup_steps": 1},
+                "data": {"path": str(data), "context_episodes": 1, "batch_size": 4},
+                "trainer": {"max_steps": 3, "val_check_interval": 3, "num_sanity_val_steps": 0},
+            }
+        )
+    )
+    fit = ["fit", "--config", str(config), "--model.backbone=configs/backbone/gru-tiny.yaml"]
+    fit += [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={runs}",
+    ]
+    fit += [f"--trainer.default_root_dir={runs}", "--trainer.enable_progress_bar=false"]
+    fit += ["--trainer.log_every_n_steps=1", "--data.val_windows=8"]
+    fit += [
+        "--trainer.callbacks+=zoo.evaluation.InContextEvaluation",
+        "--trainer.callbacks.episodes=2",
+    ]
+    assert zoo(fit) == 0
+    (metrics,) = runs.glob("lightning_logs/version_*/metrics.csv")
+    logged = pd.read_csv(metrics)
+    for key in ("train/loss", "train/entropy", "val/entropy", "val/return_final"):
+        assert logged[key].notna().any(), key  # the objective's own metrics, by their names
+
+    (checkpoint,) = runs.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+    out = runs / "eval"
+    assert zoo(["evaluate", str(checkpoint), "--episodes=2", "--tasks=3", f"--out={out}"]) == 0
+    report = tmp_path / "report"
+    assert zoo(["report", "--results", str(runs), "--out", str(report), "--reps", "100"]) == 0
+    summary = pd.read_csv(report / "tables" / "summary.csv")
+    assert list(summary["model.objective"]) == ["ObservationOnly"]  # an axis of the report

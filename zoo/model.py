@@ -1,10 +1,11 @@
-"""The in-context learner: one token per step, an injected backbone, an action head.
+"""The in-context learner: one token per step, an injected backbone, an injected objective.
 
-Step `t` of a history is one token embedding `(o_t, a_{t-1}, r_{t-1})`; the model predicts `a_t`.
-Training is behaviour cloning (cross-entropy on `a_t`) over windows of consecutive steps that cross
-episode boundaries (Algorithm Distillation). The first token of a window, or of a stream, has no
-previous step: it gets the "no previous action" index and reward 0. Evaluation uses `step`, one
-token at a time with the backbone's carried state.
+Step `t` of a history is one token of `(o_t, a_{t-1}, r_{t-1})`. Training runs over windows of
+consecutive steps that cross episode boundaries; the objective (`zoo.objectives`) makes the tokens,
+the loss of a window and the action logits: by default behaviour cloning, the cross-entropy on
+`a_t` (Algorithm Distillation). The first token of a window, or of a stream, has no previous step:
+it gets the "no previous action" index and reward 0. Evaluation uses `step`, one token at a time
+with the backbone's carried state.
 """
 
 from __future__ import annotations
@@ -20,22 +21,21 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from backbones.base import Backbone, State
 from zoo.checkpoints import read_checkpoint
 from zoo.errors import CheckpointError, UserError, one_line
+from zoo.objectives import BehaviourCloning, Objective, Shapes
 
 
 class InContextLearner(pl.LightningModule):
-    """Behaviour cloning of learning histories through any `Backbone` (AD / ED)."""
-
-    _offset: Tensor  # a buffer: each observation factor's first row in the embedding table
+    """Learning histories through any `Backbone`, by any `Objective` (AD / ED by default)."""
 
     def __init__(
         self,
         *,
         backbone: Backbone,
+        objective: Objective | None = None,
         num_observations: int,
         num_actions: int,
         context_len: int,
@@ -58,6 +58,9 @@ class InContextLearner(pl.LightningModule):
         """
         Args:
             backbone: the sequence model (a `backbones.Backbone`); chosen by `class_path` in YAML.
+            objective: what the learner is trained to predict from which tokens, and how it acts
+                (a `zoo.objectives.Objective`, by `class_path`); None: behaviour cloning of the
+                actions (`zoo.objectives.BehaviourCloning`) with this model's `label_smoothing`.
             num_observations: size of the Discrete observation space (linked from the data).
             num_actions: size of the Discrete action space (linked from the data).
             context_len: steps per training window (linked from the data); `window` evaluation
@@ -90,7 +93,7 @@ class InContextLearner(pl.LightningModule):
                 overfitting the training histories (0.3 there, appendix "Random mask"). Targets
                 are never masked.
             label_smoothing: label smoothing of the behaviour-cloning cross-entropy (AD uses it
-                on Dark Room Hard).
+                on Dark Room Hard): the default objective's; an objective given is set on its own.
             carry_state: carry the backbone's state (detached) from each training window to the
                 next of the same batch row, resetting it where a window is `first` of its
                 history (linked from `data.carry_state`, whose sampler makes the windows
@@ -106,6 +109,15 @@ class InContextLearner(pl.LightningModule):
             raise TypeError(
                 f"backbone must be a backbones.Backbone, got {type(backbone).__name__}; "
                 "pick one with `--model.backbone configs/backbone/<name>-<size>.yaml`"
+            )
+        if objective is not None and not isinstance(objective, Objective):
+            raise TypeError(
+                f"objective must be a zoo.objectives.Objective, got {type(objective).__name__}"
+            )
+        if objective is not None and label_smoothing:
+            raise ValueError(
+                "model.label_smoothing is the default objective's: with model.objective given, "
+                "set it in the objective's init_args"
             )
         sizes: tuple[tuple[str, int], ...] = (
             ("num_observations", num_observations),
@@ -135,8 +147,9 @@ class InContextLearner(pl.LightningModule):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Attribute 'backbone' is an instance")
             self.save_hyperparameters()
-        if isinstance(self.hparams.get("backbone"), nn.Module):
-            del self.hparams["backbone"]
+        for part in ("backbone", "objective"):
+            if isinstance(self.hparams.get(part), nn.Module):
+                del self.hparams[part]
 
         if carry_state:
             if compile:
@@ -175,15 +188,13 @@ class InContextLearner(pl.LightningModule):
                     "(their product must): they come from the data, do not set them by hand"
                 )
         self.observation_factors = factors
-        # digit i of an observation sits at row `offset[i] + digit` of the one embedding table
-        offset = [sum(factors[:i]) for i in range(len(factors))]
-        self.register_buffer("_offset", torch.tensor(offset), persistent=False)
-        d_model = backbone.d_model
-        self.observation_embedding = nn.Embedding(sum(factors), d_model)
-        self.action_embedding = nn.Embedding(num_actions + 1, d_model)
-        self.reward_projection = nn.Linear(1, d_model)
+        # its layers after the backbone's: the parameters' order (and so the optimiser's) and
+        # their initial draws are the same for every run of an objective
+        if objective is None:
+            objective = BehaviourCloning(label_smoothing=label_smoothing)
+        self.objective = objective
+        self.objective.build(Shapes(backbone.d_model, num_observations, num_actions, factors))
         self.embedding_dropout = nn.Dropout(embedding_dropout)
-        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, num_actions))
 
     # ----------------------------------------------------------------- model
     def previous(self, actions: Tensor, rewards: Tensor) -> tuple[Tensor, Tensor]:
@@ -195,17 +206,11 @@ class InContextLearner(pl.LightningModule):
         return prev_actions, prev_rewards
 
     def embed(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor) -> Tensor:
-        """Tokens `[..., d_model]` for `(o_t, a_{t-1}, r_{t-1})` of any leading shape."""
-        digits = torch.stack(torch.unravel_index(observations.long(), self.observation_factors), -1)
-        digits = digits + self._offset
-        tokens = (
-            self.observation_embedding(digits).sum(-2)
-            + self.action_embedding(prev_actions.long())
-            + self.reward_projection(
-                prev_rewards.to(self.reward_projection.weight.dtype)[..., None]
-            )
+        """Tokens `[..., d_model]` for `(o_t, a_{t-1}, r_{t-1})` of any leading shape (the
+        objective's, through the embedding dropout)."""
+        return self.embedding_dropout(
+            self.objective.tokens(observations, prev_actions, prev_rewards)
         )
-        return self.embedding_dropout(tokens)
 
     def forward(
         self,
@@ -219,7 +224,7 @@ class InContextLearner(pl.LightningModule):
         features, state = self.backbone(
             self.embed(observations, prev_actions, prev_rewards), state=state
         )
-        return self.head(features), state
+        return self.objective.act(features), state
 
     def initial_state(self, batch_size: int) -> State:
         """The backbone's state before the first token, on the model's device and dtype."""
@@ -234,11 +239,11 @@ class InContextLearner(pl.LightningModule):
         features, state = self.backbone.step(
             self.embed(observation, prev_action, prev_reward), state=state
         )
-        return self.head(features), state
+        return self.objective.act(features), state
 
     # -------------------------------------------------------------- training
-    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(cross-entropy, action accuracy) of a batch of windows; compiled if `compile`."""
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """(the objective's loss, its metrics) of a batch of windows; compiled if `compile`."""
         if not self.hparams.get("compile"):
             return self._window_loss(batch)
         return self._compiled_loss(batch)
@@ -249,11 +254,11 @@ class InContextLearner(pl.LightningModule):
         submodule: the checkpoint's state is unchanged)."""
         return torch.compile(self._window_loss)
 
-    def _window_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        loss, accuracy, _ = self._sequence_loss(batch)
-        return loss, accuracy
+    def _window_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, metrics, _ = self._sequence_loss(batch)
+        return loss, metrics
 
-    def _carried_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _carried_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """`_window_loss` after each row's carried state (`carry_state`), which it then replaces;
         rows whose window is `first` of its history start from `init_state`."""
         actions = batch["actions"]
@@ -270,9 +275,9 @@ class InContextLearner(pl.LightningModule):
             torch.where(first, self.no_action, last_action),
             torch.where(first, 0.0, last_reward),
         )
-        loss, accuracy, state = self._sequence_loss(batch, state=state, start=start)
+        loss, metrics, state = self._sequence_loss(batch, state=state, start=start)
         self._carried = (state.detach(), actions[:, -1].clone(), batch["rewards"][:, -1].clone())
-        return loss, accuracy
+        return loss, metrics
 
     def _sequence_loss(
         self,
@@ -280,9 +285,9 @@ class InContextLearner(pl.LightningModule):
         *,
         state: State | None = None,
         start: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, Tensor, State]:
-        """(cross-entropy, action accuracy, state after) of windows following `state`, whose
-        first step's previous (action, reward) is `start` (None: none, a window on its own)."""
+    ) -> tuple[Tensor, dict[str, Tensor], State]:
+        """(loss, metrics, state after) of windows following `state`, whose first step's
+        previous (action, reward) is `start` (None: none, a window on its own)."""
         actions = batch["actions"].long()
         prev_actions, prev_rewards = self.previous(actions, batch["rewards"])
         if start is not None:
@@ -293,20 +298,14 @@ class InContextLearner(pl.LightningModule):
             keep = torch.rand(tokens.shape[:-1], device=tokens.device) >= mask_p
             tokens = tokens * keep[..., None].to(tokens.dtype)
         features, state = self.backbone(tokens, state=state)
-        logits = self.head(features)
-        loss = F.cross_entropy(
-            logits.reshape(-1, self.num_actions),
-            actions.reshape(-1),
-            label_smoothing=self.hparams.get("label_smoothing", 0.0),
-        )
-        accuracy = (logits.argmax(-1) == actions).float().mean()
-        return loss, accuracy, state
+        loss, metrics = self.objective.loss(features, batch)
+        return loss, metrics, state
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.hparams.get("carry_state"):
-            loss, accuracy = self._carried_loss(batch)
+            loss, metrics = self._carried_loss(batch)
         else:
-            loss, accuracy = self._loss(batch)
+            loss, metrics = self._loss(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"train/loss is {loss.item()} at step {self.global_step}: training diverged "
@@ -315,15 +314,17 @@ class InContextLearner(pl.LightningModule):
             )
         size = len(batch["actions"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/action_acc", accuracy, batch_size=size)
+        for name, value in metrics.items():
+            self.log(f"train/{name}", value, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, accuracy = self._loss(batch)
+        loss, metrics = self._loss(batch)
         size = len(batch["actions"])
         # averaged over every rank's windows (one all-reduce per validation, none in training)
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("val/action_acc", accuracy, batch_size=size, sync_dist=True)
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, batch_size=size, sync_dist=True)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> InContextLearner:
         """Moves and casts (`.to`, `.cuda`, `.double`, ...) take the carried state along: on the
@@ -364,7 +365,12 @@ class InContextLearner(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On a resume (a checkpoint restored by a Trainer), this rank's random-number states, set
         at the first training batch (or epoch) after it, and its carried states; a checkpoint
-        loaded for evaluation changes no random state."""
+        loaded for evaluation changes no random state. A checkpoint written before objectives
+        were a part of their own holds behaviour cloning's layers under their old names."""
+        weights = checkpoint.get("state_dict")
+        if isinstance(weights, dict) and isinstance(self.objective, BehaviourCloning):
+            for key in [k for k in weights if k.startswith(BehaviourCloning.LEGACY)]:
+                weights[f"objective.{key}"] = weights.pop(key)
         rank, world = self.global_rank, self._trainer.world_size if self._trainer else 1
         saved_rng = checkpoint.get("rng_states")
         if self._trainer is not None and isinstance(saved_rng, list) and len(saved_rng) == world:

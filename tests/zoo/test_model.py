@@ -53,19 +53,22 @@ def test_step_equals_forward() -> None:
 def test_factored_observations_embed_each_digit_once() -> None:
     """Dark Room's (9, 9): the token of cell `row * 9 + col` is row's embedding plus col's."""
     model = tiny_learner(observation_factors=(9, 9))
-    assert model.observation_embedding.num_embeddings == 18
-    table = model.observation_embedding.weight
+    assert model.objective.observation_embedding.num_embeddings == 18
+    table = model.objective.observation_embedding.weight
     cells = torch.tensor([[0, 13, 80]])  # (0, 0), (1, 4), (8, 8)
     no_action, no_reward = torch.full_like(cells, 5), torch.zeros(1, 3)
     tokens = model.embed(cells, no_action, no_reward)
-    rest = model.action_embedding.weight[5] + model.reward_projection.bias
+    rest = model.objective.action_embedding.weight[5] + model.objective.reward_projection.bias
     for t, (row, col) in enumerate([(0, 0), (1, 4), (8, 8)]):
         torch.testing.assert_close(tokens[0, t], table[row] + table[9 + col] + rest)
 
 
 def test_index_coding_and_bad_factors() -> None:
     model = tiny_learner(observation_factors=(9, 9), observation_coding="index")
-    assert model.observation_factors == (81,) and model.observation_embedding.num_embeddings == 81
+    assert (
+        model.observation_factors == (81,)
+        and model.objective.observation_embedding.num_embeddings == 81
+    )
     with pytest.raises(ValueError, match="do not make 81 observations"):
         tiny_learner(observation_factors=(9, 8))
     with pytest.raises(ValueError, match="observation_coding"):
@@ -92,8 +95,8 @@ def test_loss_falls_on_a_tiny_dataset() -> None:
         losses.append(loss.item())
     assert losses[0] > 1.4  # about log(5) at the start
     assert losses[-1] < 0.5 * losses[0]
-    _, accuracy = model._loss(batch)
-    assert accuracy > 0.6
+    _, metrics = model._loss(batch)
+    assert metrics["action_acc"] > 0.6
 
 
 def test_warmup_then_cosine_decay() -> None:
@@ -272,3 +275,29 @@ def test_carry_state_needs_a_fixed_size_state_and_no_compile() -> None:
         tiny_learner("transformer", carry_state=True)
     with pytest.raises(ValueError, match=r"model\.compile false"):
         tiny_learner("gru", carry_state=True, compile=True)
+
+
+def test_a_checkpoint_from_before_objectives_loads_its_layers() -> None:
+    """Behaviour cloning's layers were the learner's own until 2026-12-07: a checkpoint of then
+    names them without `objective.`; the learner reads them back where they are now."""
+    model, fresh = tiny_learner(), tiny_learner()
+    legacy = {k.removeprefix("objective."): v for k, v in model.state_dict().items()}
+    assert "head.1.weight" in legacy and not any(k.startswith("objective.") for k in legacy)
+    checkpoint = {"state_dict": dict(legacy)}
+    fresh.on_load_checkpoint(checkpoint)  # what Lightning calls before loading the weights
+    fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key where it belongs
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+
+
+def test_an_objective_given_takes_its_own_settings() -> None:
+    from zoo.objectives import BehaviourCloning
+
+    with pytest.raises(ValueError, match="set it in the objective's init_args"):
+        tiny_learner(objective=BehaviourCloning(), label_smoothing=0.1)
+    with pytest.raises(TypeError, match=r"zoo\.objectives\.Objective"):
+        tiny_learner(objective=torch.nn.Linear(2, 2))
+    assert (
+        tiny_learner(objective=BehaviourCloning(label_smoothing=0.2)).objective.label_smoothing
+        == 0.2
+    )
