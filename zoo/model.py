@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +24,8 @@ from backbones.base import Backbone, State
 from zoo.checkpoints import read_checkpoint
 from zoo.errors import CheckpointError, UserError, one_line
 from zoo.objectives import BehaviourCloning, Objective, Shapes
+from zoo.rng import gather_from_ranks, rng_states, set_rng_states
+from zoo.schedules import warmup_cosine, warmup_stable_decay
 
 
 class InContextLearner(pl.LightningModule):
@@ -461,77 +461,6 @@ def follow(state: State, like: State) -> State:
 
     theirs = like.tensors()
     return state.replace_tensors({k: cast(v, theirs[k]) for k, v in state.tensors().items()})
-
-
-def rng_states(device: torch.device) -> dict[str, Any]:
-    """torch's (CPU, and `device`'s when it is a CUDA device), numpy's and Python's global
-    random-number states, as types a `weights_only` checkpoint load accepts."""
-    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
-    kind, keys, position, has_gauss, gauss = legacy
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
-        "python": random.getstate(),
-    }
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
-    """The inverse of `rng_states` (a CUDA state only onto a CUDA device)."""
-    torch.set_rng_state(states["torch"])
-    kind, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in states and device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def gather_from_ranks(value: Any) -> list[Any]:
-    """`value` of every rank, by global rank (`[value]` outside a distributed run)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [value]
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return [value]
-    gathered: list[Any] = [None] * world
-    torch.distributed.all_gather_object(gathered, value)
-    return gathered
-
-
-def warmup_cosine(*, warmup_steps: int, total_steps: int, min_ratio: float):
-    """Learning-rate factor per step: linear warm-up to 1, cosine decay to `min_ratio`."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def decay_start(total_steps: int, cooldown: float) -> int:
-    """The step at which a `wsd` run of `total_steps` begins its decay (the cooldown's steps
-    rounded half up)."""
-    return total_steps - math.floor(cooldown * total_steps + 0.5)
-
-
-def warmup_stable_decay(*, warmup_steps: int, total_steps: int, cooldown: float, min_ratio: float):
-    """Learning-rate factor per step: linear warm-up to 1, 1 until `decay_start`, then linear
-    decay to `min_ratio` at `total_steps` (Hägele et al. 2024, "Scaling laws and compute-optimal
-    training beyond fixed training durations": a constant rate with a short cooldown matches a
-    cosine to the same end, and runs of several lengths share their stable part)."""
-    start = decay_start(total_steps, cooldown)
-
-    def factor(step: int) -> float:
-        warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
-        progress = min(max(step - start, 0) / max(total_steps - start, 1), 1.0)
-        return min(warm, 1.0 - (1.0 - min_ratio) * progress)
-
-    return factor
 
 
 def load_learner(

@@ -90,7 +90,7 @@ class BudgetCheckpoints(pl.Callback):
         its branch point (the cap's own run decays to the cap)."""
         if self.cooldown is None or budget == self.cap:
             return budget
-        from zoo.model import decay_start
+        from zoo.schedules import decay_start
 
         return decay_start(budget, self.cooldown)
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from backbones.presets import load_preset, preset_path
-from zoo.model import InContextLearner, warmup_cosine, warmup_stable_decay
+from zoo.model import InContextLearner
+from zoo.schedules import warmup_cosine, warmup_stable_decay
 
 ENV = {"name": "darkroom", "params": {}, "episode_len": 20, "dataset": "data/darkroom"}
 
