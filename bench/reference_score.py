@@ -14,7 +14,9 @@ optimal; darkroom_hard: the final success rate (return 1 = goal reached, optimal
 source learner on the same bandits. Dark Room Hard also prints how many tasks found the goal at
 all, and how many found it but then missed it in most of the final episodes (lost it).
 
-`--eval NAME` reads `<run>/<kind>/NAME-<seed>/` instead of the script's `eval-<seed>/`: other
+The plays are `zoo run`'s (`<run>/<kind>/test-step<N>-seed<seed>/`, or `ood-...`), or, after
+`STAGE=evaluate`, `<run>/<kind>/eval-<seed>/`.
+`--eval NAME` reads `<run>/<kind>/NAME-<seed>/` instead: other
 plays of the same checkpoints, e.g. of the validation tasks to compare variants without a test task
 (`zoo evaluate <run>/ad/checkpoints/selected-step*.ckpt --split val --episodes 80 --seed S
 --out <run>/ad/val80-S`, then `--eval val80`).
@@ -35,6 +37,10 @@ FAMILIES = ("darkroom", "key_to_door", "darkroom_hard", "bandit")
 
 def returns_of(run: Path, kind: str, seed: int, family: str, name: str = "eval") -> dict[str, Any]:
     path = run / kind / f"{name}-{seed}" / "returns.json"
+    plays = sorted((run / kind).glob(f"test-step*-seed{seed}/returns.json"))
+    plays += sorted((run / kind).glob(f"ood-step*-seed{seed}/returns.json"))
+    if name == "eval" and not path.is_file() and len(plays) == 1:
+        path = plays[0]  # `zoo run`'s play of its chosen checkpoint under this seed
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

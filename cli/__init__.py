@@ -76,6 +76,10 @@ register_command(
     Command("cli.evaluate", "in-context evaluation of a checkpoint on held-out tasks"),
 )
 register_command(
+    "run",
+    Command("cli.run", "one run end to end under a protocol: fit, select, play, record"),
+)
+register_command(
     "sweep", Command("cli.sweep", "run an Optuna study (ablation, tuning), show or export it")
 )
 register_command(

@@ -320,10 +320,17 @@ def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
     context = run["context_episodes"]
     if context is None and run["context_len"] and episode_len:
         context = run["context_len"] / episode_len
-    evaluate = ["zoo evaluate", str(checkpoint), f"--episodes {result['episodes']}"]
-    evaluate += [f"--tasks {len(result['tasks'])}", f"--mode {result['mode']}"]
-    evaluate += [f"--split {result['split']}", f"--seed {result['seed']}"]
-    evaluate += ["--greedy"] if result.get("greedy") else []
+    from zoo.evaluation import Evaluation
+
+    played = Evaluation(
+        episodes=result["episodes"],
+        tasks=len(result["tasks"]),
+        mode=result["mode"],
+        split=result["split"],
+        final_episodes=result.get("final_episodes", 5),
+        seed=result["seed"],
+        greedy=bool(result.get("greedy")),
+    )
     source = result.get("source") or {}
     return {
         "study": str(path.parent),
@@ -350,7 +357,7 @@ def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
         **({"model.objective": run["objective"]} if run["objective"] else {}),
         "run_dir": run["run_dir"],
         "fit_command": run["fit_command"],
-        "evaluate_command": " ".join(evaluate),
+        "evaluate_command": played.command(checkpoint),
     }
 
 

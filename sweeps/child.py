@@ -212,14 +212,7 @@ def select_with(
         if not isinstance(c, InContextEvaluation)
         and not (isinstance(c, ModelCheckpoint) and c.monitor == MONITOR)
     ]
-    evaluation = InContextEvaluation(
-        episodes=settings.episodes,
-        mode=settings.mode,
-        split="val",
-        final_episodes=settings.final_episodes,
-        repeats=settings.val_repeats,
-        seed=seed,
-    )
+    evaluation = InContextEvaluation.of(settings.validation(seed))
     callbacks_of(trainer)[:] = [*callbacks, evaluation, *extra, chooser]
 
 
@@ -328,7 +321,7 @@ def _play_test(
     import numpy as np
     import torch
 
-    from zoo.evaluation import Evaluation, evaluate_checkpoint, summarise, write_outputs
+    from zoo.evaluation import evaluate_checkpoint, summarise, write_outputs
 
     # the test play runs where training ran: a GPU trial is not played on the CPU
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -340,14 +333,7 @@ def _play_test(
     by_seed: dict[str, Any] = {}
     source_learner, keep_every, source_by_seed = None, None, {}
     for seed in seeds:
-        evaluation = Evaluation(
-            episodes=settings.episodes,
-            tasks=settings.tasks,
-            mode=settings.mode,
-            split=settings.split,
-            final_episodes=settings.final_episodes,
-            seed=seed,
-        )
+        evaluation = settings.held_out(seed)
         result = evaluate_checkpoint(
             checkpoint, evaluation, source_episodes=None if source else 0, device=device
         )
@@ -382,11 +368,8 @@ def _play_test(
         "return_final_by_seed": finals,
         "eval_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
         "eval_dir": str(run_dir / f"{settings.split}-{label}-seed{seeds[0]}"),
-        "evaluate_command": (
-            f"zoo evaluate {checkpoint} --split {settings.split} --episodes {settings.episodes} "
-            f"--mode {settings.mode} --final_episodes {settings.final_episodes} "
-            + (f"--tasks {settings.tasks} " if settings.tasks else "")
-            + f"--seed <each of {' '.join(map(str, seeds))}>"
+        "evaluate_command": settings.held_out(seeds[0]).command(
+            checkpoint, seed=f"<each of {' '.join(map(str, seeds))}>"
         ),
     }
     out: dict[str, Any] = {

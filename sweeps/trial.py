@@ -24,9 +24,14 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import optuna
+
+from zoo.errors import UserError
+
+if TYPE_CHECKING:
+    from zoo.evaluation import Evaluation
 
 INTERMEDIATE = "intermediate.txt"
 """File in a trial's run directory: one `step value` line per validation, written by the child."""
@@ -56,6 +61,9 @@ class EvaluationSettings:
     """Episodes averaged into the final return."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     """Evaluation seeds of the test play (task order, env and action sampling)."""
+    val_episodes: int | None = None
+    """In-context episodes of each validation play; None: `episodes` (the checkpoint is chosen by
+    the return that is reported). Fewer: chosen after fewer episodes than are reported."""
     val_repeats: int = 4
     """Every validation goal is played this many times at each validation (other action samples,
     in one vectorised env, so for about the time of one): a less noisy selection signal."""
@@ -83,6 +91,10 @@ class EvaluationSettings:
             raise ValueError("evaluation.seeds must list at least one seed")
         if self.tasks is not None and self.tasks < 1:
             raise ValueError(f"evaluation.tasks must be >= 1 (or null), got {self.tasks}")
+        if self.val_episodes is not None and self.val_episodes < 1:
+            raise ValueError(
+                f"evaluation.val_episodes must be >= 1 (or null), got {self.val_episodes}"
+            )
         if self.val_repeats < 1:
             raise ValueError(f"evaluation.val_repeats must be >= 1, got {self.val_repeats}")
         if self.patience < 0:
@@ -90,12 +102,48 @@ class EvaluationSettings:
         if any(b < 1 for b in self.budgets):
             raise ValueError(f"evaluation.budgets must be >= 1 step each, got {self.budgets}")
 
+    def validation(self, seed: int) -> Evaluation:
+        """How a run's validation tasks are played at every validation: every one of them,
+        `val_repeats` times, under the training `seed`."""
+        from zoo.evaluation import Evaluation
+
+        return Evaluation(
+            episodes=self.val_episodes or self.episodes,
+            mode=self.mode,
+            split="val",
+            final_episodes=self.final_episodes,
+            seed=seed,
+            repeats=self.val_repeats,
+        )
+
+    def held_out(self, seed: int, split: str | None = None) -> Evaluation:
+        """One play of a chosen checkpoint on the held-out `split` (default: this protocol's)
+        under evaluation `seed`."""
+        from zoo.evaluation import Evaluation
+
+        return Evaluation(
+            episodes=self.episodes,
+            tasks=self.tasks,
+            mode=self.mode,
+            split=cast(Any, split or self.split),
+            final_episodes=self.final_episodes,
+            seed=seed,
+        )
+
     def eval_seeds(self, training_seed: int) -> list[int]:
         """The evaluation seeds of a run with `training_seed`: `seeds` when `paired`, else
         `1000 * training_seed + s` for each s of `seeds` (training seed 0 keeps `seeds`)."""
         if self.paired:
             return list(self.seeds)
         return [1000 * training_seed + s for s in self.seeds]
+
+
+class ProtocolError(UserError, ValueError):
+    """A protocol file that cannot be used: one line that says what to fix."""
+
+
+class RunFailed(UserError, RuntimeError):
+    """A run's child process ended without its record: its log's last line says why."""
 
 
 RECORD = "record.json"
@@ -132,10 +180,7 @@ def run_trial(
     run_dir = Path(runs_dir) / trial.study.study_name / f"trial-{trial.number:04d}"
     run_dir.mkdir(parents=True, exist_ok=True)
     # each trial logs into its own directory: concurrent trials never share a logger's versions
-    logger = {
-        "class_path": "lightning.pytorch.loggers.CSVLogger",
-        "init_args": {"save_dir": str(run_dir), "name": "csv", "version": 0},
-    }
+    logger = _csv_logger(run_dir)
     configs: list[str | Mapping[str, Any]] = [
         experiment,
         {
@@ -286,12 +331,66 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def load_protocol(path: str | Path, **overrides: Any) -> EvaluationSettings:
+    """A protocol file (`configs/protocols/<family>.yaml`: the fields of `EvaluationSettings`, how a
+    run of the family is selected and played), with `overrides` over its fields."""
+    import yaml
+
+    from zoo.yaml_keys import check_unique_keys
+
+    file = Path(path)
+    if not file.is_file():
+        raise ProtocolError(f"protocol {path} does not exist (see configs/protocols/)")
+    text = file.read_text()
+    check_unique_keys(text, source=str(path))
+    fields = yaml.safe_load(text) or {}
+    known = {f.name for f in dataclasses.fields(EvaluationSettings)}
+    if not isinstance(fields, dict) or set(fields) - known:
+        unknown = sorted(set(fields) - known) if isinstance(fields, dict) else "not a mapping"
+        raise ProtocolError(f"protocol {path}: unknown field(s) {unknown} (known: {sorted(known)})")
+    try:
+        return EvaluationSettings(**{**fields, **overrides})
+    except (TypeError, ValueError) as error:
+        raise ProtocolError(f"protocol {path}: {error}") from None
+
+
+def run_record(
+    configs: Sequence[str | Mapping[str, Any]],
+    *,
+    protocol: EvaluationSettings,
+    seed: int,
+    out: Path,
+    axes: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One run end to end, as a sweep trial runs it but outside a study: `zoo fit` on `configs`
+    (in order, then the training `seed` and the output folder `out`), the checkpoint chosen on
+    the validation tasks within each budget of `protocol`, its held-out plays under each
+    evaluation seed, and the run's record (`out/record.json`), returned."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "configs": [
+            *configs,
+            # a training seed varies the initialisation and, through the data's seed, the
+            # validation carve, the window order and the validation windows
+            {"data": {"seed": seed}, "seed_everything": seed},
+            {"trainer": {"default_root_dir": str(out), "logger": _csv_logger(out)}},
+        ],
+        "evaluation": dataclasses.asdict(protocol),
+        "run_dir": str(out),
+        "seed": seed,
+        "axes": dict(axes or {}),
+        "tuned_from": None,
+    }
+    return _run_child(spec, out)
+
+
 def rerun(record_path: Path, out: Path) -> dict[str, Any]:
     """Train, select and evaluate a recorded trial again from its record alone (its resolved
     `zoo fit` settings, protocol, seed and thread count), in a child process as the trial ran, into
     `out`; the new record. `compare_records` says whether it is the same to the digit."""
     record = json.loads(Path(record_path).read_text())
-    if record.get("state") != "COMPLETE" or "settings" not in record:
+    if record.get("state", "COMPLETE") != "COMPLETE" or "settings" not in record:
         raise ValueError(
             f"{record_path}: a {record.get('state', 'unknown')} trial's record holds no complete "
             "run to repeat (only complete trials are rerun)"
@@ -299,15 +398,11 @@ def rerun(record_path: Path, out: Path) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(EvaluationSettings)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    logger = {
-        "class_path": "lightning.pytorch.loggers.CSVLogger",
-        "init_args": {"save_dir": str(out), "name": "csv", "version": 0},
-    }
     spec = {
         # the resolved settings, less the config files they were read from (they are resolved)
         "configs": [
             {k: v for k, v in record["settings"].items() if k != "config"},
-            {"trainer": {"default_root_dir": str(out), "logger": logger}},
+            {"trainer": {"default_root_dir": str(out), "logger": _csv_logger(out)}},
         ],
         "evaluation": {k: v for k, v in record["protocol"].items() if k in fields},
         "run_dir": str(out),
@@ -315,13 +410,25 @@ def rerun(record_path: Path, out: Path) -> dict[str, Any]:
         "axes": record.get("axes", {}),
         "tuned_from": record.get("tuned_from"),
     }
+    threads = (record.get("cost") or {}).get("threads")
+    return _run_child(spec, out, threads=threads)
+
+
+def _csv_logger(out: Path) -> dict[str, Any]:
+    return {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(out), "name": "csv", "version": 0},
+    }
+
+
+def _run_child(spec: dict[str, Any], out: Path, *, threads: int | None = None) -> dict[str, Any]:
+    """`spec` run by the child process (`sweeps.child`) as a trial's is, its output in `out/`
+    (log: `trial.log`), at `threads` threads (None: this process's OMP_NUM_THREADS); the record."""
     (out / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     for stale in (RECORD, "result.json", INTERMEDIATE):
         (out / stale).unlink(missing_ok=True)
-    threads = str(
-        (record.get("cost") or {}).get("threads") or os.environ.get("OMP_NUM_THREADS", "")
-    )
-    env = {**os.environ, **({"OMP_NUM_THREADS": threads} if threads else {})}
+    threads_text = str(threads or os.environ.get("OMP_NUM_THREADS", ""))
+    env = {**os.environ, **({"OMP_NUM_THREADS": threads_text} if threads_text else {})}
     with (out / "trial.log").open("w") as log:
         done = subprocess.run(
             [sys.executable, "-m", "sweeps.child", str(out / "spec.json")],
@@ -331,8 +438,10 @@ def rerun(record_path: Path, out: Path) -> dict[str, Any]:
             preexec_fn=_die_with_parent,
         )
     if done.returncode != 0 or not (out / RECORD).is_file():
-        raise RuntimeError(
-            f"the rerun exited with code {done.returncode} (log: {out / 'trial.log'})"
+        lines = [line for line in (out / "trial.log").read_text().splitlines() if line.strip()]
+        raise RunFailed(
+            f"the run exited with code {done.returncode}: {lines[-1] if lines else 'no output'} "
+            f"(log: {out / 'trial.log'})"
         )
     return json.loads((out / RECORD).read_text())
 

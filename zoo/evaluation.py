@@ -53,8 +53,9 @@ __all__ = [
 
 @dataclasses.dataclass
 class Evaluation:
-    """What one in-context evaluation plays: shared by `zoo evaluate`, the in-training callback
-    and sweep trials."""
+    """What one in-context evaluation plays: `zoo evaluate`'s settings, the in-training
+    callback's (`InContextEvaluation.settings`), and each play of a sweep trial's protocol
+    (`sweeps.trial.EvaluationSettings.play`)."""
 
     episodes: int = 20
     """In-context episodes per task (K)."""
@@ -70,12 +71,28 @@ class Evaluation:
     """Seed of the task order, the envs and the action sampling."""
     greedy: bool = False
     """Argmax actions instead of sampling."""
+    repeats: int = 1
+    """Play every task this many times (other action samples), side by side in the one
+    vectorised env: a less noisy number for about the same wall time."""
 
     def __post_init__(self) -> None:
-        for name in ("episodes", "tasks", "final_episodes"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name in ("episodes", "final_episodes", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tasks is not None and self.tasks < 1:
+            raise ValueError(f"tasks must be >= 1 (or null: every task once), got {self.tasks}")
+        if self.mode not in CONTEXT_MODES:
+            raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {self.mode!r}")
+
+    def command(self, checkpoint: str | Path, *, seed: str | None = None) -> str:
+        """The `zoo evaluate` command line that plays these settings with `checkpoint` (`seed`:
+        text in place of the seed, e.g. `<each of 0 1 2>`)."""
+        words = [f"zoo evaluate {checkpoint} --split {self.split} --episodes {self.episodes}"]
+        words += [f"--mode {self.mode} --final_episodes {self.final_episodes}"]
+        words += [f"--tasks {self.tasks}"] if self.tasks else []
+        words += [f"--seed {self.seed if seed is None else seed}"]
+        words += ["--greedy"] if self.greedy else []
+        return " ".join(words)
 
 
 class InContextEvaluation(pl.Callback):
@@ -113,33 +130,39 @@ class InContextEvaluation(pl.Callback):
                 the one vectorised env: a less noisy number for about the same wall time.
         """
         super().__init__()
-        for name, value in (("episodes", episodes), ("final_episodes", final_episodes)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if tasks is not None and tasks < 1:
-            raise ValueError(f"tasks must be >= 1 (or null: every task once), got {tasks}")
-        if repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {repeats}")
-        if mode not in CONTEXT_MODES:
-            raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
-        self.episodes = episodes
-        self.tasks = tasks
-        self.mode: ContextMode = mode
-        self.split: Split = split
-        self.final_episodes = final_episodes
-        self.seed = seed
-        self.repeats = repeats
+        # the arguments are the YAML's `init_args`; what they say, and its checks, is `Evaluation`
+        self.settings = Evaluation(
+            episodes=episodes,
+            tasks=tasks,
+            mode=mode,
+            split=split,
+            final_episodes=final_episodes,
+            seed=seed,
+            repeats=repeats,
+        )
+
+    @classmethod
+    def of(cls, settings: Evaluation) -> InContextEvaluation:
+        """The callback that plays `settings` at every validation (sampled, as validation is)."""
+        if settings.greedy:
+            raise ValueError(
+                "the in-training evaluation samples its actions: greedy is for zoo evaluate"
+            )
+        fields = dataclasses.asdict(settings)
+        del fields["greedy"]
+        return cls(**fields)
 
     def evaluate(self, model: InContextLearner) -> dict[str, float]:
         """The summaries of one evaluation of `model`."""
+        play = self.settings
         family = family_of(model)
-        tasks = evaluation_tasks(model, family, self.split, self.tasks, seed=self.seed)
-        tasks = np.repeat(tasks, self.repeats, axis=0)
+        tasks = evaluation_tasks(model, family, play.split, play.tasks, seed=play.seed)
+        tasks = np.repeat(tasks, play.repeats, axis=0)
         rollout = run_in_context(
-            model, family, tasks, episodes=self.episodes, mode=self.mode, seed=self.seed
+            model, family, tasks, episodes=play.episodes, mode=play.mode, seed=play.seed
         )
         optimal = family.optimal_return(tasks)
-        return summarise(rollout.returns, optimal, final_episodes=self.final_episodes)
+        return summarise(rollout.returns, optimal, final_episodes=play.final_episodes)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -151,7 +174,7 @@ class InContextEvaluation(pl.Callback):
         # logged as validation metrics: in callback_metrics before ModelCheckpoint and
         # EarlyStopping read them at the end of this validation
         pl_module.log_dict(
-            {f"{self.split}/{key}": float(value) for key, value in summary.items()},
+            {f"{self.settings.split}/{key}": float(value) for key, value in summary.items()},
             batch_size=1,
         )
 
@@ -177,6 +200,7 @@ def evaluate_checkpoint(
     model = load_learner(str(checkpoint), map_location=device)
     family = family_of(model, env=env)
     tasks = evaluation_tasks(model, family, settings.split, settings.tasks, seed=settings.seed)
+    tasks = np.repeat(tasks, settings.repeats, axis=0)
     started = time.perf_counter()
     rollout = run_in_context(
         model,
@@ -198,6 +222,8 @@ def evaluate_checkpoint(
         "seed": settings.seed,
         "greedy": settings.greedy,
         "episodes": settings.episodes,
+        "final_episodes": settings.final_episodes,
+        "repeats": settings.repeats,
         "tasks": tasks.tolist(),
         "optimal": optimal.tolist(),
         "random": None if random is None else random.tolist(),
