@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # A family's reference result: Algorithm Distillation improves in context on held-out tasks with
 # frozen weights, Expert Distillation (the same model on expert episodes only) does not.
-#   AD: collect learning histories -> fit (the family's experiment) -> evaluate on held-out tasks
-#       (every one once, or a fixed sample where tasks are continuous) under evaluation seeds 0-2,
-#       played by the checkpoint chosen on the validation tasks (never on held-out ones), beside
-#       the source learner on the same tasks;
-#   ED: the same experiment in ED mode, evaluated the same way.
-# Prints each stage's wall time, the in-context curve's key points and the family's score
-# (bench/reference_score.py, which also summarises several runs: training seeds):
+#   AD: collect learning histories -> `zoo run` under the family's protocol
+#       (configs/protocols/FAMILY.yaml): fit the family's experiment, choose the checkpoint on the
+#       validation tasks (never on held-out ones), play every held-out task once (or a fixed
+#       sample where tasks are continuous) under each of three evaluation seeds, beside the
+#       source learner on the same tasks, and write the run's record (OUT/ad/record.json);
+#   ED: the same experiment in ED mode, run the same way.
+# `zoo run` is what every sweep trial runs: a reference run and a study's trial are one protocol.
+# Prints each stage's wall time, the choice, the in-context curve's key points and the family's
+# score (bench/reference_score.py, which also summarises several runs: training seeds):
 #   darkroom, key_to_door: final return (last 5 episodes) as a fraction of optimal;
 #   darkroom_hard: final success rate (return 1 = goal reached);
 #   bandit (ood split): (r - r_random) / (r_UCB - r_random) at the end of the history, UCB being
@@ -15,14 +17,16 @@
 # Targets and measured results: BENCHMARKS.md ("Dark Room reference run", "Reference runs of the
 # other families").
 # Usage: bench/reference.sh FAMILY [ad|ed|both] [-- ZOO FIT OPTIONS]
-#   FAMILY: darkroom key_to_door darkroom_hard bandit; options after `--` go to both fits (a
-#   variant of the experiment, e.g. `-- --data.context_episodes 16 --model.label_smoothing 0.2`)
-#   env: STEPS=<n> for a quick smoke run (fit n steps, validate once); OUT=<dir> for the outputs
-#   (default runs/reference/FAMILY: a variant's run belongs in its own); STAGE=fit to collect and
-#   fit only, printing the validation score the checkpoint was chosen by and playing no test task
-#   (a screen of variants: compare their validation scores, bench/val_score.py), then
-#   STAGE=evaluate to play the held-out tasks once with the chosen run's selected checkpoint
-#   (default: both, one after the other)
+#   FAMILY: darkroom key_to_door darkroom_hard bandit; options after `--` go to both runs (a
+#   variant of the experiment, e.g. `-- --data.context_episodes 16 --model.label_smoothing 0.2`;
+#   `--config FILE` and `--key value` as `zoo fit` takes them, applied after the experiment)
+#   env: SEED=<n> the training seed (default 0: it varies the initialisation, the validation
+#   carve and the window order; its evaluation seeds are 1000 x n + 0, 1, 2); STEPS=<n> for a
+#   quick smoke run (fit n steps, validate once); OUT=<dir> for the outputs (default
+#   runs/reference/FAMILY: a variant's run belongs in its own); STAGE=fit to collect, fit and
+#   choose only, printing the validation score the checkpoint was chosen by and playing no test
+#   task (a screen of variants: compare their validation scores), then STAGE=evaluate to play the
+#   held-out tasks once with the chosen run's selected checkpoint (default: both, in one run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
@@ -40,7 +44,6 @@ if [[ $# -gt 0 ]]; then
   shift
   VARIANT=("$@")
 fi
-SEEDS=(0 1 2)
 FINAL=5
 
 # What differs between families: the held-out tasks and history length of the evaluation, ED's
@@ -76,23 +79,14 @@ case $FAMILY in
 esac
 EXPERIMENT=configs/experiments/$FAMILY.yaml
 OUT=${OUT:-runs/reference/$FAMILY}
-# The checkpoint is chosen by the in-training validation (the experiment's InContextEvaluation):
-# where it plays fewer episodes than the evaluation below, the model is chosen by where it is
-# after those and reported by where it is after these. Said at the start of every run; the
-# episodes are read from the config `zoo fit` resolves (its defaults, the member's and the
-# variant's options).
+PROTOCOL=configs/protocols/$FAMILY.yaml
+SEED=${SEED:-0}
+# the evaluation seeds of training seed SEED under the protocol (not paired): 1000 x SEED + 0, 1, 2
+SEEDS=($((1000 * SEED)) $((1000 * SEED + 1)) $((1000 * SEED + 2)))
 # (a typo in the variant stops the run here, with zoo's one-line error, before anything is written)
-resolved=$("$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "${VARIANT[@]}" --print_config)
-validation_episodes=$("$PY" -c 'import sys, yaml
-for callback in yaml.safe_load(sys.stdin)["trainer"]["callbacks"] or []:
-    if callback["class_path"].endswith("InContextEvaluation"):
-        print(callback["init_args"]["episodes"])' <<< "$resolved")
-if [[ -n $validation_episodes && $validation_episodes != "${EVAL[1]}" ]]; then
-  echo "note: $EXPERIMENT validates on $validation_episodes episodes, this evaluation plays" \
-    "${EVAL[1]}: the checkpoint is not chosen by the horizon that is reported"
-fi
+"$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "${VARIANT[@]}" --print_config > /dev/null
 steps=()
-[[ -n "${STEPS:-}" ]] && steps=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
+[[ -n "${STEPS:-}" ]] && steps=(--set "trainer.max_steps=$STEPS" --set "trainer.val_check_interval=$STEPS")
 
 timed() {  # label, command...
   local label=$1 start=$SECONDS
@@ -101,28 +95,48 @@ timed() {  # label, command...
   echo "$label: $((SECONDS - start)) s"
 }
 
+run_options() {  # `zoo fit` options (--key value, --key=value, --config FILE) as `zoo run`'s, NUL-separated
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --config) printf '%s\0' --config "$2"; shift 2 ;;
+      --config=*) printf '%s\0' --config "${1#--config=}"; shift ;;
+      --*=*) printf '%s\0' --set "${1#--}"; shift ;;
+      --*) printf '%s\0' --set "${1#--}=$2"; shift 2 ;;
+      *) echo "cannot read the zoo fit option $1" >&2; exit 2 ;;
+    esac
+  done
+}
+
 reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside the experiment's)
-  local kind=$1 collect=$2 start=$SECONDS
+  local kind=$1 collect=$2 start=$SECONDS options=()
   shift 2
   if [[ $STAGE != evaluate ]]; then
     rm -rf "${OUT:?}/$kind"
     timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
-    timed "$kind-fit" "$ZOO" fit --config "$EXPERIMENT" "${FIT[@]}" "$@" "${VARIANT[@]}" \
-      --trainer.default_root_dir "$OUT/$kind" --trainer.logger false \
-      --trainer.enable_progress_bar false "${steps[@]}"
-    "$PY" bench/val_score.py "$OUT/$kind"
+    mapfile -d '' options < <(run_options "${FIT[@]}" "$@" "${VARIANT[@]}")
+    local test=()
+    [[ $STAGE == fit ]] && test=(--no_test)
+    # fit, choose on the validation tasks, play the held-out split under each evaluation seed
+    # (unless STAGE=fit), write the record: one command, the one a sweep trial runs
+    timed "$kind-run" "$ZOO" run --config "$EXPERIMENT" "${options[@]}" "${steps[@]}" \
+      --set trainer.enable_progress_bar=false \
+      --protocol "$PROTOCOL" --seed "$SEED" --out "$OUT/$kind" "${test[@]}"
+    grep -E '^(budget|trained|lockbox|record)' "$OUT/$kind-run.log" | sed "s/^/$kind: /"
   fi
   [[ $STAGE == fit ]] && return
-  local selected
-  selected=$(ls "$OUT/$kind"/checkpoints/selected-step*.ckpt 2> /dev/null) || {
-    echo "no selected checkpoint in $OUT/$kind/checkpoints: fit it first (STAGE=fit)" >&2
-    exit 1
-  }
-  echo "$kind: selected on validation tasks: $(basename "$selected")"
-  for seed in "${SEEDS[@]}"; do
-    timed "$kind-evaluate-$seed" "$ZOO" evaluate "$selected" --mode stream "${EVAL[@]}" \
-      --seed "$seed" --out "$OUT/$kind/eval-$seed"
-  done
+  if [[ $STAGE == evaluate ]]; then  # a screened run's chosen checkpoint, played now
+    local selected
+    selected=$(ls "$OUT/$kind"/selected/step*.ckpt 2> /dev/null | head -1) || true
+    [[ -n $selected ]] || {
+      echo "no selected checkpoint in $OUT/$kind/selected: fit it first (STAGE=fit)" >&2
+      exit 1
+    }
+    echo "$kind: selected on validation tasks: $(basename "$selected")"
+    for seed in "${SEEDS[@]}"; do
+      timed "$kind-evaluate-$seed" "$ZOO" evaluate "$selected" --mode stream "${EVAL[@]}" \
+        --seed "$seed" --out "$OUT/$kind/eval-$seed"
+    done
+  fi
   echo "$kind total: $((SECONDS - start)) s"
   "$PY" bench/reference_score.py "$FAMILY" "$kind" "$OUT" --final "$FINAL" --seeds "${SEEDS[@]}"
 }
