@@ -155,16 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as error:
         # Lightning ends `fit` on SIGTERM with SIGTERMException, a SystemExit of code None (0),
         # and on Ctrl-C with sys.exit(1) while handling the KeyboardInterrupt: neither finished
-        if type(error).__name__ == "SIGTERMException" or isinstance(error.__context__, Terminated):
+        if type(error).__name__ == "SIGTERMException":
             return _stopped(name, "SIGTERM", 143)
-        if isinstance(error.__context__, KeyboardInterrupt):
-            return _stopped(name, "Ctrl-C (SIGINT)", 130)
+        if stop := _interrupted(error):
+            return _stopped(name, *stop)
         raise
     except (argparse.ArgumentError, UsageError) as error:
         if debug:
             raise
         return _refuse(name, concise(str(error)), usage=True)
     except OSError as error:  # a full disk, a read-only folder: the machine's, not a bug
+        if stop := _interrupted(error):
+            return _stopped(name, *stop)
         line = None if debug else cannot_write(error)
         if line is None:
             if debug or not is_user_error(error):
@@ -172,11 +174,28 @@ def main(argv: list[str] | None = None) -> int:
             line = one_line(error)
         return _refuse(name, line, usage=False)
     except Exception as error:
+        # a signal in the middle of a write (torch.save's zip writer) can surface as the
+        # writer's own error, raised while the interrupt was being handled: it is the interrupt
+        if stop := _interrupted(error):
+            return _stopped(name, *stop)
         if debug or not is_user_error(error):
             raise
         return _refuse(name, one_line(error), usage=False)
     finally:
         signal.signal(signal.SIGTERM, previous)  # a caller in the same process gets its own back
+
+
+def _interrupted(error: BaseException) -> tuple[str, int] | None:
+    """(how, exit code) when `error` was raised while a SIGTERM or a Ctrl-C was being handled
+    (anywhere in its chain of contexts), else None."""
+    seen: BaseException | None = error.__context__
+    while seen is not None:
+        if isinstance(seen, Terminated):
+            return "SIGTERM", 143
+        if isinstance(seen, KeyboardInterrupt):
+            return "Ctrl-C (SIGINT)", 130
+        seen = seen.__context__
+    return None
 
 
 def _terminate(signum: int, frame: Any) -> None:
