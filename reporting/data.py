@@ -266,7 +266,8 @@ def data_mode_of(
 ) -> str:
     """`ad` or `ed`: the study's `fit: {data: {mode: ...}}` override (or, in a study recorded
     before `fit:` existed, its `--data.mode` argument), else the data.mode of its `zoo fit`
-    experiment config, else (config not readable here) `ed` when its name says `_ed`."""
+    experiment config, else `unknown` (the config is not readable here: nothing is guessed from
+    a file name; a study's records say their mode)."""
     import yaml
 
     mode = ((fit or {}).get("data") or {}).get("mode")
@@ -284,7 +285,7 @@ def data_mode_of(
     if path.is_file():
         config = yaml.safe_load(path.read_text()) or {}
         return str((config.get("data") or {}).get("mode", "ad"))
-    return "ed" if "_ed" in path.stem else "ad"
+    return "unknown"
 
 
 def load_results(root: Path) -> tuple[pd.DataFrame, list[str]]:

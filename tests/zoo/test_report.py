@@ -413,7 +413,7 @@ def test_data_mode_of_a_study(tmp_path: Path) -> None:
     experiment.write_text(yaml.safe_dump({"data": {"mode": "ed", "path": "data/x"}}))
     assert data_mode_of(str(experiment)) == "ed"
     assert data_mode_of("configs/experiments/darkroom.yaml") == "ad"
-    assert data_mode_of("elsewhere/darkroom_ed.yaml") == "ed"  # not readable here: by its name
+    assert data_mode_of("elsewhere/darkroom_ed.yaml") == "unknown"  # not readable: no guess
     assert data_mode_of("configs/experiments/darkroom.yaml", {"data": {"mode": "ed"}}) == "ed"
     assert data_mode_of(str(experiment), {"data": {"mode": "ad"}}) == "ad"
     # a study recorded before `fit:`: its `--data.mode` argument
