@@ -105,43 +105,7 @@ class InContextLearner(pl.LightningModule):
                 CPU), and a compile of tens of seconds at the first step.
         """
         super().__init__()
-        if not isinstance(backbone, Backbone):
-            raise TypeError(
-                f"backbone must be a backbones.Backbone, got {type(backbone).__name__}; "
-                "pick one with `--model.backbone configs/backbone/<name>-<size>.yaml`"
-            )
-        if objective is not None and not isinstance(objective, Objective):
-            raise TypeError(
-                f"objective must be a zoo.objectives.Objective, got {type(objective).__name__}"
-            )
-        if objective is not None and label_smoothing:
-            raise ValueError(
-                "model.label_smoothing is the default objective's: with model.objective given, "
-                "set it in the objective's init_args"
-            )
-        sizes: tuple[tuple[str, int], ...] = (
-            ("num_observations", num_observations),
-            ("num_actions", num_actions),
-            ("context_len", context_len),
-        )
-        for name, value in sizes:
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        checks: tuple[tuple[str, Any, bool, str], ...] = (
-            ("lr", lr, lr > 0, "> 0"),
-            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
-            ("betas", betas, all(0 <= b < 1 for b in betas), "in [0, 1)"),
-            ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
-            ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
-            ("schedule", schedule, schedule in ("cosine", "wsd"), "cosine or wsd"),
-            ("cooldown", cooldown, 0 < cooldown <= 1, "in (0, 1]"),
-            ("embedding_dropout", embedding_dropout, 0 <= embedding_dropout < 1, "in [0, 1)"),
-            ("token_mask", token_mask, 0 <= token_mask < 1, "in [0, 1)"),
-            ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
-        )
-        for name, value, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"model.{name} must be {rule}, got {value}")
+        _check_arguments(locals())
         # Under LightningCLI the backbone arrives as its config (class_path + init_args) and is
         # kept, so `load_from_checkpoint` rebuilds it; a module built in Python is not a config.
         with warnings.catch_warnings():
@@ -441,6 +405,49 @@ class InContextLearner(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _check_arguments(a: dict[str, Any]) -> None:
+    """The learner's `__init__` arguments (`a`, by name) checked before anything is built: one
+    line that names the setting and what it must be."""
+    backbone, objective = a["backbone"], a["objective"]
+    if not isinstance(backbone, Backbone):
+        raise TypeError(
+            f"backbone must be a backbones.Backbone, got {type(backbone).__name__}; "
+            "pick one with `--model.backbone configs/backbone/<name>-<size>.yaml`"
+        )
+    if objective is not None and not isinstance(objective, Objective):
+        raise TypeError(
+            f"objective must be a zoo.objectives.Objective, got {type(objective).__name__}"
+        )
+    if objective is not None and a["label_smoothing"]:
+        raise ValueError(
+            "model.label_smoothing is the default objective's: with model.objective given, "
+            "set it in the objective's init_args"
+        )
+    sizes: tuple[tuple[str, int], ...] = (
+        ("num_observations", a["num_observations"]),
+        ("num_actions", a["num_actions"]),
+        ("context_len", a["context_len"]),
+    )
+    for name, value in sizes:
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    checks: tuple[tuple[str, Any, bool, str], ...] = (
+        ("lr", a["lr"], a["lr"] > 0, "> 0"),
+        ("weight_decay", a["weight_decay"], a["weight_decay"] >= 0, ">= 0"),
+        ("betas", a["betas"], all(0 <= b < 1 for b in a["betas"]), "in [0, 1)"),
+        ("warmup_steps", a["warmup_steps"], a["warmup_steps"] >= 0, ">= 0"),
+        ("min_lr_ratio", a["min_lr_ratio"], 0 <= a["min_lr_ratio"] <= 1, "in [0, 1]"),
+        ("schedule", a["schedule"], a["schedule"] in ("cosine", "wsd"), "cosine or wsd"),
+        ("cooldown", a["cooldown"], 0 < a["cooldown"] <= 1, "in (0, 1]"),
+        ("embedding_dropout", a["embedding_dropout"], 0 <= a["embedding_dropout"] < 1, "in [0, 1)"),
+        ("token_mask", a["token_mask"], 0 <= a["token_mask"] < 1, "in [0, 1)"),
+        ("label_smoothing", a["label_smoothing"], 0 <= a["label_smoothing"] < 1, "in [0, 1)"),
+    )
+    for name, value, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"model.{name} must be {rule}, got {value}")
 
 
 class TrainingDiverged(UserError, FloatingPointError):
