@@ -206,12 +206,12 @@ class ObservationOnly(Objective):
         return loss, {"entropy": policy.entropy().mean()}
 
 
-def test_a_new_objective_trains_evaluates_and_reports(tmp_path: Path) -> None:
+def test_a_new_objective_trains_evaluates_and_reports(
+    six_task_dataset: Path, tmp_path: Path
+) -> None:
     import pandas as pd
 
-    data, runs = tmp_path / "darkroom", tmp_path / "runs"
-    collect = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--output", str(data)]
-    assert zoo(["collect", *collect]) == 0
+    data, runs = six_task_dataset, tmp_path / "runs"
     objective = {"class_path": f"{__name__}.ObservationOnly", "init_args": {"temperature": 0.5}}
     config = tmp_path / "toy.yaml"
     config.write_text(

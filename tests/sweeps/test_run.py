@@ -28,14 +28,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("collect") / "darkroom"
-    args = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--output", str(path)]
-    assert zoo(["collect", *args]) == 0
-    return path
-
-
 def protocol(tmp_path: Path, **fields) -> Path:
     path = tmp_path / "protocol.yaml"
     base = {"episodes": 2, "val_repeats": 2, "seeds": [0, 1], "paired": True, "budgets": []}
@@ -44,9 +36,9 @@ def protocol(tmp_path: Path, **fields) -> Path:
 
 
 def test_zoo_run_is_fit_then_evaluate_of_the_chosen_checkpoint(
-    dataset: Path, tmp_path: Path, capsys
+    six_task_dataset: Path, tmp_path: Path, capsys
 ) -> None:
-    sets = [f"data.path={dataset}", *TINY]
+    sets = [f"data.path={six_task_dataset}", *TINY]
     out = tmp_path / "run"
     args = ["run", "--config", "configs/experiments/darkroom.yaml", "--seed", "0"]
     args += ["--protocol", str(protocol(tmp_path)), "--out", str(out)]

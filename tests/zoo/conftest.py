@@ -50,16 +50,5 @@ def _tiny_fit_args(
 
 
 @pytest.fixture(scope="session")
-def six_task_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Dark Room dataset: 6 training goals, 4 episodes per history."""
-    from cli import main as zoo
-
-    path = tmp_path_factory.mktemp("six_tasks") / "darkroom"
-    args = ["--env", "darkroom", "--num_tasks", "6", "--episodes", "4", "--no_progress"]
-    assert zoo(["collect", *args, "--output", str(path)]) == 0
-    return path
-
-
-@pytest.fixture(scope="session")
 def tiny_fit_args() -> Callable[..., list[str]]:
     return _tiny_fit_args
