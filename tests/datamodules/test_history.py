@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.history import ConsecutiveSampler, HistoryDataModule
+from datamodules.history import HistoryDataModule
 from datamodules.reader import open_dataset
+from datamodules.sampling import ConsecutiveSampler
 from datamodules.storage import COLLECTION, FORMAT_VERSION, Manifest, write_json_atomic
 from datamodules.writer import write_manifest, write_shard
 from envs.base import Histories

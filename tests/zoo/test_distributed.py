@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.history import EpochSampler, HistoryDataModule
+from datamodules.history import HistoryDataModule
+from datamodules.sampling import EpochSampler
 from zoo.training import make_cli
 
 ZOO = Path(sys.executable).with_name("zoo")
