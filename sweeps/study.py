@@ -409,6 +409,8 @@ def load_spec(
     raw = yaml.safe_load(text) or {}
     if not isinstance(raw, dict):
         raise SweepError(f"study config {path} must be a YAML mapping")
+    if isinstance(raw.get("evaluation"), str):  # a protocol file, as `zoo run --protocol` names it
+        raw["evaluation"] = _protocol_fields(raw["evaluation"], source=path)
     for setting in sets:
         key, equals, value = setting.partition("=")
         if not equals or not key:
@@ -445,6 +447,25 @@ def load_spec(
     except Exception as error:  # jsonargparse's messages name the bad key and the expected type
         raise SweepError(f"{path}: {str(error).strip().splitlines()[0]}") from error
     return SweepSpec(kind=kind, name=name, storage=storage, config=config)
+
+
+def _protocol_fields(protocol: str, *, source: str) -> dict[str, Any]:
+    """The fields of the protocol file a study config names as its `evaluation:`."""
+    import yaml
+
+    from zoo.yaml_keys import check_unique_keys
+
+    file = Path(protocol)
+    if not file.is_file():
+        raise SweepError(
+            f"{source}: evaluation: {protocol} does not exist (see configs/protocols/)"
+        )
+    text = file.read_text()
+    check_unique_keys(text, source=protocol)
+    fields = yaml.safe_load(text) or {}
+    if not isinstance(fields, dict):
+        raise SweepError(f"{source}: evaluation: {protocol} is not a mapping of protocol fields")
+    return fields
 
 
 def create_study(spec: SweepSpec, storage: BaseStorage, *, worker: int = 0) -> optuna.Study:

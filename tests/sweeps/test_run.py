@@ -119,3 +119,26 @@ def test_validation_and_held_out_plays_of_a_protocol() -> None:
     assert EvaluationSettings(episodes=20).validation(0).episodes == 20  # None: the same episodes
     with pytest.raises(ValueError, match="val_episodes"):
         EvaluationSettings(val_episodes=0)
+
+
+def test_a_study_names_its_protocol_file(tmp_path: Path) -> None:
+    """`evaluation: FILE` in a study config is the file's fields, as inline; `--set` reaches them."""
+    from sweeps.study import SweepError, load_spec
+    from sweeps.trial import load_protocol
+
+    inline = yaml.safe_load(Path("configs/sweeps/darkroom_study.yaml").read_text())
+    assert inline["evaluation"] == "configs/protocols/darkroom_study.yaml"
+    inline["evaluation"] = yaml.safe_load(Path(inline["evaluation"]).read_text())
+    (tmp_path / "inline.yaml").write_text(yaml.safe_dump(inline))
+    spec = {"kind": None, "name": None, "storage": "sqlite:///:memory:"}
+    named = load_spec("configs/sweeps/darkroom_study.yaml", **spec)
+    assert named.config == load_spec(str(tmp_path / "inline.yaml"), **spec).config
+    assert named.config.evaluation == load_protocol("configs/protocols/darkroom_study.yaml")
+    changed = load_spec(
+        "configs/sweeps/darkroom_study.yaml", **spec, sets=["evaluation.patience=2"]
+    )
+    assert changed.config.evaluation.patience == 2
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("study: ablation\nevaluation: configs/protocols/nowhere.yaml\n")
+    with pytest.raises(SweepError, match=r"nowhere\.yaml does not exist"):
+        load_spec(str(missing), **spec)
