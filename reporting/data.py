@@ -114,8 +114,6 @@ def load_records(root: Path) -> pd.DataFrame:
     """One row per trial record (`trial-*.json` under `root`, as `zoo sweep` writes them with
     `records:`): the same columns as `load_studies`, read from the records alone, with the
     backbone, context, seed and data mode from the record's axes and settings (nothing guessed)."""
-    from zoo.evaluation import summarise
-
     files = sorted(Path(root).rglob("trial-*.json")) if Path(root).is_dir() else []
     if not files:
         raise ReportError(f"no trial records (trial-*.json) under {root}")
@@ -127,100 +125,144 @@ def load_records(root: Path) -> pd.DataFrame:
             raise ReportError(
                 f"{path}: not a trial record ({error}); restore it from git"
             ) from None
-        axes = record.get("axes", {})
-        settings = record.get("settings") or {}
-        mode = (
+        row = _record_row(record, path)
+        row.update(_budget_columns(record))
+        test = _played(record.get("test"), record)
+        if test:
+            row.update(test["summary"])
+            row.update(value=row["return_final"], **test["columns"])
+        else:
+            row["value"] = row.get("val_return_final")
+        lockbox = _played(record.get("lockbox"), record, floor=False)
+        if lockbox:  # the cap's checkpoint on the lockbox split, played once
+            row["lockbox_return_final"] = lockbox["summary"]["return_final"]
+            row["lockbox_fraction_optimal"] = lockbox["summary"]["fraction_optimal"]
+        row.update(_source_columns(record.get("source"), test, record))
+        rows.append(row)
+    return _one_per_point(pd.DataFrame(rows))
+
+
+def _record_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What a record says of its run, before any play: its axes, state, choice and commands."""
+    axes = record.get("axes", {})
+    settings = record.get("settings") or {}
+    validation = record.get("validation") or {}
+    commands = record.get("commands") or {}
+    row: dict[str, Any] = {
+        "study": record.get("study"),
+        "kind": "ablation" if (record.get("protocol") or {}).get("test", True) else "tune",
+        "trial": record.get("trial"),
+        "state": record.get("state"),
+        "data_mode": (
             (settings.get("data") or {}).get("mode")
             or axes.get("data.mode")
             or record.get("data_mode")
             or "ad"
+        ),
+        "backbone": axes.get("model.backbone"),
+        "context_episodes": axes.get("data.context_episodes"),
+        "seed": axes.get("seed_everything", record.get("seed")),
+        "params": record.get("params", {}),
+        "duplicate_of": None,
+        "record": str(path),
+        "tuned_from": record.get("tuned_from"),
+        "validation_peak": validation.get("peak"),
+        "validation_final": validation.get("final"),
+        "selected_step": None,
+        "steps_trained": record.get("steps_trained"),
+        "max_steps": record.get("max_steps"),
+        "budget_capped": record.get("budget_capped"),
+        "fit_command": commands.get("fit"),
+        "evaluate_command": commands.get("evaluate"),
+        # a complete trial again from this record alone, compared with it to the digit
+        "rerun_command": (
+            f"zoo sweep rerun {path} --out runs/rerun/{record.get('study')}/"
+            f"trial-{int(record.get('trial') or 0):04d}"
+            if record.get("state") == "COMPLETE"
+            else None
+        ),
+        **{k: v for k, v in (record.get("cost") or {}).items()},
+    }
+    for path_, value in axes.items():  # any further axis, by its config path
+        if path_ not in AXIS_PATHS.values():  # not backbone, context, seed (their columns)
+            row.setdefault(path_, value)
+    return row
+
+
+def _budget_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The cap's choice (step, validation) and every budget's choice and test return."""
+    budgets = record.get("budgets") or {}
+    if not budgets:
+        return {}
+    cap = budgets[max(budgets, key=int)]
+    return {
+        "selected_step": cap.get("step"),
+        "val_return_final": cap.get("val"),
+        "budgets": {
+            b: {"step": c.get("step"), "val": c.get("val"),
+                "return_final": (c.get("test") or {}).get("return_final")}
+            for b, c in budgets.items()
+        },
+    }  # fmt: skip
+
+
+def _played(
+    play: dict[str, Any] | None, record: dict[str, Any], *, floor: bool = True
+) -> dict[str, Any] | None:
+    """A held-out play of a record (its `test` or `lockbox`), every (seed, task) pair together:
+    its `summary` (zoo.evaluation.summarise, above random play where `floor` and known), its
+    `columns` (curve, tasks, split, seeds), and the arrays the source learner is scored by."""
+    from zoo.evaluation import summarise
+
+    if not play:
+        return None
+    by_seed = play["by_seed"]
+    seeds = list(by_seed)
+    returns = np.concatenate([np.asarray(by_seed[k]["returns"]) for k in seeds])
+    optimal = np.concatenate([np.asarray(by_seed[k]["optimal"]) for k in seeds])
+    random = (
+        np.concatenate([np.asarray(by_seed[k]["random"]) for k in seeds])
+        if floor and all("random" in by_seed[k] for k in seeds)
+        else None
+    )
+    final = int((record.get("protocol") or {}).get("final_episodes", 5))
+    return {
+        "summary": summarise(returns, optimal, final_episodes=final, random=random),
+        "columns": {
+            "curve": returns.mean(0).tolist(),
+            "test_tasks": len(by_seed[seeds[0]]["returns"]),
+            "test_split": play.get("split"),
+            "eval_seeds": [int(k) for k in seeds],
+            "return_final_by_seed": list((play.get("return_final_by_seed") or {}).values()),
+        },
+        "optimal": optimal,
+        "random": random,
+        "final": final,
+    }
+
+
+def _source_columns(
+    source: dict[str, Any] | None, test: dict[str, Any] | None, record: dict[str, Any]
+) -> dict[str, Any]:
+    """The source learner on the test tasks: its curve, and its final return scored as the
+    test play is."""
+    from zoo.evaluation import summarise
+
+    if not (source and source.get("by_seed")):
+        return {}
+    curves = np.concatenate([np.asarray(c) for c in source["by_seed"].values()])
+    columns: dict[str, Any] = {
+        "source_learner": source.get("learner"),
+        "source_curve": curves.mean(0).tolist(),
+    }
+    if test:
+        played = summarise(
+            curves, test["optimal"], final_episodes=test["final"], random=test["random"]
         )
-        row: dict[str, Any] = {
-            "study": record.get("study"),
-            "kind": "ablation" if (record.get("protocol") or {}).get("test", True) else "tune",
-            "trial": record.get("trial"),
-            "state": record.get("state"),
-            "data_mode": mode,
-            "backbone": axes.get("model.backbone"),
-            "context_episodes": axes.get("data.context_episodes"),
-            "seed": axes.get("seed_everything", record.get("seed")),
-            "params": record.get("params", {}),
-            "duplicate_of": None,
-            "record": str(path),
-            "tuned_from": record.get("tuned_from"),
-            "validation_peak": (record.get("validation") or {}).get("peak"),
-            "validation_final": (record.get("validation") or {}).get("final"),
-            "selected_step": None,
-            "steps_trained": record.get("steps_trained"),
-            "max_steps": record.get("max_steps"),
-            "budget_capped": record.get("budget_capped"),
-            "fit_command": (record.get("commands") or {}).get("fit"),
-            "evaluate_command": (record.get("commands") or {}).get("evaluate"),
-            # a complete trial again from this record alone, compared with it to the digit
-            "rerun_command": (
-                f"zoo sweep rerun {path} --out runs/rerun/{record.get('study')}/"
-                f"trial-{int(record.get('trial') or 0):04d}"
-                if record.get("state") == "COMPLETE"
-                else None
-            ),
-            **{k: v for k, v in (record.get("cost") or {}).items()},
-        }
-        for path_, value in axes.items():  # any further axis, by its config path
-            if path_ not in AXIS_PATHS.values():  # not backbone, context, seed (their columns)
-                row.setdefault(path_, value)
-        budgets = record.get("budgets") or {}
-        if budgets:
-            cap = budgets[max(budgets, key=int)]
-            row["selected_step"], row["val_return_final"] = cap.get("step"), cap.get("val")
-            row["budgets"] = {
-                b: {"step": c.get("step"), "val": c.get("val"),
-                    "return_final": (c.get("test") or {}).get("return_final")}
-                for b, c in budgets.items()
-            }  # fmt: skip
-        test = record.get("test")
-        if test:
-            seeds = list(test["by_seed"])
-            returns = np.concatenate([np.asarray(test["by_seed"][k]["returns"]) for k in seeds])
-            optimal = np.concatenate([np.asarray(test["by_seed"][k]["optimal"]) for k in seeds])
-            floor = (
-                np.concatenate([np.asarray(test["by_seed"][k]["random"]) for k in seeds])
-                if all("random" in test["by_seed"][k] for k in seeds)
-                else None
-            )
-            final = int((record.get("protocol") or {}).get("final_episodes", 5))
-            row.update(summarise(returns, optimal, final_episodes=final, random=floor))
-            row.update(
-                value=row["return_final"],
-                curve=returns.mean(0).tolist(),
-                test_tasks=len(test["by_seed"][seeds[0]]["returns"]),
-                test_split=test.get("split"),
-                eval_seeds=[int(k) for k in seeds],
-                return_final_by_seed=list(test["return_final_by_seed"].values()),
-            )
-        else:
-            row["value"] = row.get("val_return_final")
-        lockbox = record.get("lockbox")
-        if lockbox:  # the cap's checkpoint on the lockbox split, played once
-            by_seed = lockbox["by_seed"].values()
-            played = summarise(
-                np.concatenate([np.asarray(s["returns"]) for s in by_seed]),
-                np.concatenate([np.asarray(s["optimal"]) for s in by_seed]),
-                final_episodes=int((record.get("protocol") or {}).get("final_episodes", 5)),
-            )
-            row["lockbox_return_final"] = played["return_final"]
-            row["lockbox_fraction_optimal"] = played["fraction_optimal"]
-        source = record.get("source")
-        if source and source.get("by_seed"):
-            curves = np.concatenate([np.asarray(c) for c in source["by_seed"].values()])
-            row["source_learner"] = source.get("learner")
-            row["source_curve"] = curves.mean(0).tolist()
-            if test:
-                played = summarise(curves, optimal, final_episodes=final, random=floor)
-                row["source_return_final"] = played["return_final"]
-                if "above_random" in played:
-                    row["source_above_random"] = played["above_random"]
-        rows.append(row)
-    return _one_per_point(pd.DataFrame(rows))
+        columns["source_return_final"] = played["return_final"]
+        if "above_random" in played:
+            columns["source_above_random"] = played["above_random"]
+    return columns
 
 
 def _one_per_point(runs: pd.DataFrame) -> pd.DataFrame:

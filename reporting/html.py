@@ -165,109 +165,118 @@ def budget_sections(
     run's validation peak against its final value."""
     sections = []
     if not ranking.empty:
-        rows = []
-        extras = [c for c in ranking.columns if "." in str(c)]
-        for values, cell in ranking.groupby(
-            ["data_mode", "context_episodes", *extras, "budget"], sort=True
-        ):
-            mode, context, budget = values[0], values[1], values[-1]
-            facet = dict(zip(extras, values[2:-1], strict=True))
-            order = " > ".join(
-                f"{r['backbone']} {_number(r['mean_return_final'])}"
-                for _, r in cell.sort_values("rank").iterrows()
-            )
-            seeds = sorted({int(n) for n in cell["seeds"]})
-            tau = taus
-            if not taus.empty:
-                match = (
-                    (taus["data_mode"] == mode)
-                    & (taus["context_episodes"] == context)
-                    & (taus["budget"] == budget)
-                )
-                for axis, value in facet.items():
-                    match &= taus[axis] == value
-                tau = taus[match]
-            if not len(tau):
-                tau_text = "(the largest budget)"
-            elif finite(tau.iloc[0]["ci_low"]):
-                tau_text = (
-                    f"{tau.iloc[0]['kendall_tau']:.2f} [{_number(tau.iloc[0]['ci_low'], 2)}, "
-                    f"{_number(tau.iloc[0]['ci_high'], 2)}]"
-                )
-            else:
-                seeds_n = int(tau.iloc[0]["seeds"])
-                tau_text = f"{tau.iloc[0]['kendall_tau']:.2f} (no interval from {seeds_n} seeds)"
-            rows.append(
-                [
-                    str(mode).upper(),
-                    _number(context)
-                    + "".join(f", {axis} {_number(value)}" for axis, value in facet.items()),
-                    _number(budget),
-                    "/".join(map(str, seeds)),
-                    order,
-                    tau_text,
-                ]
-            )
-        sections.append(
-            Section(
-                title="Ranking at each training budget (the same runs)",
-                text=(
-                    "Per budget, every run's checkpoint chosen on validation goals among its "
-                    "validations at or before that step plays the test split; backbones ranked "
-                    "by the mean final return over training seeds. Kendall's tau compares each "
-                    "budget's ranking with the largest budget's, with a 95% bootstrap interval "
-                    "over training seeds from 5 seeds (each backbone's seeds resampled, the same draw at both "
-                    "budgets)."
-                ),
-                header=[
-                    "data",
-                    "context",
-                    "budget (steps)",
-                    "seeds",
-                    "ranking (mean final return)",
-                    "Kendall's tau vs largest [95% CI from 5 seeds]",
-                ],
-                rows=rows,
-            )
-        )
+        sections.append(_ranking_section(ranking, taus))
     if not peaks.empty:
-        rows = [
-            [
-                str(r["backbone"]),
-                str(r["data_mode"]).upper(),
-                _number(r["context_episodes"]),
-                _number(r["seed"]),
-                f"{_number(r['peak_val'])} at {_number(r['peak_step'])}",
-                f"{_number(r['final_val'])} at {_number(r['final_step'])}",
-                _number(r["final_minus_peak"]),
-                "cap" if r["budget_capped"] else "early stop",
-            ]
-            for _, r in peaks.sort_values(
-                ["data_mode", "context_episodes", "backbone", "seed"]
-            ).iterrows()
-        ]
-        sections.append(
-            Section(
-                title="Validation peak against final value, per run",
-                text=(
-                    "Does in-context ability fade with training? Each run's best validation "
-                    "return and its step, against its last validation; a run ends at its cap or "
-                    "by early stopping (patience)."
-                ),
-                header=[
-                    "backbone",
-                    "data",
-                    "context",
-                    "seed",
-                    "peak (val) at step",
-                    "final (val) at step",
-                    "final - peak",
-                    "ended by",
-                ],
-                rows=rows,
-            )
-        )
+        sections.append(_peaks_section(peaks))
     return sections
+
+
+def _ranking_section(ranking: pd.DataFrame, taus: pd.DataFrame) -> Section:
+    rows = []
+    extras = [c for c in ranking.columns if "." in str(c)]
+    for values, cell in ranking.groupby(
+        ["data_mode", "context_episodes", *extras, "budget"], sort=True
+    ):
+        mode, context, budget = values[0], values[1], values[-1]
+        facet = dict(zip(extras, values[2:-1], strict=True))
+        order = " > ".join(
+            f"{r['backbone']} {_number(r['mean_return_final'])}"
+            for _, r in cell.sort_values("rank").iterrows()
+        )
+        seeds = sorted({int(n) for n in cell["seeds"]})
+        rows.append(
+            [
+                str(mode).upper(),
+                _number(context)
+                + "".join(f", {axis} {_number(value)}" for axis, value in facet.items()),
+                _number(budget),
+                "/".join(map(str, seeds)),
+                order,
+                _tau_text(taus, mode, context, budget, facet),
+            ]
+        )
+    return Section(
+        title="Ranking at each training budget (the same runs)",
+        text=(
+            "Per budget, every run's checkpoint chosen on validation goals among its "
+            "validations at or before that step plays the test split; backbones ranked "
+            "by the mean final return over training seeds. Kendall's tau compares each "
+            "budget's ranking with the largest budget's, with a 95% bootstrap interval "
+            "over training seeds from 5 seeds (each backbone's seeds resampled, the same draw at both "
+            "budgets)."
+        ),
+        header=[
+            "data",
+            "context",
+            "budget (steps)",
+            "seeds",
+            "ranking (mean final return)",
+            "Kendall's tau vs largest [95% CI from 5 seeds]",
+        ],
+        rows=rows,
+    )
+
+
+def _tau_text(
+    taus: pd.DataFrame, mode: Any, context: Any, budget: Any, facet: dict[str, Any]
+) -> str:
+    """Kendall's tau of one cell's budget against the largest, with its interval where there
+    is one."""
+    tau = taus
+    if not taus.empty:
+        match = (
+            (taus["data_mode"] == mode)
+            & (taus["context_episodes"] == context)
+            & (taus["budget"] == budget)
+        )
+        for axis, value in facet.items():
+            match &= taus[axis] == value
+        tau = taus[match]
+    if not len(tau):
+        return "(the largest budget)"
+    if finite(tau.iloc[0]["ci_low"]):
+        return (
+            f"{tau.iloc[0]['kendall_tau']:.2f} [{_number(tau.iloc[0]['ci_low'], 2)}, "
+            f"{_number(tau.iloc[0]['ci_high'], 2)}]"
+        )
+    return f"{tau.iloc[0]['kendall_tau']:.2f} (no interval from {int(tau.iloc[0]['seeds'])} seeds)"
+
+
+def _peaks_section(peaks: pd.DataFrame) -> Section:
+    rows = [
+        [
+            str(r["backbone"]),
+            str(r["data_mode"]).upper(),
+            _number(r["context_episodes"]),
+            _number(r["seed"]),
+            f"{_number(r['peak_val'])} at {_number(r['peak_step'])}",
+            f"{_number(r['final_val'])} at {_number(r['final_step'])}",
+            _number(r["final_minus_peak"]),
+            "cap" if r["budget_capped"] else "early stop",
+        ]
+        for _, r in peaks.sort_values(
+            ["data_mode", "context_episodes", "backbone", "seed"]
+        ).iterrows()
+    ]
+    return Section(
+        title="Validation peak against final value, per run",
+        text=(
+            "Does in-context ability fade with training? Each run's best validation "
+            "return and its step, against its last validation; a run ends at its cap or "
+            "by early stopping (patience)."
+        ),
+        header=[
+            "backbone",
+            "data",
+            "context",
+            "seed",
+            "peak (val) at step",
+            "final (val) at step",
+            "final - peak",
+            "ended by",
+        ],
+        rows=rows,
+    )
 
 
 TRIAL_HEADER = [
