@@ -96,7 +96,7 @@ def test_every_family_protocol_loads(path: Path) -> None:
     from sweeps.trial import load_protocol
 
     settings = load_protocol(path)
-    family = make_family(path.stem)  # a protocol per family, named by it
+    family = make_family(path.stem.removesuffix("_study"))  # <family>.yaml, <family>_study.yaml
     assert family.split_size(settings.split) is not None or settings.tasks  # tasks to play
 
 
