@@ -140,22 +140,7 @@ def main(spec_path: str) -> int:
         },
         "commands": {"fit": f"zoo fit --config {fit_config}"},
     }
-    attrs: dict[str, Any] = {
-        "val_return_final": chosen["value"],
-        "selected_step": chosen["step"],
-        "steps_trained": steps,
-        "max_steps": max_steps,
-        "budget_capped": record["budget_capped"],
-        "parameters": record["cost"]["parameters"],
-        "parameters_total": record["cost"]["parameters_total"],
-        "train_tokens_per_s": record["cost"]["train_tokens_per_s"],
-        "global_step": steps,
-        "checkpoint": chosen["checkpoint"],
-        "fit_command": record["commands"]["fit"],
-        "validation_peak": record["validation"]["peak"],
-        "validation_final": record["validation"]["final"],
-    }
-    attrs["objective"] = attrs["val_return_final"]
+    attrs = _attrs_before_plays(record, chosen)
     if settings.test:
         play_held_out(selected, settings, seed, run_dir, record, attrs)
     if torch.cuda.is_available():
@@ -169,6 +154,28 @@ def main(spec_path: str) -> int:
     write_json(run_dir / RECORD, record)
     write_json(run_dir / "result.json", {"attrs": attrs})
     return 0
+
+
+def _attrs_before_plays(record: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+    """The trial's user attributes from its record before any held-out play: its choice at the
+    cap, steps, cost and validation; its objective the chosen validation return (a tuning trial's,
+    which plays nothing held out)."""
+    return {
+        "val_return_final": chosen["value"],
+        "selected_step": chosen["step"],
+        "steps_trained": record["steps_trained"],
+        "max_steps": record["max_steps"],
+        "budget_capped": record["budget_capped"],
+        "parameters": record["cost"]["parameters"],
+        "parameters_total": record["cost"]["parameters_total"],
+        "train_tokens_per_s": record["cost"]["train_tokens_per_s"],
+        "global_step": record["steps_trained"],
+        "checkpoint": chosen["checkpoint"],
+        "fit_command": record["commands"]["fit"],
+        "validation_peak": record["validation"]["peak"],
+        "validation_final": record["validation"]["final"],
+        "objective": chosen["value"],
+    }
 
 
 def _check(cli: Any, settings: EvaluationSettings) -> float | None:
