@@ -101,8 +101,9 @@ run_options() {  # `zoo fit` options (--key value, --key=value, --config FILE) a
       --config) printf '%s\0' --config "$2"; shift 2 ;;
       --config=*) printf '%s\0' --config "${1#--config=}"; shift ;;
       --*=*) printf '%s\0' --set "${1#--}"; shift ;;
-      --*) printf '%s\0' --set "${1#--}=$2"; shift 2 ;;
-      *) echo "cannot read the zoo fit option $1" >&2; exit 2 ;;
+      --*) [[ $# -ge 2 ]] || { echo "the zoo fit option $1 has no value" >&2; return 2; }
+        printf '%s\0' --set "${1#--}=$2"; shift 2 ;;
+      *) echo "cannot read the zoo fit option $1" >&2; return 2 ;;
     esac
   done
 }
@@ -113,7 +114,8 @@ reference() {  # ad|ed, collect config, `zoo fit` options of the kind (beside th
   if [[ $STAGE != evaluate ]]; then
     rm -rf "${OUT:?}/$kind"
     timed "$kind-collect" "$ZOO" collect --config "$collect" --overwrite --no_progress
-    mapfile -d '' options < <(run_options "${FIT[@]}" "$@" "${VARIANT[@]}")
+    run_options "${FIT[@]}" "$@" "${VARIANT[@]}" > "$OUT/$kind-options" || exit 2
+    mapfile -d '' options < "$OUT/$kind-options"
     local test=()
     [[ $STAGE == fit ]] && test=(--no_test)
     # fit, choose on the validation tasks, play the held-out split under each evaluation seed

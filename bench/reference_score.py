@@ -18,7 +18,7 @@ The plays are `zoo run`'s (`<run>/<kind>/test-step<N>-seed<seed>/`, or `ood-...`
 `STAGE=evaluate`, `<run>/<kind>/eval-<seed>/`.
 `--eval NAME` reads `<run>/<kind>/NAME-<seed>/` instead: other
 plays of the same checkpoints, e.g. of the validation tasks to compare variants without a test task
-(`zoo evaluate <run>/ad/checkpoints/selected-step*.ckpt --split val --episodes 80 --seed S
+(`zoo evaluate <run>/ad/selected/step*.ckpt --split val --episodes 80 --seed S
 --out <run>/ad/val80-S`, then `--eval val80`).
 """
 
@@ -48,6 +48,16 @@ def returns_of(run: Path, kind: str, seed: int, family: str, name: str = "eval")
         if name != "eval":
             how = f"write it with `zoo evaluate <checkpoint> --seed {seed} --out {path.parent}`"
         sys.exit(f"no {kind} evaluation at {path}: {how}")
+
+
+def seeds_of(run: Path, kind: str) -> list[int]:
+    """The evaluation seeds `zoo run` played a run under (its record's), else 0, 1, 2."""
+    record = run / kind / "record.json"
+    if record.is_file():
+        seeds = (json.loads(record.read_text()).get("protocol") or {}).get("eval_seeds")
+        if seeds:
+            return [int(s) for s in seeds]
+    return [0, 1, 2]
 
 
 def run_scores(
@@ -119,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="episodes (bandit: pulls) the score averages (default 5; bandit 20)",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="evaluation seeds (default: each run's own, from its record.json; else 0 1 2)",
+    )
     parser.add_argument(
         "--eval",
         default="eval",
@@ -135,21 +151,27 @@ def main(argv: list[str] | None = None) -> None:
     for run in args.runs:
         if len(args.runs) > 1:
             print(f"## {run}")
-        scores = run_scores(run, args.family, args.kind, final, args.seeds, args.eval)
+        seeds = args.seeds or seeds_of(run, args.kind)
+        scores = run_scores(run, args.family, args.kind, final, seeds, args.eval)
         per_run.append(scores)
         print(
             f"{args.family} {args.kind}: final score {fmt(float(np.mean(scores)))} {what} on "
             f"average over {len(scores)} evaluation seeds ({', '.join(fmt(s) for s in scores)})"
         )
     if len(per_run) > 1:
-        from reporting.tables import interval
+        from reporting.tables import MIN_RUNS_FOR_IQM, interval
 
         cells = np.asarray(per_run)  # [training seeds, evaluation seeds]
         point, low, high = interval(cells.mean(1), reps=2000)
+        spread = (
+            f"IQM over training seeds {fmt(point)} [95% CI {fmt(low)}, {fmt(high)}]"
+            if len(per_run) >= MIN_RUNS_FOR_IQM
+            else f"range over the {len(per_run)} training seeds [{fmt(low)}, {fmt(high)}] "
+            f"(an IQM and its interval need {MIN_RUNS_FOR_IQM})"
+        )
         print(
             f"{args.family} {args.kind} over {len(per_run)} training seeds x {cells.shape[1]} "
-            f"evaluation seeds: mean {fmt(float(cells.mean()))} {what}; IQM over training "
-            f"seeds {fmt(point)} [95% CI {fmt(low)}, {fmt(high)}]; per training seed "
+            f"evaluation seeds: mean {fmt(float(cells.mean()))} {what}; {spread}; per training seed "
             f"{', '.join(fmt(s) for s in cells.mean(1))}; cells {fmt(cells.min())} to "
             f"{fmt(cells.max())}"
         )

@@ -3,7 +3,7 @@
     zoo run --config configs/experiments/darkroom.yaml --protocol configs/protocols/darkroom.yaml \
         --seed 0 --out runs/darkroom/seed0 [--set model.backbone=configs/backbone/gru-100k.yaml ...]
 
-Trains what `zoo fit --config ...` would (the configs in order, then each `--set`, then the
+Trains what `zoo fit --config ...` would (the configs and `--set`s in the order given, then the
 training seed, which also seeds the data's validation carve and window order), chooses the
 checkpoint on the validation tasks within each budget of the protocol, plays the held-out split
 once under each evaluation seed, and writes the run's record (`OUT/record.json`: settings,
@@ -25,10 +25,11 @@ from zoo.errors import UsageError
 def parser() -> Parser:
     parser = Parser(prog="zoo run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=str, action="append", required=True,
-                        help="a `zoo fit` config file (repeat it: later ones override earlier)")  # fmt: skip
+                        help="a `zoo fit` config file; repeat it, and --set: they apply in the "
+                        "order given, later ones over earlier ones")  # fmt: skip
     parser.add_argument("--set", type=str, action="append", default=None, dest="sets",
-                        help="KEY=VALUE over the configs, KEY a `zoo fit` config path and VALUE "
-                        "read as YAML (e.g. --set data.context_episodes=2); repeat it")  # fmt: skip
+                        help="KEY=VALUE, KEY a `zoo fit` config path and VALUE read as YAML (e.g. "
+                        "--set data.context_episodes=2); the seed is --seed")  # fmt: skip
     parser.add_argument("--protocol", type=str, required=True,
                         help="how the run is selected and played: configs/protocols/<family>.yaml")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="the training seed")
@@ -39,6 +40,10 @@ def parser() -> Parser:
     return parser
 
 
+SEEDED = ("seed_everything", "data.seed")
+"""Set by `--seed` (the training seed seeds both), never by `--set`."""
+
+
 def mapping_of(setting: str) -> dict:
     """`a.b.c=VALUE` as `{"a": {"b": {"c": VALUE}}}`, VALUE read as YAML."""
     import yaml
@@ -46,13 +51,39 @@ def mapping_of(setting: str) -> dict:
     key, equals, value = setting.partition("=")
     if not equals or not key or "" in key.split("."):
         raise UsageError(f"--set {setting!r}: give KEY=VALUE (e.g. data.context_episodes=2)")
+    if key in SEEDED:
+        raise UsageError(
+            f"--set {key}: the training seed is --seed (it sets both {' and '.join(SEEDED)})"
+        )
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise UsageError(
+            f"--set {setting!r}: the value is not YAML ({str(error).splitlines()[0]})"
+        ) from None
     node: dict = {}
     *parents, last = key.split(".")
     top = node
     for part in parents:
         node = node.setdefault(part, {})
-    node[last] = yaml.safe_load(value)
+    node[last] = parsed
     return top
+
+
+def in_order(argv: list[str]) -> list[str | dict]:
+    """The `--config` files and `--set` mappings of a command line in the order they were given:
+    later ones override earlier ones, as `zoo fit --config A --key value --config B` does."""
+    sources: list[str | dict] = []
+    for i, word in enumerate(argv):
+        for option in ("--config", "--set"):
+            value = None
+            if word == option and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif word.startswith(option + "="):
+                value = word.split("=", 1)[1]
+            if value is not None:
+                sources.append(value if option == "--config" else mapping_of(value))
+    return sources
 
 
 def run(args: Namespace, argv: list[str]) -> int:
@@ -60,7 +91,7 @@ def run(args: Namespace, argv: list[str]) -> int:
 
     overrides = {} if args.test is None else {"test": bool(args.test)}
     protocol = load_protocol(args.protocol, **overrides)
-    configs = [*args.config, *(mapping_of(s) for s in args.sets or [])]
+    configs = in_order(argv)
     record = run_record(configs, protocol=protocol, seed=args.seed, out=args.out)
     validation = record["validation"]
     for budget, choice in sorted(record["budgets"].items(), key=lambda kv: int(kv[0])):

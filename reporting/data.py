@@ -367,12 +367,13 @@ def _result_row(result: dict[str, Any], path: Path) -> dict[str, Any]:
 
     played = Evaluation(
         episodes=result["episodes"],
-        tasks=len(result["tasks"]),
+        tasks=len(result["tasks"]) // int(result.get("repeats", 1)),
         mode=result["mode"],
         split=result["split"],
         final_episodes=result.get("final_episodes", 5),
         seed=result["seed"],
         greedy=bool(result.get("greedy")),
+        repeats=int(result.get("repeats", 1)),
     )
     source = result.get("source") or {}
     return {

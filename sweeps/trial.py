@@ -374,7 +374,8 @@ def run_record(
             # a training seed varies the initialisation and, through the data's seed, the
             # validation carve, the window order and the validation windows
             {"data": {"seed": seed}, "seed_everything": seed},
-            {"trainer": {"default_root_dir": str(out), "logger": _csv_logger(out)}},
+            # one device, as a trial: its budgets' branches and held-out plays run on rank 0 alone
+            {"trainer": {"default_root_dir": str(out), "logger": _csv_logger(out), "devices": 1}},
         ],
         "evaluation": dataclasses.asdict(protocol),
         "run_dir": str(out),

@@ -55,7 +55,7 @@ __all__ = [
 class Evaluation:
     """What one in-context evaluation plays: `zoo evaluate`'s settings, the in-training
     callback's (`InContextEvaluation.settings`), and each play of a sweep trial's protocol
-    (`sweeps.trial.EvaluationSettings.play`)."""
+    (`sweeps.trial.EvaluationSettings.validation` and `.held_out`)."""
 
     episodes: int = 20
     """In-context episodes per task (K)."""
@@ -90,6 +90,7 @@ class Evaluation:
         words = [f"zoo evaluate {checkpoint} --split {self.split} --episodes {self.episodes}"]
         words += [f"--mode {self.mode} --final_episodes {self.final_episodes}"]
         words += [f"--tasks {self.tasks}"] if self.tasks else []
+        words += [f"--repeats {self.repeats}"] if self.repeats > 1 else []
         words += [f"--seed {self.seed if seed is None else seed}"]
         words += ["--greedy"] if self.greedy else []
         return " ".join(words)

@@ -471,12 +471,19 @@ def follow(state: State, like: State) -> State:
 
 
 def load_learner(
-    path: str, *, map_location: str | torch.device = "cpu", backbone: nn.Module | None = None
+    path: str,
+    *,
+    map_location: str | torch.device = "cpu",
+    backbone: nn.Module | None = None,
+    objective: Objective | None = None,
 ) -> InContextLearner:
-    """A trained learner from a checkpoint, in eval mode. `backbone` is needed only for models
-    built in Python rather than from a config (their checkpoint holds no backbone config)."""
+    """A trained learner from a checkpoint, in eval mode. `backbone` (and `objective`, where it
+    was not the default) are needed only for models built in Python rather than from a config
+    (their checkpoint holds no config of them)."""
     read_checkpoint(path)  # a clear error for a missing, damaged or foreign file
     extra: dict[str, Any] = {} if backbone is None else {"backbone": backbone}
+    if objective is not None:
+        extra["objective"] = objective
     try:
         model = InContextLearner.load_from_checkpoint(
             path, map_location=map_location, weights_only=True, **extra
@@ -489,7 +496,14 @@ def load_learner(
             "not by `zoo fit`); pass the backbone module to load it"
         ) from None
     except RuntimeError as e:  # the state does not fit the model its hyper-parameters build
-        raise CheckpointError(f"{path}: its weights do not fit its own config ({e})") from None
+        hint = (
+            "; an objective built in Python is not in its config: pass it as `objective=`"
+            if objective is None and "objective." in str(e)
+            else ""
+        )
+        raise CheckpointError(
+            f"{path}: its weights do not fit its own config ({e}){hint}"
+        ) from None
     except Exception as e:  # jsonargparse refusing the recorded backbone config
         if "is not accepted" not in str(e):
             raise

@@ -142,3 +142,23 @@ def test_a_study_names_its_protocol_file(tmp_path: Path) -> None:
     missing.write_text("study: ablation\nevaluation: configs/protocols/nowhere.yaml\n")
     with pytest.raises(SweepError, match=r"nowhere\.yaml does not exist"):
         load_spec(str(missing), **spec)
+
+
+def test_zoo_run_options_apply_in_the_order_given() -> None:
+    """`--config` and `--set` interleave as `zoo fit`'s options do (a member's preset, then its
+    tuned settings over it); the seed is `--seed`; a value that is not YAML is one line."""
+    from cli.run import in_order
+    from zoo.errors import UsageError
+
+    argv = ["--config", "a.yaml", "--set", "model.lr=0.001", "--config=b.yaml", "--set=x.y=[1, 2]"]
+    assert in_order([*argv, "--seed", "3", "--out", "o"]) == [
+        "a.yaml", {"model": {"lr": 0.001}}, "b.yaml", {"x": {"y": [1, 2]}},
+    ]  # fmt: skip
+    for bad, said in (
+        ("seed_everything=2", "the training seed is --seed"),
+        ("data.seed=2", "the training seed is --seed"),
+        ("model.lr=[", "the value is not YAML"),
+        ("model.lr", "give KEY=VALUE"),
+    ):
+        with pytest.raises(UsageError, match=said):
+            in_order(["--set", bad])
