@@ -23,6 +23,7 @@ from reporting.tables import (
     peak_table,
     summary_table,
     trial_table,
+    tuning_table,
 )
 
 
@@ -129,6 +130,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
     trials = trial_table(runs)
     ranking, taus = budget_table(done, reps=args.reps) if len(done) else (pd.DataFrame(),) * 2
     peaks = peak_table(done) if len(done) else pd.DataFrame()
+    tuning = tuning_table(runs)
     tables = {
         "summary": summary,
         "curves": curves,
@@ -136,14 +138,18 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         "budget_ranking": ranking,
         "budget_kendall_tau": taus,
         "validation_peaks": peaks,
+        "tuning": tuning,
     }
     figures = figures_.ablation_figures(done, summary, curves, out / "figures")
+    figures += figures_.tuning_curves(runs, tuning, out / "figures")
     if args.study:
         tune = figures_.tuning_figures(str(args.storage), runs, out / "figures")
         figures += tune.figures
         notes += tune.notes
         tables.update(tune.tables)
     sections = html.budget_sections(ranking, taus, peaks)
+    if not tuning.empty:
+        sections.append(html.tuning_section(tuning))
     if args.against is not None:
         tables["against"] = comparison_table(runs, load_records(args.against))
         sections.append(html.comparison_section(tables["against"], str(args.against)))

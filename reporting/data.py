@@ -56,6 +56,7 @@ RUN_COLUMNS = (
     "lockbox_fraction_optimal",
     "validation_peak",
     "validation_final",
+    "validation_curve",
     "record",
 )
 """Trial user attributes (the sweep contract) that become columns of the run table."""
@@ -106,6 +107,11 @@ def load_studies(storage_url: str, names: list[str]) -> pd.DataFrame:
             if row["duplicate_of"] is not None:
                 row["state"] = f"DUPLICATE of {row['duplicate_of']}"
             row.update({key: attrs.get(key) for key in RUN_COLUMNS})
+            if row["validation_curve"] is None and trial.intermediate_values:
+                # what the trial reported to the pruner, one value a validation
+                row["validation_curve"] = [
+                    list(p) for p in sorted(trial.intermediate_values.items())
+                ]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -168,6 +174,7 @@ def _record_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "tuned_from": record.get("tuned_from"),
         "validation_peak": validation.get("peak"),
         "validation_final": validation.get("final"),
+        "validation_curve": validation.get("curve"),
         "selected_step": None,
         "steps_trained": record.get("steps_trained"),
         "max_steps": record.get("max_steps"),

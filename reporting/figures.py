@@ -1,5 +1,6 @@
 """The figures of `zoo report`: in-context curves, return against context length (the central
-ablation figure), cost against return, and Optuna's parameter importances and history."""
+ablation figure), cost against return, every tuning trial's validation curve, and Optuna's
+parameter importances and history."""
 
 from __future__ import annotations
 
@@ -234,6 +235,58 @@ def _cost(runs: pd.DataFrame, out: Path) -> Figure:
     if missing:
         caption += f" Not recorded for these runs: {', '.join(missing)} (sweep trials record them)."
     return Figure(path, "Cost against return", caption)
+
+
+def tuning_curves(runs: pd.DataFrame, tuning: pd.DataFrame, out: Path) -> list[Figure]:
+    """Per tuning study, every finished trial's validation return against training steps: the
+    complete ones solid, the pruned ones dashed to the validation at which the pruner stopped
+    them, the chosen trial bold; one panel a study, one y-axis."""
+    tune = runs[(runs["kind"] == "tune") & runs["state"].isin(["COMPLETE", "PRUNED"])]
+    tune = tune[tune["validation_curve"].map(lambda c: isinstance(c, list) and len(c) > 0)]
+    studies = [s for s in tuning["study"] if s in set(tune["study"])] if len(tuning) else []
+    if not studies:
+        return []
+    ncols = min(4, len(studies))
+    nrows = -(-len(studies) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows + 0.5), sharey=True, squeeze=False
+    )
+    for ax in axes.flat[len(studies) :]:
+        ax.set_visible(False)
+    for ax, study in zip(axes.flat, studies, strict=False):
+        row = tuning[tuning["study"] == study].iloc[0]
+        for _, trial in tune[tune["study"] == study].sort_values("trial").iterrows():
+            steps, values = zip(*trial["validation_curve"], strict=True)
+            if trial["trial"] == row["best_trial"]:
+                style = {"color": "black", "linewidth": 2.2, "zorder": 3, "label": "chosen"}
+            elif trial["state"] == "COMPLETE":
+                style = {"color": "tab:blue", "linewidth": 1.0, "alpha": 0.7, "label": "complete"}
+            else:
+                style = {"color": "tab:orange", "linewidth": 1.0, "linestyle": "--",
+                         "marker": "x", "markevery": [-1], "alpha": 0.8, "label": "pruned"}  # fmt: skip
+            ax.plot(steps, values, **style)
+        best = "" if row["best_value"] is None else f", best {row['best_value']:.2f}"
+        ax.set_title(f"{row['backbone']}: {row['finished']} trials{best}", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    for axes_row in axes:
+        axes_row[0].set_ylabel("validation return")
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        handles, labels = ax.get_legend_handles_labels()
+        legend.update(zip(labels, handles, strict=True))
+    fig.tight_layout(rect=(0, 0.35 / (3.0 * nrows + 0.5), 1, 1))
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=9)
+    return [
+        Figure(
+            _save(fig, out, "tuning_curves.png", tight=False),
+            "Tuning: every trial's validation curve",
+            "Per backbone's tuning study, the validation return of each finished trial against "
+            "its training steps, on the validation goals (the objective the tuning chooses on): "
+            "complete trials solid, the chosen one bold; pruned trials dashed, ending (x) at the "
+            "validation after which the pruner stopped them.",
+        )
+    ]
 
 
 def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:

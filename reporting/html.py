@@ -279,6 +279,49 @@ def _peaks_section(peaks: pd.DataFrame) -> Section:
     )
 
 
+def tuning_section(tuning: pd.DataFrame) -> Section:
+    """Each tuning study's trials, its choice on validation goals and its cost."""
+    rows = []
+    for _, r in tuning.iterrows():
+        pruned_at = [int(s) for s in r["pruned_at"] if finite(s)]
+        rows.append(
+            [
+                str(r["backbone"]),
+                _number(r["context_episodes"]),
+                f"{r['finished']} ({r['complete']} complete, {r['pruned']} pruned)",
+                ", ".join(map(str, sorted(pruned_at))) or "-",
+                "-" if r["best_trial"] is None else (
+                    f"{_number(r['best_value'])} at step {_number(r['best_step'])} "
+                    f"(trial {r['best_trial']}, {r['best_position']} of {r['finished']})"
+                ),
+                r["best_params"],
+                "" if not finite(r["worker_seconds"]) else f"{r['worker_seconds']:,.0f}",
+            ]
+        )  # fmt: skip
+    return Section(
+        title="Tuning: trials, choice and cost per backbone",
+        text=(
+            "Each backbone's tuning study: its finished trials (a pruned trial stopped by the "
+            "pruner at the validation step named), the best complete trial's validation return "
+            "on the validation goals and the step of its chosen checkpoint, where it came among "
+            "the finished trials by number (a best found last says more trials might find "
+            "better), its settings, and the worker-seconds of all its trials. A tuned file "
+            "(`zoo sweep export`) takes the best of the study's first `trials` finished trials, "
+            "so equal counts give every backbone the same budget."
+        ),
+        header=[
+            "backbone",
+            "context",
+            "finished trials",
+            "pruned at step",
+            "best validation return",
+            "its settings",
+            "worker-seconds",
+        ],
+        rows=rows,
+    )
+
+
 TRIAL_HEADER = [
     "study",
     "trial",
@@ -352,6 +395,13 @@ def _intro(page: Page) -> list[str]:
     ]
 
 
+def _no_summary(page: Page) -> str:
+    text = "No complete ablation trial or evaluation to summarise"
+    if (page.runs["kind"] == "tune").any():
+        return text + ': tuning trials, which play no held-out task (see "Tuning" below).'
+    return text + "."
+
+
 # ------------------------------------------------------------------------------------- HTML
 def _e(text: Any) -> str:
     return _html.escape(str(text))
@@ -372,7 +422,7 @@ def html(page: Page) -> str:
     parts = [f"<h1>{_e(page.title)}</h1>"] + [f"<p>{_code(p)}</p>" for p in _intro(page)]
     parts.append("<h2>Summary</h2>")
     if page.summary.empty:
-        parts.append("<p>No complete ablation trial or evaluation to summarise.</p>")
+        parts.append(f"<p>{_code(_no_summary(page))}</p>")
     else:
         parts.append(_table(*summary_rows(page.summary)))
     if page.notes:
@@ -436,7 +486,7 @@ def markdown(page: Page) -> str:
         lines += [paragraph, ""]
     lines += ["## Summary", ""]
     if page.summary.empty:
-        lines += ["No complete ablation trial or evaluation to summarise.", ""]
+        lines += [_no_summary(page), ""]
     else:
         lines += [*_md_table(*summary_rows(page.summary)), ""]
     lines += [f"- {note}" for note in page.notes] + ([""] if page.notes else [])

@@ -1,6 +1,6 @@
 """The report's tables: one row per configuration (IQM and interval over seeds), the in-context
 curves, the ranking at each training budget, each run's validation peak against its final value,
-one row per trial. An interval is a 95% stratified-bootstrap interval of rliable's IQM over seeds
+each tuning study's trials and choice, one row per trial. An interval is a 95% stratified-bootstrap interval of rliable's IQM over seeds
 (runs) only from `MIN_RUNS_FOR_IQM` runs: below that IQM trims nothing and its interval is the
 range, so a configuration with fewer runs gets its mean and the range (min, max) over its n runs,
 and says so.
@@ -358,6 +358,47 @@ def peak_table(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def tuning_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per tuning study (one backbone's): its finished trials (complete and pruned), the best
+    complete trial's validation return, step and settings, where it came among the finished (by
+    trial number: a best found last says more trials might find better), the validation steps at
+    which the pruner stopped the others, and the worker-seconds of all its trials."""
+    rows = []
+    for study, trials in runs[runs["kind"] == "tune"].groupby("study", sort=True):
+        finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])].sort_values("trial")
+        values = pd.to_numeric(
+            finished["value"].where(finished["state"] == "COMPLETE"), errors="coerce"
+        )
+        best = finished.loc[values.idxmax()] if values.notna().any() else None
+        pruned = finished[finished["state"] == "PRUNED"]
+        seconds = pd.to_numeric(trials.get("wall_seconds"), errors="coerce")
+        rows.append(
+            {
+                "study": study,
+                "backbone": trials["backbone"].iloc[0],
+                "context_episodes": trials["context_episodes"].iloc[0],
+                "finished": len(finished),
+                "complete": int(values.notna().sum()),
+                "pruned": len(pruned),
+                "pruned_at": [_last_step(c) for c in pruned.get("validation_curve", [])],
+                "best_trial": None if best is None else int(best["trial"]),
+                "best_position": (
+                    None if best is None else list(finished["trial"]).index(best["trial"]) + 1
+                ),
+                "best_value": None if best is None else float(best["value"]),
+                "best_step": None if best is None else best.get("selected_step"),
+                "best_params": "" if best is None else json.dumps(best["params"], sort_keys=True),
+                "worker_seconds": float(seconds.sum()) if seconds is not None else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _last_step(curve: Any) -> Any:
+    """The step of a validation curve's last point ([[step, value], ...]), None without one."""
+    return curve[-1][0] if isinstance(curve, list) and curve else None
 
 
 def comparison_table(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

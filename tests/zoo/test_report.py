@@ -3,6 +3,7 @@ of `zoo evaluate` outputs; every linked figure and table exists; the page loads 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -134,9 +135,24 @@ def _tune(storage: str, name: str, complete: int) -> None:
             "dropout": float(rng.uniform(0, 0.2)),
         }
         value = 5.0 + 1e3 * params["lr"] + rng.normal(0, 0.1)
+        attrs = {"return_final": value, "selected_step": 200, "wall_seconds": 30.0}
         study.add_trial(
             optuna.trial.create_trial(
-                params=params, distributions=space, value=value, user_attrs={"return_final": value}
+                params=params,
+                distributions=space,
+                value=value,
+                user_attrs=attrs,
+                intermediate_values={100: value / 2, 200: value},  # its validations
+            )
+        )
+    if complete > 1:  # and one the pruner stopped at its first validation
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=space,
+                state=optuna.trial.TrialState.PRUNED,
+                user_attrs={"wall_seconds": 10.0},
+                intermediate_values={100: 0.3},
             )
         )
 
@@ -207,7 +223,7 @@ def test_report_from_studies(storage: str, tmp_path: Path, capsys) -> None:
     assert "| gru | ED | 1 | 2 |" in markdown and " - |" in markdown
 
     trials = pd.read_csv(out / "tables" / "trials.csv")
-    assert len(trials) == 12 + 3 + 4 + 3 + 8 + 1  # every trial of every study, listed
+    assert len(trials) == 12 + 3 + 4 + 3 + 9 + 1  # every trial of every study, listed
     states = trials.groupby("study")["state"].apply(set)
     assert {"FAIL", "PRUNED", "DUPLICATE of 0", "COMPLETE"} == states["darkroom_ablation"]
     assert trials["fit_command"].str.startswith("zoo fit").sum() == 12 + 4 + 2
@@ -216,6 +232,17 @@ def test_report_from_studies(storage: str, tmp_path: Path, capsys) -> None:
     assert (out / "tables" / "importances_tune_gru.csv").is_file()
     assert markdown.index("## Summary") < markdown.index("## Every trial")
     assert "DUPLICATE of 0" in index and "FAIL" in index and "PRUNED" in index
+    # each tuning study's trials, choice and cost, from the values it reported to the pruner
+    tuning = pd.read_csv(out / "tables" / "tuning.csv").set_index("study")
+    gru = tuning.loc["tune_gru"]
+    assert (gru["finished"], gru["complete"], gru["pruned"], gru["pruned_at"]) == (9, 8, 1, "[100]")
+    study = optuna.load_study(study_name="tune_gru", storage=storage)
+    assert gru["best_trial"] == study.best_trial.number
+    assert gru["best_value"] == pytest.approx(study.best_value)
+    assert gru["best_position"] == study.best_trial.number + 1 and gru["best_step"] == 200
+    assert gru["worker_seconds"] == 8 * 30.0 + 10.0
+    assert (out / "figures" / "tuning_curves.png").is_file()
+    assert "## Tuning: trials, choice and cost per backbone" in markdown
 
 
 def _evaluation(run: Path, *, backbone: str, context_episodes: float, seed: int) -> Path:
@@ -376,9 +403,51 @@ def test_a_tuning_study_alone_and_a_rerun_into_the_same_directory(
     assert zoo([*argv, "--study", "darkroom_ablation"]) == 0
     assert zoo([*argv, "--study", "tune_lstm"]) == 0
     _, markdown = _check_links(out)  # the first report's figures and tables are gone
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["history_tune_lstm.png"]
-    assert sorted(p.name for p in (out / "tables").iterdir()) == ["trials.csv"]
-    assert "No complete ablation trial or evaluation to summarise." in markdown
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "history_tune_lstm.png",
+        "tuning_curves.png",
+    ]
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["trials.csv", "tuning.csv"]
+    assert "No complete ablation trial or evaluation to summarise: tuning trials" in markdown
+
+
+def _tune_record(root: Path, trial: int, curve: list[list[float]], pruned: bool) -> None:
+    """A tuning trial's record as `zoo sweep` writes it (a tuning plays no held-out split)."""
+    best = max(curve, key=lambda point: point[1])
+    record = {
+        "study": "tune_gru",
+        "trial": trial,
+        "state": "PRUNED" if pruned else "COMPLETE",
+        "params": {"lr": 1e-3 * (trial + 1)},
+        "axes": {"model.backbone": "gru", "data.context_episodes": 8.0, "seed_everything": 0},
+        "protocol": {"test": False},
+        "validation": {
+            "curve": curve,
+            "peak": {"step": best[0], "value": best[1]},
+            "final": {"step": curve[-1][0], "value": curve[-1][1]},
+        },
+        "cost": {"wall_seconds": 100.0 * (trial + 1)},
+        **({"pruned_at": curve[-1][0]} if pruned else {
+            "budgets": {"6000": {"step": best[0], "val": best[1]}}}),
+    }  # fmt: skip
+    (root / f"trial-{trial:04d}.json").write_text(json.dumps(record))
+
+
+def test_a_tuning_report_from_records_alone(tmp_path: Path) -> None:
+    records = tmp_path / "records" / "tune_gru"
+    records.mkdir(parents=True)
+    _tune_record(records, 0, [[500, 2.0], [1000, 9.0], [1500, 8.0]], pruned=False)
+    _tune_record(records, 1, [[500, 0.4]], pruned=True)
+    _tune_record(records, 2, [[500, 3.0], [1000, 11.0], [1500, 12.5]], pruned=False)
+    out = tmp_path / "report"
+    assert zoo(["report", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    _, markdown = _check_links(out)
+    assert (out / "figures" / "tuning_curves.png").is_file()
+    row = pd.read_csv(out / "tables" / "tuning.csv").iloc[0]
+    assert (row["finished"], row["complete"], row["pruned"], row["pruned_at"]) == (3, 2, 1, "[500]")
+    assert (row["best_trial"], row["best_position"], row["best_step"]) == (2, 3, 1500)
+    assert row["best_value"] == 12.5 and row["worker_seconds"] == 600.0
+    assert "12.500 at step 1,500 (trial 2, 3 of 3)" in markdown
 
 
 def test_a_storage_that_does_not_exist_is_refused(tmp_path: Path, capsys) -> None:
