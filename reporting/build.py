@@ -20,10 +20,12 @@ from reporting.tables import (
     comparison_table,
     completed,
     curve_table,
+    headline_table,
     peak_table,
     summary_table,
     trial_table,
     tuning_table,
+    validation_table,
 )
 
 
@@ -127,20 +129,24 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
     done = completed(runs)
     summary = summary_table(done, reps=args.reps) if len(done) else pd.DataFrame()
     curves = curve_table(done, reps=args.reps) if len(done) else pd.DataFrame()
+    validation = validation_table(done, reps=args.reps) if len(done) else pd.DataFrame()
     trials = trial_table(runs)
     ranking, taus = budget_table(done, reps=args.reps) if len(done) else (pd.DataFrame(),) * 2
     peaks = peak_table(done) if len(done) else pd.DataFrame()
     tuning = tuning_table(runs)
+    headline = headline_table(done, reps=args.reps)
     tables = {
         "summary": summary,
         "curves": curves,
+        "validation_curves": validation,
         "trials": trials,
         "budget_ranking": ranking,
         "budget_kendall_tau": taus,
         "validation_peaks": peaks,
         "tuning": tuning,
+        "headline": headline,
     }
-    figures = figures_.ablation_figures(done, summary, curves, out / "figures")
+    figures = figures_.ablation_figures(done, summary, curves, validation, out / "figures")
     figures += figures_.tuning_curves(runs, tuning, out / "figures")
     if args.study:
         tune = figures_.tuning_figures(str(args.storage), runs, out / "figures")
@@ -148,6 +154,9 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         notes += tune.notes
         tables.update(tune.tables)
     sections = html.budget_sections(ranking, taus, peaks)
+    if not headline.empty:
+        sections.insert(0, html.headline_section(headline, taus, done))
+        (out / "headline.md").write_text(html.headline_markdown(sections[0], figures))
     if not tuning.empty:
         sections.append(html.tuning_section(tuning))
     if args.against is not None:

@@ -62,28 +62,27 @@ def _band(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, **style: Any) -> None
 
 
 def ablation_figures(
-    runs: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, out: Path
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    curves: pd.DataFrame,
+    validation: pd.DataFrame,
+    out: Path,
 ) -> list[Figure]:
-    """Curves per backbone, final return against context (when there are several contexts),
-    cost against return."""
+    """Final return against context (when there are several contexts), curves per backbone,
+    validation return against training steps (when the runs recorded it), cost against return."""
     if runs.empty:
         return []
     several = summary["context_episodes"].dropna().nunique() > 1
     return [
-        _curves(curves, runs, out),
         *([_context(summary, runs, out)] if several else []),
+        _curves(curves, runs, out),
+        *([_validation(validation, out)] if len(validation) else []),
         _cost(runs, out),
     ]
 
 
-def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
-    models = curves[curves["data_mode"] != "source"]
-    sources = curves[curves["data_mode"] == "source"]
-    backbones = sorted(models["backbone"].unique())
-    contexts = sorted(models["context_episodes"].dropna().unique())
-    cmap = plt.get_cmap("viridis")
-    # a grid of at most 3 columns, readable at a laptop's width; one y-axis, one legend
-    panels = len(backbones) + (1 if len(sources) else 0)  # the source learner: a panel of its own
+def _grid(panels: int) -> tuple[plt.Figure, np.ndarray]:
+    """A grid of at most 3 columns, readable at a laptop's width, one y-axis; spare panels hidden."""
     ncols = min(3, panels)
     nrows = -(-panels // ncols)
     fig, axes = plt.subplots(
@@ -91,10 +90,17 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
     )
     for ax in axes.flat[panels:]:
         ax.set_visible(False)
-    optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
+    return fig, axes
+
+
+def _by_backbone(axes: np.ndarray, table: pd.DataFrame, x: str, xlabel: str) -> dict[str, Any]:
+    """One panel a backbone: a line and band per data mode and context (AD solid, ED dashed, a
+    colour a context); the labels drawn, for one legend."""
+    contexts = sorted(table["context_episodes"].dropna().unique())
+    cmap = plt.get_cmap("viridis")
     legend: dict[str, Any] = {}
-    for ax, backbone in zip(axes.flat, backbones, strict=False):  # spare panels: hidden above
-        mine = models[models["backbone"] == backbone]
+    for ax, backbone in zip(axes.flat, sorted(table["backbone"].unique()), strict=False):
+        mine = table[table["backbone"] == backbone]
         for (mode, context), rows in mine.groupby(["data_mode", "context_episodes"], dropna=False):
             shade = (
                 cmap(contexts.index(context) / max(len(contexts) - 1, 1))
@@ -103,13 +109,42 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
             )
             name = f"{mode.upper()}, {context:g} ep. (n={rows['runs'].iloc[0]})"
             style = {"color": shade, "linestyle": "-" if mode == "ad" else "--", "label": name}
-            _band(ax, rows["episode"].to_numpy(), rows, **style)
-        if np.isfinite(optimal):
-            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
+            _band(ax, rows[x].to_numpy(), rows, **style)
         ax.set_title(backbone)
-        ax.set_xlabel("episode on a held-out task")
+        ax.set_xlabel(xlabel)
         handles, labels = ax.get_legend_handles_labels()
         legend.update(zip(labels, handles, strict=True))
+    return legend
+
+
+def _save_grid(fig: plt.Figure, axes: np.ndarray, legend: dict[str, Any], ylabel: str,
+               out: Path, name: str) -> str:  # fmt: skip
+    """One y label a row, one legend below the panels; the saved image grows to hold the
+    legend, so it is never cut off at any width."""
+    for row in axes:
+        row[0].set_ylabel(ylabel)
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, 0.9 / height, 1, 1))
+    fig.legend(
+        legend.values(), legend.keys(), loc="lower center", ncol=min(3, len(legend)), fontsize=10
+    )
+    fig.savefig(out / name, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f"figures/{name}"
+
+
+def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
+    models = curves[curves["data_mode"] != "source"]
+    sources = curves[curves["data_mode"] == "source"]
+    backbones = sorted(models["backbone"].unique())
+    # the source learner: a panel of its own
+    fig, axes = _grid(len(backbones) + (1 if len(sources) else 0))
+    legend = _by_backbone(axes, models, "episode", "episode on a held-out task")
+    optimal = pd.to_numeric(runs["optimal"], errors="coerce").mean()
+    if np.isfinite(optimal):
+        for ax in axes.flat[: len(backbones) + (1 if len(sources) else 0)]:
+            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--", label="optimal")
+        legend["optimal"] = axes.flat[0].get_lines()[-1]
     if len(sources):
         # once, on its own episode axis: the source learner's episodes, of which the training
         # histories kept every keep_every-th (the model's context episode k ~ its episode k x
@@ -124,30 +159,37 @@ def _curves(curves: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Figure:
                 linestyle=":",
                 label=f"{learner} ({rows['runs'].iloc[0]} plays)",
             )
-        if np.isfinite(optimal):
-            ax.axhline(optimal, color="grey", linewidth=0.8, linestyle="--")
         ax.set_title("source learner (its own episodes)")
         ax.set_xlabel("source learner's episode on the same tasks")
         handles, labels = ax.get_legend_handles_labels()
         legend.update(zip(labels, handles, strict=True))
-    for row in axes:
-        row[0].set_ylabel("return (mean; band: 95% CI\nfrom 5 runs, else range)")
-    fig.tight_layout(rect=(0, 0.9 / (3.4 * nrows + 0.9), 1, 1))
-    fig.legend(
-        legend.values(), legend.keys(), loc="lower center", ncol=min(3, len(legend)), fontsize=10
-    )
-    # the saved image grows to hold the legend: never cut off at any width
-    fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    path = "figures/curves.png"
+    ylabel = "return (mean; band: 95% CI\nfrom 5 runs, else range)"
     return Figure(
-        path,
+        _save_grid(fig, axes, legend, ylabel, out, "curves.png"),
         "In-context learning curves",
         "Return per episode on held-out tasks with frozen weights, per backbone and training "
         "context (solid: AD, dashed: ED); the source RL learner on the same tasks in its own panel, "
         "on its own episodes (the training histories kept every keep_every-th of them). Mean over "
         "seeds; the band is rliable's 95% stratified-bootstrap interval from 5 runs, else the "
         "range (min, max); n = seeds.",
+    )
+
+
+def _validation(validation: pd.DataFrame, out: Path) -> Figure:
+    fig, axes = _grid(validation["backbone"].nunique())
+    legend = _by_backbone(axes, validation, "step", "training step")
+    for ax in axes.flat:
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ylabel = "validation return (mean; band:\n95% CI from 5 runs, else range)"
+    return Figure(
+        _save_grid(fig, axes, legend, ylabel, out, "validation.png"),
+        "Validation return against training steps",
+        "The return on the validation goals (carved from the training goals; every checkpoint "
+        "choice is made on it) at each validation of training, per backbone and training "
+        "context (solid: AD, dashed: ED): mean over training seeds, the band rliable's 95% "
+        "stratified-bootstrap interval from 5 runs, else the range; n = seeds. Where it peaks "
+        "and falls, in-context ability fades with more training (the budget columns of the "
+        "ranking read the same runs earlier).",
     )
 
 
@@ -249,7 +291,7 @@ def tuning_curves(runs: pd.DataFrame, tuning: pd.DataFrame, out: Path) -> list[F
     ncols = min(4, len(studies))
     nrows = -(-len(studies) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows + 0.5), sharey=True, squeeze=False
+        nrows, ncols, figsize=(max(3.6 * ncols, 6.0), 3.0 * nrows + 0.5), sharey=True, squeeze=False
     )
     for ax in axes.flat[len(studies) :]:
         ax.set_visible(False)

@@ -8,6 +8,7 @@ import html as _html
 import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -277,6 +278,65 @@ def _peaks_section(peaks: pd.DataFrame) -> Section:
         ],
         rows=rows,
     )
+
+
+def headline_section(headline: pd.DataFrame, taus: pd.DataFrame, runs: pd.DataFrame) -> Section:
+    """The study's answer: a row per backbone (best first at the largest context and the cap),
+    the source learner last; a column per context, smaller budget, lockbox and ED."""
+    order = list(dict.fromkeys(headline["column"]))
+    contexts = [c for c in order if c.endswith(" episodes")]
+    ranked = headline[headline["column"] == contexts[-1]].sort_values("point", ascending=False)
+    rows_in = [r for r in ranked["row"] if r != "source learner"]
+    rows_in += [r for r in dict.fromkeys(headline["row"]) if r not in rows_in]
+    rows = []
+    for name in rows_in:
+        mine = headline[headline["row"] == name].set_index("column")
+        rows.append(
+            [name, *(_headline_cell(mine.loc[c]) if c in mine.index else "" for c in order)]
+        )
+    done = runs[runs["data_mode"] == "ad"]
+    cap = pd.to_numeric(done["max_steps"], errors="coerce").max()
+    tasks, seeds = done["test_tasks"].dropna(), done["eval_seeds"].dropna()
+    played = (
+        f" ({int(tasks.iloc[0])} tasks x {len(seeds.iloc[0])} evaluation seeds each)"
+        if len(tasks) and len(seeds)
+        else ""
+    )
+    text = (
+        f"Final return as a fraction of optimal on the held-out split{played}, over training "
+        "seeds: IQM [95% CI] from 5 seeds, else the mean [range] and n. AD at the cap"
+        + (f" ({_number(cap)} steps)" if finite(cap) else "")
+        + " for each training context; at the largest context also the checkpoint chosen on "
+        "validation within each smaller budget (`N steps`), the lockbox played once by the "
+        "cap's checkpoint, and ED; the source learner on the same tasks. Best first at the "
+        "largest context."
+    )
+    if not taus.empty:
+        largest = taus[taus["context_episodes"] == taus["context_episodes"].max()]
+        largest = largest[largest["data_mode"] == "ad"]
+        for _, tau in largest.iterrows():
+            text += (
+                f" Kendall's tau between the ranking at {int(tau['budget'])} steps and at the "
+                f"cap: {_tau_text(taus, 'ad', tau['context_episodes'], tau['budget'], {})}."
+            )
+    return Section(title="Headline", text=text, header=["backbone", *order], rows=rows)
+
+
+def _headline_cell(cell: pd.Series) -> str:
+    if not finite(cell["low"]):
+        return f"{cell['point']:.1%} (1 run)"
+    what = "" if str(cell["statistic"]).startswith("IQM") else f" (mean, n={int(cell['runs'])})"
+    return f"{cell['point']:.1%} [{100 * cell['low']:.1f}, {100 * cell['high']:.1f}]{what}"
+
+
+def headline_markdown(section: Section, figures: list[Figure]) -> str:
+    """The headline as a Markdown block of its own (`headline.md`, for a README): the table, what
+    it shows, and the ablation's central figures."""
+    lines = [section.text, "", *_md_table(section.header, section.rows), ""]
+    for figure in figures:
+        if Path(figure.path).stem in ("context", "curves", "validation"):
+            lines += [f"![{figure.title}]({figure.path})", "", figure.caption, ""]
+    return "\n".join(lines)
 
 
 def tuning_section(tuning: pd.DataFrame) -> Section:

@@ -212,6 +212,40 @@ def _curve_rows(curves: pd.Series, name: str, mode: str, backbone: Any, context:
     )
 
 
+def validation_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
+    """Long table of the validation return against training steps (the value every checkpoint
+    choice is made on): per data mode, backbone and context, its mean over training seeds and
+    band at each validation step all its runs reached (the same statistic as the curves)."""
+    frames = []
+    extras = extra_axes(runs)
+    have = runs[runs["validation_curve"].map(lambda c: isinstance(c, list) and len(c) > 0)]
+    for values, group in have.groupby([*AXES, *extras], dropna=False, sort=True):
+        mode, backbone, context = values[:3]
+        curves = [{int(step): float(value) for step, value in c} for c in group["validation_curve"]]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        if not steps:
+            continue
+        stacked = np.array([[c[step] for step in steps] for c in curves])
+        mean, low, high = (np.atleast_1d(a) for a in interval(stacked, reps=reps))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "label": label(mode, backbone),
+                    "data_mode": mode,
+                    "backbone": backbone,
+                    "context_episodes": context,
+                    **dict(zip(extras, values[3:], strict=True)),
+                    "step": steps,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "runs": len(stacked),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def _as_key(value: Any) -> Any:
     return tuple(value) if isinstance(value, list | tuple | np.ndarray) else value
 
@@ -358,6 +392,75 @@ def peak_table(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def headline_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
+    """The study's answer in one table, long: per backbone (a row of the headline) and column,
+    the final return's fraction of optimal on the held-out split over training seeds (`interval`:
+    IQM [95% CI] from 5 runs, else mean [range]). The columns: AD at the cap for each training
+    context, AD at each smaller budget for the largest context (the checkpoint chosen on
+    validation within it), the lockbox at the cap, ED at the largest context; and a last row, the
+    source learner on the same tasks. Runs faceted by a further axis have no headline (empty)."""
+    if runs.empty or extra_axes(runs):
+        return pd.DataFrame()
+    ad = runs[runs["data_mode"] == "ad"]
+    contexts = sorted(ad["context_episodes"].dropna().unique())
+    if not contexts:
+        return pd.DataFrame()
+    largest = contexts[-1]
+    cells: list[tuple[str, str, pd.Series]] = []  # (row, column, the runs' fractions)
+    for backbone, mine in ad.groupby("backbone", sort=True):
+        for context in contexts:
+            at = mine[mine["context_episodes"] == context]
+            cells.append((backbone, f"{context:g} episodes", at["fraction_optimal"]))
+        top = mine[mine["context_episodes"] == largest]
+        for budget, fractions in _budget_fractions(top).items():
+            cells.append((backbone, f"{largest:g} episodes, {budget} steps", fractions))
+        cells.append((backbone, "lockbox", top.get("lockbox_fraction_optimal", pd.Series())))
+        ed = runs[
+            (runs["data_mode"] == "ed")
+            & (runs["backbone"] == backbone)
+            & (runs["context_episodes"] == largest)
+        ]
+        cells.append((backbone, "ED", ed["fraction_optimal"]))
+    source = pd.to_numeric(ad["source_return_final"], errors="coerce") / pd.to_numeric(
+        ad["optimal"], errors="coerce"
+    )
+    cells.append(("source learner", f"{largest:g} episodes", source))
+    rows = []
+    for row, column, values in cells:
+        values = pd.to_numeric(values, errors="coerce").dropna()
+        if values.empty:
+            continue
+        point, low, high = interval(values.to_numpy(float), reps=reps)
+        rows.append(
+            {
+                "row": row,
+                "column": column,
+                "runs": len(values),
+                "statistic": statistic_name(len(values)),
+                "point": point,
+                "low": low,
+                "high": high,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _budget_fractions(runs: pd.DataFrame) -> dict[int, pd.Series]:
+    """Per training budget below each run's largest, the fraction of optimal of the checkpoint
+    chosen within it: its held-out return over the run's optimal return on the same tasks."""
+    found: dict[int, list[float]] = {}
+    for _, run in runs.iterrows():
+        budgets = run.get("budgets")
+        if not isinstance(budgets, dict) or not finite(run.get("optimal")):
+            continue
+        chosen = {int(budget): choice for budget, choice in budgets.items()}
+        for budget in sorted(chosen)[:-1]:
+            played = chosen[budget].get("return_final")
+            if finite(played):
+                found.setdefault(budget, []).append(float(played) / float(run["optimal"]))
+    return {budget: pd.Series(values) for budget, values in sorted(found.items())}
 
 
 def tuning_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from cli import main as zoo
+from reporting.readme import BEGIN, END, ReadmeError, splice
+from reporting.readme import main as main_readme
 from zoo.evaluation import write_outputs
 
 EPISODES = 6
@@ -386,7 +388,7 @@ def test_page_shows_every_image_at_a_readable_size_in_a_headless_browser(
     ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     images = re.findall(r"<img [^>]*>", dom)
-    assert len(images) == 5  # curves, context, cost, history and importances of tune_gru
+    assert len(images) == 6  # context, curves, cost; tune_gru: its trials, history, importances
     assert all('data-loaded="1"' in image for image in images), images
     # drawn at a readable size in a 1280-pixel window: wide, and not shrunk below half its pixels
     for image in images:
@@ -595,3 +597,101 @@ def test_the_tables_facet_by_any_further_axis_of_the_runs() -> None:
     assert header[3] == "data.train_tasks" and {row[3] for row in table} == {"16", "32"}
     ranking, _ = budget_table(runs, reps=50)
     assert sorted(ranking.groupby("data.train_tasks").size()) == [4, 4]  # 2 backbones x 2 budgets
+
+
+def _study_record(root: Path, trial: int, *, backbone: str, context: float, seed: int,
+                  mode: str = "ad", level: float) -> None:  # fmt: skip
+    """A grid trial's record as `zoo sweep` writes it: 4 test tasks of optimal 10 x 2 evaluation
+    seeds, the final 2 episodes at `level` of optimal; budgets 100 and 200 (the cap), the 100-step
+    checkpoint at half the cap's return; the cap's checkpoint on the lockbox at 0.9 x level."""
+    returns = np.linspace(0.1, level, 6) * 10.0
+    play = {
+        str(s): {"returns": [returns.tolist()] * 4, "optimal": [10.0] * 4} for s in (0, 1)
+    }  # fmt: skip
+    final = float(returns[-2:].mean())
+    record = {
+        "study": "s" if mode == "ad" else "s_ed",
+        "trial": trial,
+        "state": "COMPLETE",
+        "params": {},
+        "axes": {
+            "model.backbone": backbone,
+            "data.context_episodes": context,
+            "seed_everything": seed,
+        },  # fmt: skip
+        "settings": {"data": {"mode": mode}},
+        "protocol": {"test": True, "final_episodes": 2},
+        "validation": {
+            "curve": [[100, 1.0], [200, 2.0]],
+            "peak": {"step": 200, "value": 2.0},
+            "final": {"step": 200, "value": 2.0},
+        },  # fmt: skip
+        "steps_trained": 200,
+        "max_steps": 200,
+        "budget_capped": True,
+        "budgets": {
+            "100": {"step": 100, "val": 1.0, "test": {"return_final": final / 2}},
+            "200": {"step": 200, "val": 2.0, "test": {"return_final": final}},
+        },
+        "test": {"split": "test", "by_seed": play},
+        "lockbox": {
+            "split": "lockbox",
+            "by_seed": {
+                k: {**v, "returns": (0.9 * np.asarray(v["returns"])).tolist()}
+                for k, v in play.items()
+            },
+        },  # fmt: skip
+        "cost": {"wall_seconds": 10.0},
+    }
+    (root / f"trial-{trial:04d}.json").write_text(json.dumps(record))
+
+
+def test_the_headline_from_records_and_into_a_readme(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    levels = {"gru": 0.5, "transformer": 0.8}
+    trial = 0
+    for backbone, level in levels.items():
+        for context, seeds in ((0.5, 3), (8.0, 5)):  # 5 seeds at the largest context, 3 below
+            for seed in range(seeds):
+                scale = level * (1.0 if context == 8.0 else 0.5) + 0.01 * seed
+                _study_record(records, trial, backbone=backbone, context=context, seed=seed,
+                              level=scale)  # fmt: skip
+                trial += 1
+        for seed in range(5):
+            _study_record(records, trial, backbone=backbone, context=8.0, seed=seed, mode="ed",
+                          level=0.1)  # fmt: skip
+            trial += 1
+    out = tmp_path / "report"
+    assert zoo(["report", "--records", str(records), "--out", str(out), "--reps", "200"]) == 0
+    headline = (out / "headline.md").read_text()
+    table = [line for line in headline.splitlines() if line.startswith("| ")]
+    header = "| backbone | 0.5 episodes | 8 episodes | 8 episodes, 100 steps | lockbox | ED |"
+    assert table[0] == header
+    assert table[1].startswith("| transformer | ") and table[2].startswith("| gru | ")  # best first
+    transformer = table[1].removesuffix(" |").split(" | ")
+    # the final 2 of 6 episodes of linspace(0.1, level, 6) x optimal: 0.01 + 0.9 x level of it
+    assert transformer[1] == "37.9% [37.0, 38.8] (mean, n=3)"  # levels 0.40, 0.41, 0.42
+    iqm = 0.01 + 0.9 * 0.82  # rliable's IQM of 5 seeds: the mean of the middle 3 (0.81-0.83)
+    assert transformer[2].startswith(f"{iqm:.1%} [") and "(mean" not in transformer[2]
+    assert transformer[3].startswith(f"{iqm / 2:.1%} [")  # the 100-step budget's checkpoint
+    assert transformer[4].startswith(f"{0.9 * iqm:.1%} [")  # the lockbox
+    assert transformer[5] == "10.0% [10.0, 10.0]"  # ED: every seed at level 0.1
+    assert "Kendall's tau between the ranking at 100 steps and at the cap: 1.00" in headline
+    assert "![" in headline and "](figures/context.png)" in headline
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# zoo\n\nbefore\n{BEGIN}\nold block\n{END}\nafter\n")
+    assert main_readme(["--report", str(out), "--readme", str(readme),
+                        "--assets", str(tmp_path / "docs" / "headline")]) == 0  # fmt: skip
+    text = readme.read_text()
+    assert "old block" not in text and header in text
+    assert text.startswith("# zoo\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
+    assert "](docs/headline/context.png)" in text
+    assert (tmp_path / "docs" / "headline" / "context.png").is_file()
+    # a README without its markers is refused, untouched, in one line
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# zoo\n")
+    with pytest.raises(ReadmeError, match="needs one line"):
+        splice(plain, out, tmp_path / "assets")
+    assert plain.read_text() == "# zoo\n" and not (tmp_path / "assets").exists()
