@@ -599,15 +599,21 @@ def test_the_tables_facet_by_any_further_axis_of_the_runs() -> None:
     assert sorted(ranking.groupby("data.train_tasks").size()) == [4, 4]  # 2 backbones x 2 budgets
 
 
-def _study_record(root: Path, trial: int, *, backbone: str, context: float, seed: int,
-                  mode: str = "ad", level: float) -> None:  # fmt: skip
+def _study_record(
+    root: Path,
+    trial: int,
+    *,
+    backbone: str,
+    context: float,
+    seed: int,
+    mode: str = "ad",
+    level: float,
+) -> None:
     """A grid trial's record as `zoo sweep` writes it: 4 test tasks of optimal 10 x 2 evaluation
     seeds, the final 2 episodes at `level` of optimal; budgets 100 and 200 (the cap), the 100-step
     checkpoint at half the cap's return; the cap's checkpoint on the lockbox at 0.9 x level."""
     returns = np.linspace(0.1, level, 6) * 10.0
-    play = {
-        str(s): {"returns": [returns.tolist()] * 4, "optimal": [10.0] * 4} for s in (0, 1)
-    }  # fmt: skip
+    play = {str(s): {"returns": [returns.tolist()] * 4, "optimal": [10.0] * 4} for s in (0, 1)}
     final = float(returns[-2:].mean())
     record = {
         "study": "s" if mode == "ad" else "s_ed",
@@ -618,14 +624,14 @@ def _study_record(root: Path, trial: int, *, backbone: str, context: float, seed
             "model.backbone": backbone,
             "data.context_episodes": context,
             "seed_everything": seed,
-        },  # fmt: skip
+        },
         "settings": {"data": {"mode": mode}},
         "protocol": {"test": True, "final_episodes": 2},
         "validation": {
             "curve": [[100, 1.0], [200, 2.0]],
             "peak": {"step": 200, "value": 2.0},
             "final": {"step": 200, "value": 2.0},
-        },  # fmt: skip
+        },
         "steps_trained": 200,
         "max_steps": 200,
         "budget_capped": True,
@@ -640,7 +646,7 @@ def _study_record(root: Path, trial: int, *, backbone: str, context: float, seed
                 k: {**v, "returns": (0.9 * np.asarray(v["returns"])).tolist()}
                 for k, v in play.items()
             },
-        },  # fmt: skip
+        },
         "cost": {"wall_seconds": 10.0},
     }
     (root / f"trial-{trial:04d}.json").write_text(json.dumps(record))
@@ -655,12 +661,14 @@ def test_the_headline_from_records_and_into_a_readme(tmp_path: Path) -> None:
         for context, seeds in ((0.5, 3), (8.0, 5)):  # 5 seeds at the largest context, 3 below
             for seed in range(seeds):
                 scale = level * (1.0 if context == 8.0 else 0.5) + 0.01 * seed
-                _study_record(records, trial, backbone=backbone, context=context, seed=seed,
-                              level=scale)  # fmt: skip
+                _study_record(
+                    records, trial, backbone=backbone, context=context, seed=seed, level=scale
+                )
                 trial += 1
         for seed in range(5):
-            _study_record(records, trial, backbone=backbone, context=8.0, seed=seed, mode="ed",
-                          level=0.1)  # fmt: skip
+            _study_record(
+                records, trial, backbone=backbone, context=8.0, seed=seed, mode="ed", level=0.1
+            )
             trial += 1
     out = tmp_path / "report"
     assert zoo(["report", "--records", str(records), "--out", str(out), "--reps", "200"]) == 0
@@ -682,8 +690,19 @@ def test_the_headline_from_records_and_into_a_readme(tmp_path: Path) -> None:
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# zoo\n\nbefore\n{BEGIN}\nold block\n{END}\nafter\n")
-    assert main_readme(["--report", str(out), "--readme", str(readme),
-                        "--assets", str(tmp_path / "docs" / "headline")]) == 0  # fmt: skip
+    assert (
+        main_readme(
+            [
+                "--report",
+                str(out),
+                "--readme",
+                str(readme),
+                "--assets",
+                str(tmp_path / "docs" / "headline"),
+            ]
+        )
+        == 0
+    )
     text = readme.read_text()
     assert "old block" not in text and header in text
     assert text.startswith("# zoo\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
