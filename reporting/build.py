@@ -25,6 +25,7 @@ from reporting.tables import (
     summary_table,
     trial_table,
     tuning_table,
+    validation_only_table,
     validation_table,
 )
 
@@ -134,6 +135,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
     ranking, taus = budget_table(done, reps=args.reps) if len(done) else (pd.DataFrame(),) * 2
     peaks = peak_table(done) if len(done) else pd.DataFrame()
     tuning = tuning_table(runs)
+    validation_only = validation_only_table(runs)
     headline = headline_table(done, reps=args.reps)
     tables = {
         "summary": summary,
@@ -145,6 +147,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         "validation_peaks": peaks,
         "tuning": tuning,
         "headline": headline,
+        "validation_only": validation_only,
     }
     figures = figures_.ablation_figures(done, summary, curves, validation, out / "figures")
     figures += figures_.tuning_curves(runs, tuning, out / "figures")
@@ -157,6 +160,8 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
     if not headline.empty:
         sections.insert(0, html.headline_section(headline, taus, done))
         (out / "headline.md").write_text(html.headline_markdown(sections[0], figures))
+    if not validation_only.empty:
+        sections.append(html.validation_only_section(validation_only))
     if not tuning.empty:
         sections.append(html.tuning_section(tuning))
     if args.against is not None:

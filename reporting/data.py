@@ -156,7 +156,9 @@ def _record_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
     commands = record.get("commands") or {}
     row: dict[str, Any] = {
         "study": record.get("study"),
-        "kind": "ablation" if (record.get("protocol") or {}).get("test", True) else "tune",
+        # records before the kind was recorded: a tuning was the one study that played nothing
+        "kind": record.get("kind")
+        or ("ablation" if (record.get("protocol") or {}).get("test", True) else "tune"),
         "trial": record.get("trial"),
         "state": record.get("state"),
         "data_mode": (

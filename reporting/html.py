@@ -339,6 +339,45 @@ def headline_markdown(section: Section, figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def validation_only_section(table: pd.DataFrame) -> Section:
+    """The grid runs that played no held-out split, by their validation return."""
+    extras = [c for c in table.columns if "." in str(c)]
+    rows = [
+        [
+            str(r["backbone"]),
+            str(r["data_mode"]).upper(),
+            _number(r["context_episodes"]),
+            *(_number(r[axis]) for axis in extras),
+            str(int(r["seeds"])),
+            f"{_number(r['mean_val_return'])} [{_number(r['low'])}, {_number(r['high'])}]",
+            _number(r["selected_step"], 0),
+            *(["best" if r["best"] else ""] if "best" in table else []),
+        ]
+        for _, r in table.iterrows()
+    ]
+    return Section(
+        title="Validation only: runs that played no held-out split",
+        text=(
+            "Grid runs whose protocol plays no held-out split (a choice is being made, such as "
+            "whether settings tuned at one context hold at another: docs/protocol.md): the "
+            "validation return of each run's chosen checkpoint, on validation goals only, mean "
+            "[min, max] over training seeds, and its step; with one further axis, its best value "
+            "per backbone and context is marked. No test or lockbox goal is played."
+        ),
+        header=[
+            "backbone",
+            "data",
+            "context",
+            *extras,
+            "seeds",
+            "validation return: mean [min, max]",
+            "selected step",
+            *(["best"] if "best" in table else []),
+        ],
+        rows=rows,
+    )
+
+
 def tuning_section(tuning: pd.DataFrame) -> Section:
     """Each tuning study's trials, its choice on validation goals and its cost."""
     rows = []
@@ -457,8 +496,11 @@ def _intro(page: Page) -> list[str]:
 
 def _no_summary(page: Page) -> str:
     text = "No complete ablation trial or evaluation to summarise"
-    if (page.runs["kind"] == "tune").any():
+    kinds = set(page.runs["kind"])
+    if "tune" in kinds:
         return text + ': tuning trials, which play no held-out task (see "Tuning" below).'
+    if "ablation" in kinds and page.runs["return_final"].isna().all():
+        return text + ': the runs played no held-out task (see "Validation only" below).'
     return text + "."
 
 

@@ -463,6 +463,38 @@ def _budget_fractions(runs: pd.DataFrame) -> dict[int, pd.Series]:
     return {budget: pd.Series(values) for budget, values in sorted(found.items())}
 
 
+def validation_only_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The grid runs that played no held-out split (a validation-only study, such as a check of
+    tuned settings at other contexts with a `scales` axis): per data mode, backbone, context and
+    further axis, the chosen checkpoint's validation return over training seeds (mean, min, max)
+    and its mean step; with one further axis, `best` marks its value with the highest mean in
+    each data mode, backbone and context."""
+    values = pd.to_numeric(runs.get("val_return_final"), errors="coerce")
+    keep = (runs["kind"] == "ablation") & (runs["state"] == "COMPLETE") & values.notna()
+    runs = runs[keep & pd.to_numeric(runs["return_final"], errors="coerce").isna()]
+    if runs.empty:
+        return pd.DataFrame()
+    extras = extra_axes(runs)
+    rows = []
+    for key, group in runs.groupby([*AXES, *extras], dropna=False, sort=True):
+        scores = pd.to_numeric(group["val_return_final"], errors="coerce")
+        rows.append(
+            {
+                **dict(zip([*AXES, *extras], key, strict=True)),
+                "seeds": len(group),
+                "mean_val_return": scores.mean(),
+                "low": scores.min(),
+                "high": scores.max(),
+                "selected_step": pd.to_numeric(group["selected_step"], errors="coerce").mean(),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if len(extras) == 1:
+        best = table.groupby(AXES, dropna=False)["mean_val_return"].transform("max")
+        table["best"] = table["mean_val_return"] == best
+    return table
+
+
 def tuning_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per tuning study (one backbone's): its finished trials (complete and pruned), the best
     complete trial's validation return, step and settings, where it came among the finished (by

@@ -3,7 +3,8 @@
 #   scripts/main.sh          the Dark Room study at convergence (configs/sweeps/darkroom_study.yaml
 #                            and its ED), into its own storage runs/study/ (not the committed
 #                            results/darkroom/): the tuning a backbone's committed settings do not
-#                            cover yet, then the grid; a progress line with an ETA every 10 minutes;
+#                            cover yet, the check of the tuned settings at the other contexts, then
+#                            the grid; a progress line with an ETA every 10 minutes;
 #                            stopped and rerun, it goes on where it was. At the end, its report says
 #                            cell by cell how it compares with the committed results. Its cost:
 #                            README ("The study at convergence").

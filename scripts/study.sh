@@ -4,9 +4,13 @@
 # runs/). Run it at the start of a session; commit results/ before the session ends; the next
 # session (any machine, a fresh clone) runs the same command and continues where the commit left.
 #   scripts/study.sh tune [HOURS]   equal tuning: 12 trials per backbone (configs/sweeps/darkroom_tune.yaml)
+#   scripts/study.sh check [HOURS]  whether the settings tuned at 8 episodes hold at 0.5 and 2
+#                                   (configs/sweeps/darkroom_context_check.yaml, validation only);
+#                                   refused until every backbone is tuned
 #   scripts/study.sh study [HOURS]  the grid (configs/sweeps/darkroom_study.yaml), then its ED
 #                                   (darkroom_study_ed.yaml); refused until every backbone is tuned
-#   scripts/study.sh all [HOURS]    the tuning a backbone still needs, then the study (`make run`)
+#   scripts/study.sh all [HOURS]    the tuning a backbone still needs, the check, then the study
+#                                   (`make run`)
 # STORE=DIR puts the journals, records and tuned settings under DIR instead of the committed
 # results/darkroom and configs/tuned/darkroom (`make run` uses runs/study: the same study, its own
 # results, compared with the committed ones at the end); `all` starts from every committed tuned
@@ -28,24 +32,25 @@ backbones=(transformer gru lstm linear_attention simple_gla mamba2 mamba gated_d
 COMMITTED=results/darkroom COMMITTED_TUNED=configs/tuned/darkroom
 STORE=${STORE:-$COMMITTED}
 TUNED=$COMMITTED_TUNED
-tune_opts=() study_opts=()
+tune_opts=() check_opts=() study_opts=()
 if [ "$STORE" != "$COMMITTED" ]; then  # the same studies, their state and results elsewhere
   TUNED=$STORE/tuned
   tune_opts=(--storage "journal://$STORE/tune.journal" --set "records=$STORE/tune" "output=$TUNED/{backbone}.yaml")
+  check_opts=(--storage "journal://$STORE/check.journal" --set "records=$STORE/check" "tuned=$TUNED")
   study_opts=(--storage "journal://$STORE/study.journal" --set "records=$STORE/study" "tuned=$TUNED")
 fi
 tuned_here() { grep -q '^# tuning: .*"trials": 12,' "$1/$2.yaml" 2>/dev/null; }
 case "$what" in
-  tune | study) stages=("$what") ;;
+  tune | check | study) stages=("$what") ;;
   all)
-    stages=(tune study)
+    stages=(tune check study)
     mkdir -p "$TUNED"
     for b in "${backbones[@]}"; do  # what the committed tuning has finished is not tuned again
       if [ "$TUNED" != "$COMMITTED_TUNED" ] && ! tuned_here "$TUNED" "$b" && tuned_here "$COMMITTED_TUNED" "$b"; then
         cp "$COMMITTED_TUNED/$b.yaml" "$TUNED/$b.yaml"
       fi
     done ;;
-  *) echo "scripts/study.sh: unknown stage '$what' (known: tune, study, all)" >&2; exit 2 ;;
+  *) echo "scripts/study.sh: unknown stage '$what' (known: tune, check, study, all)" >&2; exit 2 ;;
 esac
 deadline=$(( $(date +%s) + $(python3 -c "print(int(float('$hours') * 3600))") ))
 # the study's data: Dark Room's histories with a lockbox carved out of the training goals
@@ -56,13 +61,15 @@ mkdir -p runs/study
 # every study of every stage, for the progress line
 everything=()
 for b in "${backbones[@]}"; do everything+=("configs/sweeps/darkroom_tune.yaml:$b"); done
+everything+=(configs/sweeps/darkroom_context_check.yaml)
 everything+=(configs/sweeps/darkroom_study.yaml configs/sweeps/darkroom_study_ed.yaml)
 progress() {
   $PY -m sweeps.progress --workers 2 --pace "$COMMITTED" "${everything[@]}" \
-    ${tune_opts[0]:+--tune_storage "${tune_opts[1]}"} ${study_opts[0]:+--study_storage "${study_opts[1]}"} || true
+    ${tune_opts[0]:+--tune_storage "${tune_opts[1]}"} ${check_opts[0]:+--check_storage "${check_opts[1]}"} \
+    ${study_opts[0]:+--study_storage "${study_opts[1]}"} || true
 }
 
-run_stage() {  # tune|study: fail what stopped workers left running, then two workers until done
+run_stage() {  # tune|check|study: fail what stopped workers left running, then two workers until done
   local stage=$1 runs=()
   if [ "$stage" = tune ]; then
     for b in "${backbones[@]}"; do
@@ -76,9 +83,14 @@ run_stage() {  # tune|study: fail what stopped workers left running, then two wo
       }
     done
     runs=("--config configs/sweeps/darkroom_study.yaml" "--config configs/sweeps/darkroom_study_ed.yaml")
+    [ "$stage" = study ] || runs=("--config configs/sweeps/darkroom_context_check.yaml")
   fi
-  local opts=("${tune_opts[@]}")
-  [ "$stage" = tune ] || opts=("${study_opts[@]}")
+  local opts=()
+  case "$stage" in
+    tune) opts=("${tune_opts[@]}") ;;
+    check) opts=("${check_opts[@]}") ;;
+    study) opts=("${study_opts[@]}") ;;
+  esac
   # the trials a stopped worker left RUNNING (a journal has no heartbeat) are failed and made up
   for run in "${runs[@]}"; do
     # shellcheck disable=SC2086

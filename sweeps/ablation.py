@@ -36,6 +36,11 @@ class AblationConfig:
     axes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     """More axes of the grid, by `zoo fit` config path: `{data.train_tasks: [16, 32, 58]}`. Each
     point's value is set at its path over the experiment, its preset and tuned settings."""
+    scales: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    """Axes of factors, by `zoo fit` config path: at each point the setting at that path is the
+    factor times the value the trial would train with otherwise (the study's `fit:`, else the
+    backbone's tuned file, else the experiment's): `{model.lr: [0.5, 1, 2]}` checks whether
+    settings tuned at one context hold at another. Records name the axis `<path>:scale`."""
     size: str = "tiny"
     """Size preset of every backbone (tiny, 100k, 400k, 1.6m): matched parameter counts."""
     fit: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -74,6 +79,36 @@ class AblationConfig:
                     f"axes: {path!r} must be a `zoo fit` config path (section.key) with at least "
                     "one value, not one of backbones, context_episodes, seeds (their own keys)"
                 )
+        for path, factors in self.scales.items():
+            if path in self.axes or not factors or any(f <= 0 for f in factors):
+                raise ValueError(
+                    f"scales: {path!r} needs positive factors and must not also be an axis"
+                )
+            for backbone in self.backbones:  # every value a factor will multiply, said now
+                self.scaled_base(path, backbone)
+
+    def scaled_base(self, path: str, backbone: str) -> float:
+        """The value at `path` that `scales` multiply for `backbone`: the study's `fit:`, else the
+        backbone's tuned file, else the experiment's (the order the trial applies them in)."""
+        import yaml
+
+        sources: list[tuple[str, Any]] = [(self.experiment, None)]
+        tuned = tuned_path(self, backbone)
+        if tuned is not None:
+            sources.append((str(tuned), None))
+        sources.append(("the study's fit:", self.fit))
+        value = None
+        for name, mapping in sources:
+            found = _get(
+                yaml.safe_load(Path(name).read_text()) if mapping is None else mapping, path
+            )
+            value = found if found is not None else value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"scales: {path!r} has no number to scale for {backbone} in {self.experiment}, "
+                f"its tuned file or the study's fit: (found {value!r}); set it in fit:"
+            )
+        return float(value)
 
     def search_space(self) -> dict[str, list]:
         return {
@@ -81,6 +116,10 @@ class AblationConfig:
             "context_episodes": [float(c) for c in self.context_episodes],
             "seed": list(self.seeds),
             **{path: list(values) for path, values in self.axes.items()},
+            **{
+                f"{path}:scale": [float(f) for f in factors]
+                for path, factors in self.scales.items()
+            },
         }
 
     def points(self) -> list[dict[str, Any]]:
@@ -96,6 +135,15 @@ AXIS_PATHS = {
     "seed": "seed_everything",
 }
 """The grid's shorthand axes and the `zoo fit` config paths they set (records name axes by path)."""
+
+
+def _get(config: Any, path: str) -> Any:
+    """The value at the config path `a.b` of a mapping, None where there is none."""
+    for key in path.split("."):
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
 
 
 def at_path(path: str, value: Any) -> dict[str, Any]:
@@ -116,6 +164,8 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
     seed = trial.suggest_categorical("seed", space["seed"])
     # every axis is drawn before the duplicate check, which compares whole points
     extra = {path: trial.suggest_categorical(path, space[path]) for path in config.axes}
+    factors = {path: trial.suggest_categorical(f"{path}:scale", space[f"{path}:scale"])
+               for path in config.scales}  # fmt: skip
     earlier = duplicate_of(trial, sorted(space))
     if earlier is not None:
         trial.set_user_attr("duplicate_of", earlier)
@@ -137,6 +187,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
             *([str(tuned)] if tuned else []),
             config.fit,
             *(at_path(path, value) for path, value in extra.items()),
+            *(at_path(path, f * config.scaled_base(path, backbone)) for path, f in factors.items()),
             *data,
         ],
         evaluation=config.evaluation,
@@ -147,6 +198,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
             AXIS_PATHS["context_episodes"]: context_episodes,
             AXIS_PATHS["seed"]: seed,
             **extra,
+            **{f"{path}:scale": f for path, f in factors.items()},
         },
         records=None
         if config.records is None

@@ -5,8 +5,8 @@ committed records: one line, printed by `scripts/study.sh` while its workers run
         --tune_storage journal://runs/study/tune.journal configs/sweeps/darkroom_tune.yaml:gru ...
 
 Each run is `CONFIG[:BACKBONE]` (a tuning study names its backbone), in its config's storage or
-the one given for its kind (`--tune_storage`, `--study_storage`). A stage's pace is the mean wall time of the finished trials (complete or
-pruned) among the committed records of that kind of study under `--pace` (`tune`, `study`
+the one given for its kind (`--tune_storage`, `--check_storage`, `--study_storage`). A stage's pace is the mean wall time of the finished trials (complete or
+pruned) among the committed records of that kind of study under `--pace` (`tune`, `check`, `study`
 folders), so a fresh machine's estimate rests on measured trials, not on a guess; a stage with
 no committed trial yet takes the pace of one that has, and says so. Times on a shared machine are
 what they were: the ETA is as good as the load is alike.
@@ -39,9 +39,12 @@ def pace(records: Path) -> tuple[float, int] | None:
 
 
 def stage_of(spec: SweepSpec) -> str:
-    """The stage a study belongs to: `tuning`, `ED` or `grid`."""
+    """The stage a study belongs to: `tuning`, `check` (a grid that plays nothing held out),
+    `ED` or `grid`."""
     if spec.kind == "tune":
         return "tuning"
+    if not spec.config.evaluation.test:
+        return "check"
     mode = ((spec.config.fit or {}).get("data") or {}).get("mode")
     return "ED" if mode == "ed" else "grid"
 
@@ -80,7 +83,7 @@ def progress_line(
     fallback = known[0] if known else None
     left_seconds, notes = 0.0, []
     for stage, (finished, total) in done.items():
-        measured = paces.get("tune" if stage == "tuning" else "study")
+        measured = paces.get({"tuning": "tune", "check": "check"}.get(stage, "study"))
         used = measured or fallback
         if used is None:
             notes.append(f"{stage}: no committed trial to time")
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="CONFIG[:BACKBONE] of each study")
     parser.add_argument("--tune_storage", default=None, help="tuning studies' storage")
+    parser.add_argument("--check_storage", default=None, help="validation-only studies' storage")
     parser.add_argument("--study_storage", default=None, help="the other studies' storage")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pace", type=Path, default=Path("results/darkroom"),
@@ -108,11 +112,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     specs = []
     for run in args.runs:
         config, _, backbone = run.partition(":")
-        storage = args.tune_storage if backbone else args.study_storage
-        specs.append(
-            load_spec(config, kind=None, name=None, storage=storage, backbone=backbone or None)
+        spec = load_spec(config, kind=None, name=None, storage=None, backbone=backbone or None)
+        storage = {"tuning": args.tune_storage, "check": args.check_storage}.get(
+            stage_of(spec), args.study_storage
         )
-    paces: dict[str, Any] = {kind: pace(args.pace / kind) for kind in ("tune", "study")}
+        if storage is not None:
+            spec = load_spec(
+                config, kind=None, name=None, storage=storage, backbone=backbone or None
+            )
+        specs.append(spec)
+    paces: dict[str, Any] = {kind: pace(args.pace / kind) for kind in ("tune", "check", "study")}
     print(progress_line(specs, workers=args.workers, paces=paces), flush=True)
 
 

@@ -243,6 +243,8 @@ def run_trial(
     record = json.loads(record_path.read_text()) if finished else _partial_record(spec, reports)
     record = {
         "study": trial.study.study_name,
+        # the study's kind: a report tells a validation-only grid from a tuning by it
+        "kind": trial.study.user_attrs.get("kind"),
         "trial": trial.number,
         "state": "COMPLETE" if finished else "PRUNED" if pruned_at is not None else "FAIL",
         "params": dict(trial.params),

@@ -405,6 +405,23 @@ def test_the_progress_line_counts_finished_trials_at_the_records_pace(tiny_study
     assert f"grid 0/4 trials; about {expected:.1f} h left" in line
 
 
+def test_every_shipped_study_is_counted_in_its_own_stage() -> None:
+    from sweeps.progress import stage_of
+    from sweeps.study import load_spec
+
+    stages = {
+        "darkroom_tune.yaml": "tuning",
+        "darkroom_context_check.yaml": "check",
+        "darkroom_study.yaml": "grid",
+        "darkroom_study_ed.yaml": "ED",
+    }
+    for name, stage in stages.items():
+        config = str(ROOT / "configs" / "sweeps" / name)
+        backbone = "gru" if "tune" in name else None
+        spec = load_spec(config, kind=None, name=None, storage=None, backbone=backbone)
+        assert stage_of(spec) == stage, name
+
+
 def test_a_committed_trial_reruns_from_its_record_to_the_digit(
     tiny_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

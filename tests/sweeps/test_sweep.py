@@ -192,7 +192,10 @@ def test_shipped_study_configs_load(config: Path) -> None:
 
         # a grid point is never pruned by comparison with the others
         assert isinstance(STUDY_KINDS["ablation"].pruner(spec.config), optuna.pruners.NopPruner)
-        assert spec.config.evaluation.test and len(spec.config.evaluation.seeds) >= 1
+        if not spec.config.evaluation.test:  # a check: validation goals only, by a scale
+            assert spec.config.scales and not spec.config.evaluation.lockbox
+            return
+        assert len(spec.config.evaluation.seeds) >= 1
         # every held-out task exactly once, where the family has a finite split (the experiment
         # configs are named after their family; bandit arm means are continuous: a sample)
         from envs import make_family
@@ -274,3 +277,43 @@ def test_two_workers_creating_a_fresh_database_at_once_both_open_it(tmp_path: Pa
             worker.join(timeout=120)
         outcomes += [results.get(timeout=10), results.get(timeout=10)]
     assert outcomes == ["ok"] * 40, [o for o in outcomes if o != "ok"]
+
+
+def test_a_validation_only_grid_scales_each_backbones_tuned_setting(
+    tmp_path: Path, experiment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scales: {model.lr: [...]}`: each point trains at the factor times the backbone's tuned
+    rate; a protocol without test plays only validation goals; the report marks the best factor."""
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "gru.yaml").write_text(yaml.safe_dump({"model": {"lr": 0.004}}))
+    config = study_config(
+        tmp_path,
+        experiment,
+        backbones=["gru"],
+        context_episodes=[1.0],
+        tuned=str(tuned),
+        scales={"model.lr": [0.5, 2.0]},
+        evaluation={"episodes": 2, "final_episodes": 1, "test": False},
+        records=str(tmp_path / "records"),
+    )
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    finished(sweep("--config", str(config), "--storage", storage))
+    records = sorted((tmp_path / "records" / "tiny").glob("trial-*.json"))
+    trained = {}
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["kind"] == "ablation" and record["state"] == "COMPLETE"
+        assert "test" not in record and "lockbox" not in record  # validation goals only
+        trained[record["axes"]["model.lr:scale"]] = record["settings"]["model"]["lr"]
+    assert trained == {0.5: pytest.approx(0.002), 2.0: pytest.approx(0.008)}
+    out = tmp_path / "report"
+    assert zoo(["report", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "## Validation only: runs that played no held-out split" in markdown
+    assert "| model.lr:scale |" in markdown
+    assert markdown.count("| best |") == 2  # the header, and the one factor with the best mean
+    # a setting with no number to scale is the config's one-line error, before any trial
+    bad = study_config(tmp_path, experiment, scales={"model.weight_decay": [2.0]})
+    assert zoo(["sweep", "run", "--config", str(bad), "--storage", storage, "--name", "x"]) == 2
+    assert "has no number to scale for gru" in capsys.readouterr().err
