@@ -137,7 +137,6 @@ GRID_OPTIONS = ("backbones", "context_episodes", "seeds")
 def _run(args: Namespace) -> int:
     from sweeps.study import (
         STUDY_KINDS,
-        SweepError,
         create_study,
         fail_running,
         grid_progress,
@@ -154,15 +153,7 @@ def _run(args: Namespace) -> int:
         backbone=args.backbone,
         sets=args.sets or (),
     )
-    grid = {k: getattr(args, k) for k in GRID_OPTIONS if getattr(args, k) is not None}
-    if grid:
-        if spec.kind != "ablation":
-            options = ", ".join(f"--{k}" for k in grid)
-            raise SweepError(f"{options} set an ablation grid's axes; a tuning study has none")
-        try:
-            spec.config = dataclasses.replace(spec.config, **{k: list(v) for k, v in grid.items()})
-        except (ValueError, FileNotFoundError) as error:  # an unknown backbone, a context <= 0
-            raise SweepError(str(error)) from error
+    _grid_options(spec, args)
     # a stopped worker (SIGTERM: a scheduler, a session's end; `cli.main` makes it an
     # interrupt) fails its running trial through Optuna's own handling of an interrupt, instead
     # of leaving it RUNNING in a heartbeat-less journal; the interrupt then ends the command
@@ -211,17 +202,35 @@ def _run(args: Namespace) -> int:
         print(f"zoo sweep: grid {grid_progress(study, space)}")
     print_status(study)
     if spec.kind == "tune" and spec.config.output:
-        from sweeps.tune import write_tuned
-
-        done = [
-            t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")
-        ]
-        wanted = spec.config.trials  # settings are written when the study has all its trials
-        if any(t.state.name == "COMPLETE" for t in done) and (
-            wanted is None or len(done) >= wanted
-        ):
-            print(f"zoo sweep: tuned settings written to {write_tuned(study, spec.config)}")
+        _export_when_tuned(study, spec.config)
     return 1 if any(codes) else 0
+
+
+def _grid_options(spec: Any, args: Namespace) -> None:
+    """`--backbones`, `--context_episodes`, `--seeds` in place of an ablation config's axes."""
+    from sweeps.study import SweepError
+
+    grid = {k: getattr(args, k) for k in GRID_OPTIONS if getattr(args, k) is not None}
+    if not grid:
+        return
+    if spec.kind != "ablation":
+        options = ", ".join(f"--{k}" for k in grid)
+        raise SweepError(f"{options} set an ablation grid's axes; a tuning study has none")
+    try:
+        spec.config = dataclasses.replace(spec.config, **{k: list(v) for k, v in grid.items()})
+    except (ValueError, FileNotFoundError) as error:  # an unknown backbone, a context <= 0
+        raise SweepError(str(error)) from error
+
+
+def _export_when_tuned(study: Any, config: Any) -> None:
+    """Write a tuning study's chosen settings once it has all its trials (complete or pruned),
+    at least one of them complete."""
+    from sweeps.tune import write_tuned
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    wanted = config.trials
+    if any(t.state.name == "COMPLETE" for t in done) and (wanted is None or len(done) >= wanted):
+        print(f"zoo sweep: tuned settings written to {write_tuned(study, config)}")
 
 
 def _one_gpu_per_worker(worker: int) -> None:

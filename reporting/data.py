@@ -177,6 +177,7 @@ def _record_row(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "validation_peak": validation.get("peak"),
         "validation_final": validation.get("final"),
         "validation_curve": validation.get("curve"),
+        "pruned_at": record.get("pruned_at"),
         "selected_step": None,
         "steps_trained": record.get("steps_trained"),
         "max_steps": record.get("max_steps"),

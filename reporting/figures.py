@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
+from reporting.tables import finite
+
 COST_AXES = (
     ("parameters", "backbone parameters", True),
     ("train_tokens_per_s", "training tokens / s", True),
@@ -94,20 +96,27 @@ def _grid(panels: int) -> tuple[plt.Figure, np.ndarray]:
 
 
 def _by_backbone(axes: np.ndarray, table: pd.DataFrame, x: str, xlabel: str) -> dict[str, Any]:
-    """One panel a backbone: a line and band per data mode and context (AD solid, ED dashed, a
-    colour a context); the labels drawn, for one legend."""
+    """One panel a backbone: a line and band per data mode, context and further axis (AD solid,
+    ED dashed, a colour a context, a further axis's value named in the label); the labels drawn,
+    for one legend."""
     contexts = sorted(table["context_episodes"].dropna().unique())
+    extras = [c for c in table.columns if "." in str(c) and table[c].notna().any()]
     cmap = plt.get_cmap("viridis")
     legend: dict[str, Any] = {}
     for ax, backbone in zip(axes.flat, sorted(table["backbone"].unique()), strict=False):
         mine = table[table["backbone"] == backbone]
-        for (mode, context), rows in mine.groupby(["data_mode", "context_episodes"], dropna=False):
+        for key, rows in mine.groupby(["data_mode", "context_episodes", *extras], dropna=False):
+            mode, context = key[0], key[1]
             shade = (
                 cmap(contexts.index(context) / max(len(contexts) - 1, 1))
                 if context in contexts
                 else "k"
             )
-            name = f"{mode.upper()}, {context:g} ep. (n={rows['runs'].iloc[0]})"
+            facet = "".join(
+                f", {axis} {value:g}" if isinstance(value, int | float) else f", {axis} {value}"
+                for axis, value in zip(extras, key[2:], strict=True)
+            )
+            name = f"{mode.upper()}, {context:g} ep.{facet} (n={rows['runs'].iloc[0]})"
             style = {"color": shade, "linestyle": "-" if mode == "ad" else "--", "label": name}
             _band(ax, rows[x].to_numpy(), rows, **style)
         ax.set_title(backbone)
@@ -307,7 +316,7 @@ def tuning_curves(runs: pd.DataFrame, tuning: pd.DataFrame, out: Path) -> list[F
                 style = {"color": "tab:orange", "linewidth": 1.0, "linestyle": "--",
                          "marker": "x", "markevery": [-1], "alpha": 0.8, "label": "pruned"}  # fmt: skip
             ax.plot(steps, values, **style)
-        best = "" if row["best_value"] is None else f", best {row['best_value']:.2f}"
+        best = f", best {row['best_value']:.2f}" if finite(row["best_value"]) else ""
         ax.set_title(f"{row['backbone']}: {row['finished']} trials{best}", fontsize=10)
         ax.set_xlabel("training step")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from reporting.figures import Figure
-from reporting.tables import finite
+from reporting.tables import HOLDS_WITHIN, finite
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
@@ -317,7 +317,8 @@ def headline_section(headline: pd.DataFrame, taus: pd.DataFrame, runs: pd.DataFr
         for _, tau in largest.iterrows():
             text += (
                 f" Kendall's tau between the ranking at {int(tau['budget'])} steps and at the "
-                f"cap: {_tau_text(taus, 'ad', tau['context_episodes'], tau['budget'], {})}."
+                f"cap (by mean final return, as in the ranking below): "
+                f"{_tau_text(taus, 'ad', tau['context_episodes'], tau['budget'], {})}."
             )
     return Section(title="Headline", text=text, header=["backbone", *order], rows=rows)
 
@@ -352,6 +353,7 @@ def validation_only_section(table: pd.DataFrame) -> Section:
             f"{_number(r['mean_val_return'])} [{_number(r['low'])}, {_number(r['high'])}]",
             _number(r["selected_step"], 0),
             *(["best" if r["best"] else ""] if "best" in table else []),
+            *([r["holds"]] if "holds" in table else []),
         ]
         for _, r in table.iterrows()
     ]
@@ -362,7 +364,9 @@ def validation_only_section(table: pd.DataFrame) -> Section:
             "whether settings tuned at one context hold at another: docs/protocol.md): the "
             "validation return of each run's chosen checkpoint, on validation goals only, mean "
             "[min, max] over training seeds, and its step; with one further axis, its best value "
-            "per backbone and context is marked. No test or lockbox goal is played."
+            "per backbone and context is marked, and for a check of a tuned setting by factors "
+            f"(`scales`) whether factor 1 holds: the best or within {HOLDS_WITHIN:.0%} of it, the "
+            "rule fixed before the check (docs/protocol.md). No test or lockbox goal is played."
         ),
         header=[
             "backbone",
@@ -373,6 +377,7 @@ def validation_only_section(table: pd.DataFrame) -> Section:
             "validation return: mean [min, max]",
             "selected step",
             *(["best"] if "best" in table else []),
+            *([f"factor 1: within {HOLDS_WITHIN:.0%} of the best?"] if "holds" in table else []),
         ],
         rows=rows,
     )
@@ -389,11 +394,11 @@ def tuning_section(tuning: pd.DataFrame) -> Section:
                 _number(r["context_episodes"]),
                 f"{r['finished']} ({r['complete']} complete, {r['pruned']} pruned)",
                 ", ".join(map(str, sorted(pruned_at))) or "-",
-                "-" if r["best_trial"] is None else (
+                "-" if not finite(r["best_trial"]) else (
                     f"{_number(r['best_value'])} at step {_number(r['best_step'])} "
-                    f"(trial {r['best_trial']}, {r['best_position']} of {r['finished']})"
+                    f"(trial {int(r['best_trial'])}, {int(r['best_position'])} of {r['finished']})"
                 ),
-                r["best_params"],
+                r["best_params"] if finite(r["best_trial"]) else "-",
                 "" if not finite(r["worker_seconds"]) else f"{r['worker_seconds']:,.0f}",
             ]
         )  # fmt: skip
@@ -405,8 +410,10 @@ def tuning_section(tuning: pd.DataFrame) -> Section:
             "on the validation goals and the step of its chosen checkpoint, where it came among "
             "the finished trials by number (a best found last says more trials might find "
             "better), its settings, and the worker-seconds of all its trials. A tuned file "
-            "(`zoo sweep export`) takes the best of the study's first `trials` finished trials, "
-            "so equal counts give every backbone the same budget."
+            "(`zoo sweep export`) takes the best of the study's first `trials` finished trials "
+            "by number, so equal counts give every backbone the same budget; where two workers "
+            "finished one more, the choice here is among all of them: the file's `# tuning:` "
+            "line says which it took."
         ),
         header=[
             "backbone",

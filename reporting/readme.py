@@ -30,8 +30,10 @@ class ReadmeError(RuntimeError):
 
 def splice(readme: Path, report: Path, assets: Path) -> list[Path]:
     """Put `report`'s headline into `readme` between its markers, its figures copied into
-    `assets` (linked relative to the README); the figures copied. Nothing is written unless all
-    of it can be: a README without its markers or a report without a headline is refused."""
+    `assets` (linked relative to the README; a figure there that the headline no longer shows is
+    removed); the figures copied. A README without its markers or a report without a headline
+    (or without the figures it shows) is refused before anything is written; the README is
+    replaced whole or not at all."""
     text = readme.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise ReadmeError(
@@ -56,6 +58,8 @@ def splice(readme: Path, report: Path, assets: Path) -> list[Path]:
     for figure in figures:
         shutil.copyfile(figure, assets / figure.name)
         copied.append(assets / figure.name)
+    for stale in set(assets.glob("*.png")) - set(copied):  # the folder is the headline's own
+        stale.unlink()
     before, rest = text.split(BEGIN, 1)
     _, after = rest.split(END, 1)
     updated = f"{before}{BEGIN}\n{headline.strip()}\n{END}{after}"

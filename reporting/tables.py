@@ -423,8 +423,12 @@ def headline_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
             & (runs["context_episodes"] == largest)
         ]
         cells.append((backbone, "ED", ed["fraction_optimal"]))
-    source = pd.to_numeric(ad["source_return_final"], errors="coerce") / pd.to_numeric(
-        ad["optimal"], errors="coerce"
+    # the source learner once per distinct play (its evaluation seeds), as in the curves: every
+    # run with the same evaluation seeds played it on the same tasks with the same seeds
+    plays = ad[ad["source_return_final"].notna()]
+    plays = plays.loc[plays["eval_seeds"].map(_as_key).drop_duplicates().index]
+    source = pd.to_numeric(plays["source_return_final"], errors="coerce") / pd.to_numeric(
+        plays["optimal"], errors="coerce"
     )
     cells.append(("source learner", f"{largest:g} episodes", source))
     rows = []
@@ -468,7 +472,8 @@ def validation_only_table(runs: pd.DataFrame) -> pd.DataFrame:
     tuned settings at other contexts with a `scales` axis): per data mode, backbone, context and
     further axis, the chosen checkpoint's validation return over training seeds (mean, min, max)
     and its mean step; with one further axis, `best` marks its value with the highest mean in
-    each data mode, backbone and context."""
+    each data mode, backbone and context, and for a `scales` axis `holds` reads factor 1's row
+    by the rule fixed before the check (`HOLDS_WITHIN`)."""
     values = pd.to_numeric(runs.get("val_return_final"), errors="coerce")
     keep = (runs["kind"] == "ablation") & (runs["state"] == "COMPLETE") & values.notna()
     runs = runs[keep & pd.to_numeric(runs["return_final"], errors="coerce").isna()]
@@ -492,7 +497,17 @@ def validation_only_table(runs: pd.DataFrame) -> pd.DataFrame:
     if len(extras) == 1:
         best = table.groupby(AXES, dropna=False)["mean_val_return"].transform("max")
         table["best"] = table["mean_val_return"] == best
+        if extras[0].endswith(":scale"):  # a check of a tuned setting: does factor 1 hold?
+            ones = table[extras[0]] == 1.0
+            near = best - table["mean_val_return"] <= HOLDS_WITHIN * best.abs()
+            table["holds"] = np.where(ones, np.where(near, "holds", "does not hold"), "")
     return table
+
+
+HOLDS_WITHIN = 0.10
+"""A tuned setting holds at a context when its validation return (factor 1 of a `scales`
+check) is the best of the factors or within this share of the best (docs/protocol.md, "Tuned
+at one context: the check at the others"); fixed before the check ran."""
 
 
 def tuning_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -517,7 +532,12 @@ def tuning_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "finished": len(finished),
                 "complete": int(values.notna().sum()),
                 "pruned": len(pruned),
-                "pruned_at": [_last_step(c) for c in pruned.get("validation_curve", [])],
+                "pruned_at": [
+                    int(r["pruned_at"])
+                    if finite(r.get("pruned_at"))
+                    else _last_step(r["validation_curve"])
+                    for _, r in pruned.iterrows()
+                ],
                 "best_trial": None if best is None else int(best["trial"]),
                 "best_position": (
                     None if best is None else list(finished["trial"]).index(best["trial"]) + 1

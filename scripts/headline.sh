@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 PY=${PY:-.venv/bin/python}
 records=${1:-results/darkroom/study}
-report=${2:-reports/darkroom_study}
+report=${2:-reports/darkroom_study_committed}  # make run writes reports/darkroom_study
 $ZOO report --records "$records" --out "$report" --title "The Dark Room study at convergence"
 $PY -m reporting.readme --report "$report" --readme README.md --assets docs/headline

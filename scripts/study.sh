@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 PY=${PY:-.venv/bin/python}
-what=${1:?usage: scripts/study.sh tune|study|all [HOURS]}
+what=${1:?usage: scripts/study.sh tune|check|study|all [HOURS]}
 hours=${2:-2.5}
 backbones=(transformer gru lstm linear_attention simple_gla mamba2 mamba gated_deltanet)
 COMMITTED=results/darkroom COMMITTED_TUNED=configs/tuned/darkroom

@@ -37,10 +37,12 @@ class AblationConfig:
     """More axes of the grid, by `zoo fit` config path: `{data.train_tasks: [16, 32, 58]}`. Each
     point's value is set at its path over the experiment, its preset and tuned settings."""
     scales: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    """Axes of factors, by `zoo fit` config path: at each point the setting at that path is the
+    """Axes of factors, by `zoo fit` config path (a `model.*` or `data.*` setting, not the grid's
+    axes, the seeds or the backbone's preset): at each point the setting at that path is the
     factor times the value the trial would train with otherwise (the study's `fit:`, else the
-    backbone's tuned file, else the experiment's): `{model.lr: [0.5, 1, 2]}` checks whether
-    settings tuned at one context hold at another. Records name the axis `<path>:scale`."""
+    backbone's tuned file, else the experiment's; a whole number stays whole, rounded):
+    `{model.lr: [0.5, 1, 2]}` checks whether settings tuned at one context hold at another.
+    Records name the axis `<path>:scale`."""
     size: str = "tiny"
     """Size preset of every backbone (tiny, 100k, 400k, 1.6m): matched parameter counts."""
     fit: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -80,14 +82,26 @@ class AblationConfig:
                     "one value, not one of backbones, context_episodes, seeds (their own keys)"
                 )
         for path, factors in self.scales.items():
-            if path in self.axes or not factors or any(f <= 0 for f in factors):
+            # what the trial itself sets (its context, seeds, run directory, logger, device)
+            # and the backbone's preset (a file the base is not read from) are not scaled
+            fixed = path in [*AXIS_PATHS.values(), "data.seed", *self.axes]
+            if fixed or path.startswith(("trainer.", "model.backbone")) or "." not in path:
                 raise ValueError(
-                    f"scales: {path!r} needs positive factors and must not also be an axis"
+                    f"scales: {path!r} is not a setting a factor can scale here: give a model.* "
+                    "or data.* path other than the grid's own axes, the seeds and the backbone"
                 )
+            if not factors or any(f <= 0 for f in factors):
+                raise ValueError(f"scales: {path!r} needs positive factors, got {factors}")
             for backbone in self.backbones:  # every value a factor will multiply, said now
                 self.scaled_base(path, backbone)
 
-    def scaled_base(self, path: str, backbone: str) -> float:
+    def scaled(self, path: str, backbone: str, factor: float) -> float | int:
+        """`factor` times the setting at `path` for `backbone`; a whole-number setting (steps,
+        sizes) stays a whole number, rounded."""
+        base = self.scaled_base(path, backbone)
+        return round(factor * base) if isinstance(base, int) else factor * base
+
+    def scaled_base(self, path: str, backbone: str) -> float | int:
         """The value at `path` that `scales` multiply for `backbone`: the study's `fit:`, else the
         backbone's tuned file, else the experiment's (the order the trial applies them in)."""
         import yaml
@@ -108,7 +122,7 @@ class AblationConfig:
                 f"scales: {path!r} has no number to scale for {backbone} in {self.experiment}, "
                 f"its tuned file or the study's fit: (found {value!r}); set it in fit:"
             )
-        return float(value)
+        return value
 
     def search_space(self) -> dict[str, list]:
         return {
@@ -187,7 +201,7 @@ def objective(trial: optuna.Trial, config: AblationConfig) -> float:
             *([str(tuned)] if tuned else []),
             config.fit,
             *(at_path(path, value) for path, value in extra.items()),
-            *(at_path(path, f * config.scaled_base(path, backbone)) for path, f in factors.items()),
+            *(at_path(path, config.scaled(path, backbone, f)) for path, f in factors.items()),
             *data,
         ],
         evaluation=config.evaluation,

@@ -209,53 +209,19 @@ def run_trial(
         (run_dir / stale).unlink(missing_ok=True)
     started = time.monotonic()
     log_path = run_dir / "trial.log"
-    reports = run_dir / INTERMEDIATE
-    pruned_at = None
-    with log_path.open("w") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.child", str(run_dir / "spec.json")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        # this process owns the trial: the child writes its validation returns to a file, this
-        # loop reports them to the study and stops the child when the pruner says so
-        seen = 0
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            values = _intermediate(reports)
-            for step, value in values[seen:]:
-                trial.report(value, step)
-                if pruned_at is None and trial.should_prune():
-                    pruned_at = step
-                    child.terminate()
-            seen = len(values)
-            if pid:
-                break
-            time.sleep(0.5)
-    code = os.waitstatus_to_exitcode(status)
+    code, usage, pruned_at = _watch(trial, run_dir / "spec.json", log_path)
     wall = round(time.monotonic() - started, 1)
     trial.set_user_attr("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))
     trial.set_user_attr("wall_seconds", wall)
-    record_path = run_dir / RECORD
     result_path = run_dir / "result.json"
     finished = pruned_at is None and code == 0 and result_path.is_file()
-    record = json.loads(record_path.read_text()) if finished else _partial_record(spec, reports)
-    record = {
-        "study": trial.study.study_name,
-        # the study's kind: a report tells a validation-only grid from a tuning by it
-        "kind": trial.study.user_attrs.get("kind"),
-        "trial": trial.number,
-        "state": "COMPLETE" if finished else "PRUNED" if pruned_at is not None else "FAIL",
-        "params": dict(trial.params),
-        **record,
-    }
+    record = _trial_record(trial, spec, run_dir, finished=finished, pruned_at=pruned_at)
     record.setdefault("cost", {}).update(
         wall_seconds=wall, peak_rss_mb=round(usage.ru_maxrss / 1024, 1)
     )
     if pruned_at is not None:
         record["pruned_at"] = pruned_at
-    write_json(record_path, record)
+    write_json(run_dir / RECORD, record)
     if records is not None:
         write_json(Path(records) / f"trial-{trial.number:04d}.json", record)
         trial.set_user_attr("record", str(Path(records) / f"trial-{trial.number:04d}.json"))
@@ -269,6 +235,63 @@ def run_trial(
     for key, value in result["attrs"].items():
         trial.set_user_attr(key, value)
     return float(result["attrs"]["objective"])
+
+
+def _watch(trial: optuna.Trial, spec_path: Path, log_path: Path) -> tuple[int, Any, int | None]:
+    """Run the trial's child to its end: (exit code, resource usage, the step at which the
+    pruner stopped it or None). This process owns the trial: the child writes its validation
+    returns to a file, this loop reports them to the study and stops the child when the pruner
+    says so."""
+    reports = spec_path.parent / INTERMEDIATE
+    pruned_at = None
+    with log_path.open("w") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "sweeps.child", str(spec_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        seen = 0
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            values = _intermediate(reports)
+            for step, value in values[seen:]:
+                trial.report(value, step)
+                if pruned_at is None and trial.should_prune():
+                    pruned_at = step
+                    child.terminate()
+            seen = len(values)
+            if pid:
+                break
+            time.sleep(0.5)
+    return os.waitstatus_to_exitcode(status), usage, pruned_at
+
+
+def _trial_record(
+    trial: optuna.Trial,
+    spec: Mapping[str, Any],
+    run_dir: Path,
+    *,
+    finished: bool,
+    pruned_at: int | None,
+) -> dict[str, Any]:
+    """The trial's one record whatever its end, before its cost: the child's (a finished
+    trial's) or what the trial was and its validation so far, under the study, trial, kind,
+    state and parameters."""
+    if finished:
+        record = json.loads((run_dir / RECORD).read_text())
+    else:
+        record = _partial_record(spec, run_dir / INTERMEDIATE)
+    record = {
+        "study": trial.study.study_name,
+        # the study's kind: a report tells a validation-only grid from a tuning by it
+        "kind": trial.study.user_attrs.get("kind"),
+        "trial": trial.number,
+        "state": "COMPLETE" if finished else "PRUNED" if pruned_at is not None else "FAIL",
+        "params": dict(trial.params),
+        **record,
+    }
+    return record
 
 
 def _data_mode(configs: Sequence[Any]) -> str | None:

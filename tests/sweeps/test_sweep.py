@@ -293,7 +293,7 @@ def test_a_validation_only_grid_scales_each_backbones_tuned_setting(
         backbones=["gru"],
         context_episodes=[1.0],
         tuned=str(tuned),
-        scales={"model.lr": [0.5, 2.0]},
+        scales={"model.lr": [0.5, 1.0]},
         evaluation={"episodes": 2, "final_episodes": 1, "test": False},
         records=str(tmp_path / "records"),
     )
@@ -306,14 +306,39 @@ def test_a_validation_only_grid_scales_each_backbones_tuned_setting(
         assert record["kind"] == "ablation" and record["state"] == "COMPLETE"
         assert "test" not in record and "lockbox" not in record  # validation goals only
         trained[record["axes"]["model.lr:scale"]] = record["settings"]["model"]["lr"]
-    assert trained == {0.5: pytest.approx(0.002), 2.0: pytest.approx(0.008)}
+    assert trained == {0.5: pytest.approx(0.002), 1.0: pytest.approx(0.004)}
     out = tmp_path / "report"
     assert zoo(["report", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     markdown = (out / "report.md").read_text()
     assert "## Validation only: runs that played no held-out split" in markdown
     assert "| model.lr:scale |" in markdown
     assert markdown.count("| best |") == 2  # the header, and the one factor with the best mean
+    assert "| best | factor 1: within 10% of the best? |" in markdown  # the header
+    assert "| holds |" in markdown or "| does not hold |" in markdown  # factor 1's row, read
     # a setting with no number to scale is the config's one-line error, before any trial
     bad = study_config(tmp_path, experiment, scales={"model.weight_decay": [2.0]})
     assert zoo(["sweep", "run", "--config", str(bad), "--storage", storage, "--name", "x"]) == 2
     assert "has no number to scale for gru" in capsys.readouterr().err
+
+
+def test_a_scale_keeps_whole_numbers_whole_and_refuses_what_the_trial_sets(
+    experiment: Path,
+) -> None:
+    from sweeps.ablation import AblationConfig
+
+    config = AblationConfig(
+        experiment=str(experiment),
+        backbones=["gru"],
+        context_episodes=[1.0],
+        scales={"data.batch_size": [0.5, 3.0]},
+    )
+    assert config.scaled("data.batch_size", "gru", 0.5) == 2  # 4 x 0.5, an int
+    assert isinstance(config.scaled("data.batch_size", "gru", 3.0), int)
+    for path in ("data.context_episodes", "data.seed", "trainer.max_steps", "model.backbone.x"):
+        with pytest.raises(ValueError, match="is not a setting a factor can scale"):
+            AblationConfig(
+                experiment=str(experiment),
+                backbones=["gru"],
+                context_episodes=[1.0],
+                scales={path: [2.0]},
+            )

@@ -441,10 +441,17 @@ def test_a_tuning_report_from_records_alone(tmp_path: Path) -> None:
     _tune_record(records, 0, [[500, 2.0], [1000, 9.0], [1500, 8.0]], pruned=False)
     _tune_record(records, 1, [[500, 0.4]], pruned=True)
     _tune_record(records, 2, [[500, 3.0], [1000, 11.0], [1500, 12.5]], pruned=False)
+    lstm = tmp_path / "records" / "tune_lstm"  # a study whose trials were all pruned so far
+    lstm.mkdir()
+    _tune_record(lstm, 0, [[500, 0.2]], pruned=True)
+    (lstm / "trial-0000.json").write_text(
+        (lstm / "trial-0000.json").read_text().replace('"tune_gru"', '"tune_lstm"')
+    )
     out = tmp_path / "report"
     assert zoo(["report", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     _, markdown = _check_links(out)
     assert (out / "figures" / "tuning_curves.png").is_file()
+    assert "| gru | 8 | 1 (0 complete, 1 pruned) | 500 | - | - |" in markdown  # nothing chosen
     row = pd.read_csv(out / "tables" / "tuning.csv").iloc[0]
     assert (row["finished"], row["complete"], row["pruned"], row["pruned_at"]) == (3, 2, 1, "[500]")
     assert (row["best_trial"], row["best_position"], row["best_step"]) == (2, 3, 1500)
@@ -649,6 +656,12 @@ def _study_record(
         },
         "cost": {"wall_seconds": 10.0},
     }
+    if mode == "ad":  # the source learner on the same tasks and seeds, at 0.95 of optimal
+        learner = (np.linspace(0.1, 0.95, 6) * 10.0).tolist()
+        record["source"] = {
+            "learner": "q_learning",
+            "by_seed": {"0": [learner] * 4, "1": [learner] * 4},
+        }
     (root / f"trial-{trial:04d}.json").write_text(json.dumps(record))
 
 
@@ -685,7 +698,9 @@ def test_the_headline_from_records_and_into_a_readme(tmp_path: Path) -> None:
     assert transformer[3].startswith(f"{iqm / 2:.1%} [")  # the 100-step budget's checkpoint
     assert transformer[4].startswith(f"{0.9 * iqm:.1%} [")  # the lockbox
     assert transformer[5] == "10.0% [10.0, 10.0]"  # ED: every seed at level 0.1
-    assert "Kendall's tau between the ranking at 100 steps and at the cap: 1.00" in headline
+    # the source learner once: every run played it with the same evaluation seeds
+    assert "| source learner |  | 86.5% (1 run) |  |  |  |" in headline
+    assert "Kendall's tau between the ranking at 100 steps and at the cap" in headline
     assert "![" in headline and "](figures/context.png)" in headline
 
     readme = tmp_path / "README.md"
