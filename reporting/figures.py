@@ -297,13 +297,8 @@ def tuning_curves(runs: pd.DataFrame, tuning: pd.DataFrame, out: Path) -> list[F
     studies = [s for s in tuning["study"] if s in set(tune["study"])] if len(tuning) else []
     if not studies:
         return []
-    ncols = min(4, len(studies))
-    nrows = -(-len(studies) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(max(3.6 * ncols, 6.0), 3.0 * nrows + 0.5), sharey=True, squeeze=False
-    )
-    for ax in axes.flat[len(studies) :]:
-        ax.set_visible(False)
+    fig, axes = _grid(len(studies))
+    legend: dict[str, Any] = {}
     for ax, study in zip(axes.flat, studies, strict=False):
         row = tuning[tuning["study"] == study].iloc[0]
         for _, trial in tune[tune["study"] == study].sort_values("trial").iterrows():
@@ -320,17 +315,11 @@ def tuning_curves(runs: pd.DataFrame, tuning: pd.DataFrame, out: Path) -> list[F
         ax.set_title(f"{row['backbone']}: {row['finished']} trials{best}", fontsize=10)
         ax.set_xlabel("training step")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    for axes_row in axes:
-        axes_row[0].set_ylabel("validation return")
-    legend: dict[str, Any] = {}
-    for ax in axes.flat:
         handles, labels = ax.get_legend_handles_labels()
         legend.update(zip(labels, handles, strict=True))
-    fig.tight_layout(rect=(0, 0.35 / (3.0 * nrows + 0.5), 1, 1))
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=9)
     return [
         Figure(
-            _save(fig, out, "tuning_curves.png", tight=False),
+            _save_grid(fig, axes, legend, "validation return", out, "tuning_curves.png"),
             "Tuning: every trial's validation curve",
             "Per backbone's tuning study, the validation return of each finished trial against "
             "its training steps, on the validation goals (the objective the tuning chooses on): "

@@ -274,6 +274,7 @@ def budget_runs(runs: pd.DataFrame) -> pd.DataFrame:
                     "selected_step": chosen.get("step"),
                     "val_return_final": chosen.get("val"),
                     "return_final": chosen["return_final"],
+                    "optimal": run.get("optimal"),
                 }
             )
     return pd.DataFrame(rows)
@@ -414,8 +415,12 @@ def headline_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
             at = mine[mine["context_episodes"] == context]
             cells.append((backbone, f"{context:g} episodes", at["fraction_optimal"]))
         top = mine[mine["context_episodes"] == largest]
-        for budget, fractions in _budget_fractions(top).items():
-            cells.append((backbone, f"{largest:g} episodes, {budget} steps", fractions))
+        played = budget_runs(top)  # each budget's checkpoint over its run's optimal return
+        if not played.empty:
+            below = played[played["budget"] < played["budget"].max()]
+            for budget, rows in below.groupby("budget"):
+                fractions = rows["return_final"] / pd.to_numeric(rows["optimal"], errors="coerce")
+                cells.append((backbone, f"{largest:g} episodes, {budget} steps", fractions))
         cells.append((backbone, "lockbox", top.get("lockbox_fraction_optimal", pd.Series())))
         ed = runs[
             (runs["data_mode"] == "ed")
@@ -449,22 +454,6 @@ def headline_table(runs: pd.DataFrame, *, reps: int) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def _budget_fractions(runs: pd.DataFrame) -> dict[int, pd.Series]:
-    """Per training budget below each run's largest, the fraction of optimal of the checkpoint
-    chosen within it: its held-out return over the run's optimal return on the same tasks."""
-    found: dict[int, list[float]] = {}
-    for _, run in runs.iterrows():
-        budgets = run.get("budgets")
-        if not isinstance(budgets, dict) or not finite(run.get("optimal")):
-            continue
-        chosen = {int(budget): choice for budget, choice in budgets.items()}
-        for budget in sorted(chosen)[:-1]:
-            played = chosen[budget].get("return_final")
-            if finite(played):
-                found.setdefault(budget, []).append(float(played) / float(run["optimal"]))
-    return {budget: pd.Series(values) for budget, values in sorted(found.items())}
 
 
 def validation_only_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ what they were: the ETA is as good as the load is alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -116,11 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         storage = {"tuning": args.tune_storage, "check": args.check_storage}.get(
             stage_of(spec), args.study_storage
         )
-        if storage is not None:
-            spec = load_spec(
-                config, kind=None, name=None, storage=storage, backbone=backbone or None
-            )
-        specs.append(spec)
+        specs.append(dataclasses.replace(spec, storage=storage) if storage else spec)
     paces: dict[str, Any] = {kind: pace(args.pace / kind) for kind in ("tune", "check", "study")}
     print(progress_line(specs, workers=args.workers, paces=paces), flush=True)
 
