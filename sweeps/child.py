@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -35,7 +36,7 @@ from sweeps.trial import (
     write_json,
     yaml_safe,
 )
-from zoo.evaluation import InContextEvaluation
+from zoo.evaluation import InContextEvaluation, evaluate_checkpoint, summarise, write_outputs
 from zoo.selection import BudgetCheckpoints, merge
 from zoo.training import build, callbacks_of
 
@@ -325,55 +326,32 @@ def _play_test(
     """A chosen checkpoint on the held-out split (`settings.split`), once per evaluation seed:
     `attrs` (summaries over every (seed, task) pair, per-seed final returns, the curve; the
     source learner on the same tasks when `source`), and `record`, the returns per seed and task."""
-    import numpy as np
-    import torch
-
-    from zoo.evaluation import evaluate_checkpoint, summarise, write_outputs
-
     # the test play runs where training ran: a GPU trial is not played on the CPU
     device = "cuda" if torch.cuda.is_available() else "cpu"
     step = int(Path(checkpoint).stem.removeprefix("step"))
     # a decay branch's checkpoint (selected/branch<b>/step<n>.ckpt) beside the run's own
     branch = Path(checkpoint).parent.name
     label = f"{branch}-step{step}" if branch.startswith("branch") else f"step{step}"
-    returns, optimal, randoms, curves, finals, seconds, env_steps = [], [], [], [], [], 0.0, 0
-    by_seed: dict[str, Any] = {}
-    source_learner, keep_every, source_by_seed = None, None, {}
+    plays = _Plays()
     for seed in seeds:
-        evaluation = settings.held_out(seed)
         result = evaluate_checkpoint(
-            checkpoint, evaluation, source_episodes=None if source else 0, device=device
+            checkpoint,
+            settings.held_out(seed),
+            source_episodes=None if source else 0,
+            device=device,
         )
         write_outputs(result, run_dir / f"{settings.split}-{label}-seed{seed}")
-        returns.append(np.asarray(result["returns"]))
-        optimal.append(np.asarray(result["optimal"]))
-        finals.append(result["summary"]["return_final"])
-        by_seed[str(seed)] = {
-            "tasks": result["tasks"],
-            "optimal": result["optimal"],
-            "returns": _rounded(result["returns"]),
-        }
-        if result.get("random") is not None:  # random play's expected return, where known
-            by_seed[str(seed)]["random"] = result["random"]
-            randoms.append(np.asarray(result["random"]))
-        seconds += result["seconds"]
-        env_steps += result["env_steps"]
-        if result["source"]:
-            source_learner = result["source"]["learner"]
-            keep_every = result["source"]["episodes"] // settings.episodes
-            curves.append(np.asarray(result["source"]["returns"]))
-            source_by_seed[str(seed)] = _rounded(result["source"]["returns"])
-    every, best = np.concatenate(returns), np.concatenate(optimal)
-    floor = np.concatenate(randoms) if randoms else None
+        plays.add(seed, result, settings.episodes)
+    every, best, floor = plays.pooled()
     summary = summarise(every, best, final_episodes=settings.final_episodes, random=floor)
     attrs: dict[str, Any] = {
         **summary,
         "curve": every.mean(0).tolist(),
-        "test_tasks": len(returns[0]),
+        "test_tasks": len(plays.returns[0]),
         "test_split": settings.split,
         "eval_seeds": list(seeds),
-        "return_final_by_seed": finals,
-        "eval_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
+        "return_final_by_seed": plays.finals,
+        "eval_steps_per_s": round(plays.env_steps / max(plays.seconds, 1e-9), 1),
         "eval_dir": str(run_dir / f"{settings.split}-{label}-seed{seeds[0]}"),
         "evaluate_command": settings.held_out(seeds[0]).command(
             checkpoint, seed=f"<each of {' '.join(map(str, seeds))}>"
@@ -389,28 +367,75 @@ def _play_test(
                 for k in ("return_final", "fraction_optimal", "nauc", "above_random")
                 if k in summary
             },
-            "return_final_by_seed": dict(zip(map(str, seeds), finals, strict=True)),
-            "by_seed": by_seed,
+            "return_final_by_seed": dict(zip(map(str, seeds), plays.finals, strict=True)),
+            "by_seed": plays.by_seed,
         },
     }
-    if curves:
-        every_source = np.concatenate(curves)
-        attrs["source_learner"] = source_learner
+    if plays.source_curves:
+        out["source"] = plays.source(attrs, best, floor, settings.final_episodes)
+    return out
+
+
+@dataclasses.dataclass
+class _Plays:
+    """One checkpoint's plays of a held-out split, one per evaluation seed, as they come."""
+
+    returns: list[np.ndarray] = dataclasses.field(default_factory=list)
+    optimal: list[np.ndarray] = dataclasses.field(default_factory=list)
+    randoms: list[Any] = dataclasses.field(default_factory=list)
+    finals: list[float] = dataclasses.field(default_factory=list)
+    by_seed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    env_steps: int = 0
+    source_learner: str | None = None
+    keep_every: int | None = None
+    source_curves: list[Any] = dataclasses.field(default_factory=list)
+    source_by_seed: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def add(self, seed: int, result: dict[str, Any], episodes: int) -> None:
+        """One evaluation seed's `evaluate_checkpoint` result (`episodes` played per task)."""
+        self.returns.append(np.asarray(result["returns"]))
+        self.optimal.append(np.asarray(result["optimal"]))
+        self.finals.append(result["summary"]["return_final"])
+        self.by_seed[str(seed)] = {
+            "tasks": result["tasks"],
+            "optimal": result["optimal"],
+            "returns": _rounded(result["returns"]),
+        }
+        if result.get("random") is not None:  # random play's expected return, where known
+            self.by_seed[str(seed)]["random"] = result["random"]
+            self.randoms.append(np.asarray(result["random"]))
+        self.seconds += result["seconds"]
+        self.env_steps += result["env_steps"]
+        if result["source"]:
+            self.source_learner = result["source"]["learner"]
+            self.keep_every = result["source"]["episodes"] // episodes
+            self.source_curves.append(np.asarray(result["source"]["returns"]))
+            self.source_by_seed[str(seed)] = _rounded(result["source"]["returns"])
+
+    def pooled(self) -> tuple[Any, Any, Any]:
+        """(returns, optimal returns, random play's returns or None) of every (seed, task)."""
+        floor = np.concatenate(self.randoms) if self.randoms else None
+        return np.concatenate(self.returns), np.concatenate(self.optimal), floor
+
+    def source(
+        self, attrs: dict[str, Any], best: Any, floor: Any, final_episodes: int
+    ) -> dict[str, Any]:
+        """The source learner's summaries into `attrs`; its record (every seed's curves)."""
+        every_source = np.concatenate(self.source_curves)
+        attrs["source_learner"] = self.source_learner
         attrs["source_curve"] = every_source.mean(0).tolist()
-        source_summary = summarise(
-            every_source, best, final_episodes=settings.final_episodes, random=floor
-        )
-        attrs["source_return_final"] = source_summary["return_final"]
-        if "above_random" in source_summary:
-            attrs["source_above_random"] = source_summary["above_random"]
-        out["source"] = {
-            "learner": source_learner,
+        summary = summarise(every_source, best, final_episodes=final_episodes, random=floor)
+        attrs["source_return_final"] = summary["return_final"]
+        if "above_random" in summary:
+            attrs["source_above_random"] = summary["above_random"]
+        return {
+            "learner": self.source_learner,
             # the learner's episode k of this curve is its stored episode k / keep_every
             "episodes": every_source.shape[1],
-            "keep_every": keep_every,
-            "by_seed": source_by_seed,
+            "keep_every": self.keep_every,
+            "by_seed": self.source_by_seed,
         }
-    return out
 
 
 def _rounded(rows: list[list[float]]) -> list[list[float]]:

@@ -245,15 +245,7 @@ def collect(
     )
 
     plans = [plan_shard(config, s) for s in range(config.num_shards)]
-    records = {p.index: r for p in plans if (r := valid_record(root, p, fingerprint)) is not None}
-    wanted = set(config.only_shards) if config.only_shards is not None else set(range(len(plans)))
-    todo = [p for p in plans if p.index in wanted and p.index not in records]
-    reused = sorted(wanted & set(records))
-    if todo:
-        (root / MANIFEST).unlink(missing_ok=True)  # not complete until every shard is valid again
-    for plan in todo:  # leftovers of a killed writer of the same shards
-        for stale in root.glob(f".{shard_name(plan.index)}.*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    records, todo, reused = _shards_to_write(config, plans, root, fingerprint)
     start, written, played = time.perf_counter(), 0, 0
 
     def advance(n: int) -> None:
@@ -266,64 +258,109 @@ def collect(
     ) as bar:
         for plan in todo:
             bar.set_description_str(f"shard {plan.index + 1}/{config.num_shards}")
-            learner = make_learner(
-                config.learner,
-                num_envs=len(plan.histories),
-                family=family,
-                seed=plan.learner_seed,
-                **config.learner_params,
+            records[plan.index] = _collect_shard(
+                config, family, tasks, plan, root, fingerprint, progress=advance
             )
-            histories = collect_histories(
-                family,
-                tasks[plan.task_index],
-                learner,
-                episodes=config.episodes,
-                keep_every=config.keep_every,
-                expert=config.expert,
-                seed=plan.env_seed,
-                task_index=plan.task_index,
-                progress=advance,
-            )
-            records[plan.index] = write_shard(
-                root,
-                index=plan.index,
-                histories=histories,
-                fingerprint=fingerprint,
-                meta={
-                    "first_history": int(plan.histories[0]),
-                    "env_seed": plan.env_seed,
-                    "learner_seed": plan.learner_seed,
-                },
-            )
-            written += histories.num_steps
+            written += records[plan.index]["transitions"]
     seconds = time.perf_counter() - start
-
     manifest = None
     if len(records) == len(plans):
         ordered = [records[p.index] for p in plans]
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            fingerprint=fingerprint,
-            env=config.env,
-            env_id=family.env_id,
-            env_params=family.params(),
-            split=config.split,
-            mode="expert" if config.expert else "ad",
-            tasks=tasks.tolist(),
-            learner=config.learner,
-            learner_params=learner_params,
-            seed=config.seed,
-            num_histories=sum(r["histories"] for r in ordered),
-            num_transitions=sum(r["transitions"] for r in ordered),
-            episodes_per_history=config.episodes,
-            keep_every=config.keep_every,
-            num_shards=config.num_shards,
-            shards=ordered,
-            command=command,
-            config=dataclasses.asdict(config),
-        )
+        manifest = _manifest(config, family, tasks, learner_params, ordered, fingerprint, command)
         write_manifest(root, manifest)
     return CollectResult(root, [p.index for p in todo], reused, written, played, seconds, manifest)
+
+
+def _shards_to_write(
+    config: CollectConfig, plans: list[ShardPlan], root: Path, fingerprint: str
+) -> tuple[dict[int, dict[str, Any]], list[ShardPlan], list[int]]:
+    """(the valid shards' records by index, the plans of the wanted shards to write, the wanted
+    shards already valid). With shards to write, the manifest goes (the dataset is not complete
+    until every shard is valid again), and so do a killed writer's leftovers of those shards."""
+    records = {p.index: r for p in plans if (r := valid_record(root, p, fingerprint)) is not None}
+    wanted = set(config.only_shards) if config.only_shards is not None else set(range(len(plans)))
+    todo = [p for p in plans if p.index in wanted and p.index not in records]
+    if todo:
+        (root / MANIFEST).unlink(missing_ok=True)
+    for plan in todo:
+        for stale in root.glob(f".{shard_name(plan.index)}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return records, todo, sorted(wanted & set(records))
+
+
+def _collect_shard(
+    config: CollectConfig,
+    family: EnvFamily,
+    tasks: np.ndarray,
+    plan: ShardPlan,
+    root: Path,
+    fingerprint: str,
+    *,
+    progress: Any,
+) -> dict[str, Any]:
+    """Play shard `plan`'s learners on their tasks and write the shard; its record."""
+    learner = make_learner(
+        config.learner,
+        num_envs=len(plan.histories),
+        family=family,
+        seed=plan.learner_seed,
+        **config.learner_params,
+    )
+    histories = collect_histories(
+        family,
+        tasks[plan.task_index],
+        learner,
+        episodes=config.episodes,
+        keep_every=config.keep_every,
+        expert=config.expert,
+        seed=plan.env_seed,
+        task_index=plan.task_index,
+        progress=progress,
+    )
+    return write_shard(
+        root,
+        index=plan.index,
+        histories=histories,
+        fingerprint=fingerprint,
+        meta={
+            "first_history": int(plan.histories[0]),
+            "env_seed": plan.env_seed,
+            "learner_seed": plan.learner_seed,
+        },
+    )
+
+
+def _manifest(
+    config: CollectConfig,
+    family: EnvFamily,
+    tasks: np.ndarray,
+    learner_params: dict[str, Any],
+    ordered: list[dict[str, Any]],
+    fingerprint: str,
+    command: str,
+) -> Manifest:
+    """The dataset's manifest from every shard's record, in shard order."""
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        fingerprint=fingerprint,
+        env=config.env,
+        env_id=family.env_id,
+        env_params=family.params(),
+        split=config.split,
+        mode="expert" if config.expert else "ad",
+        tasks=tasks.tolist(),
+        learner=config.learner,
+        learner_params=learner_params,
+        seed=config.seed,
+        num_histories=sum(r["histories"] for r in ordered),
+        num_transitions=sum(r["transitions"] for r in ordered),
+        episodes_per_history=config.episodes,
+        keep_every=config.keep_every,
+        num_shards=config.num_shards,
+        shards=ordered,
+        command=command,
+        config=dataclasses.asdict(config),
+    )
 
 
 def summary(result: CollectResult, config: CollectConfig) -> str:

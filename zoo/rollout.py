@@ -113,47 +113,19 @@ def run_in_context(
     env = family.make_vector_env(tasks, seed=seed)
     obs, _ = env.reset(seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    state = model.initial_state(n) if mode == "stream" else None
+    context: _Stream | _Window = _Stream(model, n) if mode == "stream" else _Window(model, n)
+    retire = retire and n > 0 and context.selectable()
     prev_action = torch.full((n,), model.no_action, dtype=torch.long, device=device)
     prev_reward = torch.zeros(n, device=device)
-    context = model.context_len
-    # window mode: the last `context` steps of every task, oldest first; the newest step's action
-    # and reward are filled in once taken (`previous` never reads them for the newest token)
-    window_obs = torch.zeros(n, 0, dtype=torch.long, device=device)
-    window_actions = torch.zeros(n, 0, dtype=torch.long, device=device)
-    window_rewards = torch.zeros(n, 0, device=device)
-    returns = np.zeros((n, episodes))
-    finished = np.zeros(n, dtype=np.int64)
-    running = np.zeros(n)
-    trace: dict[str, list[np.ndarray]] = {
-        "observations": [],
-        "actions": [],
-        "rewards": [],
-        "done": [],
-    }
-    logits_trace: list[np.ndarray] = []
-    rows = np.arange(n)
+    tally = _Tally(n, episodes)
+    trace = _Trace(record_logits)
     # the tasks the model plays (its batch rows, in this order); the others have finished
     playing = torch.arange(n, device=device)
-    if retire and state is not None and not _selectable(state):
-        retire = False
-    while finished.min() < episodes:
-        if retire and n > 0:
-            playing, state, windows = _retire(
-                playing, finished, episodes, state, (window_obs, window_actions, window_rewards)
-            )
-            window_obs, window_actions, window_rewards = windows
+    while tally.playing():
+        if retire:
+            playing = _retire(playing, tally.finished < episodes, context)
         observation = torch.as_tensor(obs, dtype=torch.long, device=device)
-        mine = observation[playing], prev_action[playing], prev_reward[playing]
-        if mode == "stream":
-            assert state is not None  # made above for stream mode
-            played, state = model.step(*mine, state=state)
-        else:
-            window_obs = torch.cat([window_obs, mine[0][:, None]], 1)[:, -context:]
-            window_actions = torch.cat([window_actions, mine[1][:, None]], 1)[:, -context:]
-            window_rewards = torch.cat([window_rewards, mine[2][:, None]], 1)[:, -context:]
-            all_logits, _ = model(window_obs, *model.previous(window_actions, window_rewards))
-            played = all_logits[:, -1]
+        played = context.logits(observation[playing], prev_action[playing], prev_reward[playing])
         if len(playing) == n:
             logits = played
         else:  # the finished tasks' sub-envs play on at random until the last task is done
@@ -166,57 +138,136 @@ def run_in_context(
             action = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)
         obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
         done = np.logical_or(terminated, truncated)
-        running += reward
-        ended = done & (finished < episodes)
-        returns[rows[ended], finished[ended]] = running[ended]
-        finished += done
-        running[done] = 0.0
+        tally.add(reward, done)
         prev_action = action
         prev_reward = torch.as_tensor(reward, dtype=prev_reward.dtype, device=device)
-        if mode == "window":
-            window_actions[:, -1] = prev_action[playing]
-            window_rewards[:, -1] = prev_reward[playing]
-        trace["observations"].append(observation.cpu().numpy())
-        trace["actions"].append(action.cpu().numpy())
-        trace["rewards"].append(np.asarray(reward, dtype=np.float32))
-        trace["done"].append(done)
-        if record_logits:
-            logits_trace.append(logits.float().cpu().numpy())
+        context.taken(prev_action[playing], prev_reward[playing])
+        trace.add(observation, action, reward, done, logits)
     env.close()
     model.train(was_training)
-    return Rollout(
-        **{key: np.stack(values, 1) for key, values in trace.items()},
-        returns=returns,
-        logits=np.stack(logits_trace, 1) if record_logits else None,
-    )
+    return trace.rollout(tally.returns)
 
 
-def _selectable(state: Any) -> bool:
-    """Whether a state can drop batch rows (`State.select`)."""
-    try:
-        state.select(torch.zeros(0, dtype=torch.long))
-    except TypeError:
-        return False
-    return True
+class _Stream:
+    """`stream`: one `step()` a step, the backbone's state carried through the whole history."""
+
+    def __init__(self, model: InContextLearner, n: int) -> None:
+        self.model, self.state = model, model.initial_state(n)
+
+    def selectable(self) -> bool:
+        """Whether the state can drop batch rows (`State.select`)."""
+        try:
+            self.state.select(torch.zeros(0, dtype=torch.long))
+        except TypeError:
+            return False
+        return True
+
+    def logits(self, observation: Tensor, action: Tensor, reward: Tensor) -> Tensor:
+        logits, self.state = self.model.step(observation, action, reward, state=self.state)
+        return logits
+
+    def taken(self, action: Tensor, reward: Tensor) -> None:
+        """The state reads the action and reward with the next observation."""
+
+    def keep(self, rows: Tensor) -> None:
+        self.state = self.state.select(rows)
 
 
-def _retire(
-    playing: Tensor,
-    finished: np.ndarray,
-    episodes: int,
-    state: Any,
-    windows: tuple[Tensor, Tensor, Tensor],
-) -> tuple[Tensor, Any, tuple[Tensor, Tensor, Tensor]]:
-    """Drop the tasks that have played their episodes from the model's batch, once they are at
-    least an eighth of it (each drop copies the state)."""
-    keep = torch.as_tensor(finished[playing.cpu().numpy()] < episodes)
+class _Window:
+    """`window`: at each step a fresh forward over exactly the last `context_len` steps, oldest
+    first, as in training. The newest step's action and reward are filled in once taken
+    (`previous` never reads them for the newest token)."""
+
+    def __init__(self, model: InContextLearner, n: int) -> None:
+        self.model, self.size, device = model, model.context_len, model.device
+        self.observations = torch.zeros(n, 0, dtype=torch.long, device=device)
+        self.actions = torch.zeros(n, 0, dtype=torch.long, device=device)
+        self.rewards = torch.zeros(n, 0, device=device)
+
+    def selectable(self) -> bool:
+        return True
+
+    def logits(self, observation: Tensor, action: Tensor, reward: Tensor) -> Tensor:
+        self.observations = torch.cat([self.observations, observation[:, None]], 1)[:, -self.size :]
+        self.actions = torch.cat([self.actions, action[:, None]], 1)[:, -self.size :]
+        self.rewards = torch.cat([self.rewards, reward[:, None]], 1)[:, -self.size :]
+        logits, _ = self.model(self.observations, *self.model.previous(self.actions, self.rewards))
+        return logits[:, -1]
+
+    def taken(self, action: Tensor, reward: Tensor) -> None:
+        self.actions[:, -1] = action
+        self.rewards[:, -1] = reward
+
+    def keep(self, rows: Tensor) -> None:
+        self.observations, self.actions, self.rewards = (
+            self.observations[rows],
+            self.actions[rows],
+            self.rewards[rows],
+        )
+
+
+class _Tally:
+    """Each task's episodes so far and the return of each of its first K."""
+
+    def __init__(self, n: int, episodes: int) -> None:
+        self.episodes = episodes
+        self.returns = np.zeros((n, episodes))
+        self.finished = np.zeros(n, dtype=np.int64)
+        self.running = np.zeros(n)
+
+    def playing(self) -> bool:
+        """Whether a task has episodes left to play."""
+        return bool(self.finished.min() < self.episodes)
+
+    def add(self, reward: np.ndarray, done: np.ndarray) -> None:
+        self.running += reward
+        ended = done & (self.finished < self.episodes)
+        self.returns[np.flatnonzero(ended), self.finished[ended]] = self.running[ended]
+        self.finished += done
+        self.running[done] = 0.0
+
+
+class _Trace:
+    """Every step's observations, actions, rewards, ends (and logits) of every task."""
+
+    def __init__(self, record_logits: bool) -> None:
+        self.steps: dict[str, list[np.ndarray]] = {
+            "observations": [],
+            "actions": [],
+            "rewards": [],
+            "done": [],
+        }
+        self.logits: list[np.ndarray] | None = [] if record_logits else None
+
+    def add(
+        self, observation: Tensor, action: Tensor, reward: Any, done: np.ndarray, logits: Tensor
+    ) -> None:
+        self.steps["observations"].append(observation.cpu().numpy())
+        self.steps["actions"].append(action.cpu().numpy())
+        self.steps["rewards"].append(np.asarray(reward, dtype=np.float32))
+        self.steps["done"].append(done)
+        if self.logits is not None:
+            self.logits.append(logits.float().cpu().numpy())
+
+    def rollout(self, returns: np.ndarray) -> Rollout:
+        return Rollout(
+            **{key: np.stack(values, 1) for key, values in self.steps.items()},
+            returns=returns,
+            logits=None if self.logits is None else np.stack(self.logits, 1),
+        )
+
+
+def _retire(playing: Tensor, unfinished: np.ndarray, context: _Stream | _Window) -> Tensor:
+    """Drop the tasks that have played their episodes from the model's batch (and the context's),
+    once they are at least an eighth of it (each drop copies the state). Returns the tasks still
+    in the batch."""
+    keep = torch.as_tensor(unfinished[playing.cpu().numpy()])
     done = len(keep) - int(keep.sum())
     if done == 0 or done * 8 < len(keep):
-        return playing, state, windows
+        return playing
     kept = torch.nonzero(keep).squeeze(1).to(playing.device)
-    if state is not None:
-        state = state.select(kept)
-    return playing[kept], state, tuple(w[kept] for w in windows)  # type: ignore[return-value]
+    context.keep(kept)
+    return playing[kept]
 
 
 def summarise(
