@@ -5,11 +5,18 @@ committed records: one line, printed by `scripts/study.sh` while its workers run
         --tune_storage journal://runs/study/tune.journal configs/sweeps/darkroom_tune.yaml:gru ...
 
 Each run is `CONFIG[:BACKBONE]` (a tuning study names its backbone), in its config's storage or
-the one given for its kind (`--tune_storage`, `--check_storage`, `--study_storage`). A stage's pace is the mean wall time of the finished trials (complete or
-pruned) among the committed records of that kind of study under `--pace` (`tune`, `check`, `study`
-folders), so a fresh machine's estimate rests on measured trials, not on a guess; a stage with
-no committed trial yet takes the pace of one that has, and says so. Times on a shared machine are
-what they were: the ETA is as good as the load is alike.
+the one given for its kind (`--tune_storage`, `--check_storage`, `--study_storage`). Every trial
+still to run is costed from the finished trials among the committed records under `--pace`
+(its `tune`, `check` and `study` folders), so a fresh machine's estimate rests on measured
+trials, not on a guess (`estimate`):
+- a tuning trial (its length is the pruner's): the mean wall time of its backbone's finished
+  tuning trials, else of every finished tuning trial;
+- a grid trial (it trains to the cap, and its decay branches): the mean of its own cell's
+  committed trials (same study, backbone and context); else the wall time a training step of its
+  backbone at its context, times the steps it trains; else at a longer context, as a range (the
+  step time there at most, its tokens' share at least); else the same from every backbone's.
+The line says how many trials each rule costed. Times on a shared machine are what they were: the
+ETA is as good as the load is alike.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,18 +33,98 @@ from typing import Any
 from sweeps.study import SweepSpec, load_spec, missing_storage, open_storage
 
 FINISHED = ("COMPLETE", "PRUNED")
+KINDS = ("tune", "check", "study")
+"""The folders of committed records under `--pace`, one per kind of study."""
 
 
-def pace(records: Path) -> tuple[float, int] | None:
-    """Mean wall seconds of the finished trials among the records under `records`, and their
-    count; None when there are none."""
-    seconds = []
-    for path in sorted(records.rglob("trial-*.json")) if records.is_dir() else []:
-        record = json.loads(path.read_text())
-        wall = (record.get("cost") or {}).get("wall_seconds")
-        if record.get("state") in FINISHED and wall:
-            seconds.append(float(wall))
-    return (sum(seconds) / len(seconds), len(seconds)) if seconds else None
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One committed finished trial: its study, cell and cost."""
+
+    study: str
+    tuning: bool
+    backbone: str
+    context: float
+    steps: int
+    """Training steps, its decay branches' included."""
+    seconds: float
+
+
+def measured(root: Path) -> list[Measured]:
+    """Every finished trial with a wall time among the records under `root`'s kind folders."""
+    found = []
+    for kind in KINDS:
+        folder = root / kind
+        for path in sorted(folder.rglob("trial-*.json")) if folder.is_dir() else []:
+            record = json.loads(path.read_text())
+            wall = (record.get("cost") or {}).get("wall_seconds")
+            axes = record.get("axes") or {}
+            if record.get("state") not in FINISHED or not wall or "model.backbone" not in axes:
+                continue
+            found.append(
+                Measured(
+                    study=record["study"],
+                    tuning=kind == "tune",
+                    backbone=axes["model.backbone"],
+                    context=float(axes["data.context_episodes"]),
+                    steps=int(record.get("steps_trained") or 0)
+                    + int(record.get("branch_steps") or 0),
+                    seconds=float(wall),
+                )
+            )
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Todo:
+    """A trial still to run: its study and cell, and the steps it trains."""
+
+    study: str
+    backbone: str
+    context: float | None
+    """None: a tuning trial, whose length the pruner decides (`steps` 0)."""
+    steps: int = 0
+
+
+def estimate(todo: Todo, trials: Sequence[Measured]) -> tuple[float, float, str] | None:
+    """(seconds at least, seconds at most, the rule that costed it) of a trial still to run,
+    from the committed trials; None when there are none to go by. The two differ only where the
+    trial's context has no committed trial: a step there is priced as at a longer context (at
+    most) and by its tokens (at least: a step's fixed costs left out)."""
+    if todo.context is None:  # a tuning trial
+        tuning = [t for t in trials if t.tuning]
+        rules = [
+            ("its backbone's tuning trials", [t for t in tuning if t.study == todo.study]),
+            ("every tuning trial", tuning),
+        ]
+        for rule, pool in rules:
+            if pool:
+                seconds = sum(t.seconds for t in pool) / len(pool)
+                return seconds, seconds, rule
+        return None
+    cell = (todo.study, todo.backbone, todo.context)
+    own = [t for t in trials if (t.study, t.backbone, t.context) == cell]
+    if own:
+        seconds = sum(t.seconds for t in own) / len(own)
+        return seconds, seconds, "its cell's own trials"
+    same = [t for t in trials if t.steps > 0 and t.context == todo.context]
+    longer = [t for t in trials if t.steps > 0 and t.context > todo.context]
+    pools = [
+        ("its backbone's step time at its context", same, todo.backbone, False),
+        ("its backbone's step time at a longer context", longer, todo.backbone, True),
+        ("every backbone's step time at its context", same, None, False),
+        ("every backbone's step time at a longer context", longer, None, True),
+    ]
+    for rule, pool, backbone, scaled in pools:
+        chosen = [t for t in pool if backbone in (None, t.backbone)]
+        if not chosen:
+            continue
+        per_step = sum(t.seconds for t in chosen) / sum(t.steps for t in chosen)
+        if not scaled:
+            return per_step * todo.steps, per_step * todo.steps, rule
+        per_token = sum(t.seconds for t in chosen) / sum(t.steps * t.context for t in chosen)
+        return per_token * todo.steps * todo.context, per_step * todo.steps, rule
+    return None
 
 
 def stage_of(spec: SweepSpec) -> str:
@@ -50,53 +138,91 @@ def stage_of(spec: SweepSpec) -> str:
     return "ED" if mode == "ed" else "grid"
 
 
-def counts(spec: SweepSpec) -> tuple[int, int]:
-    """(finished trials, trials the study needs) of one study; a study not created yet has none
+def to_run(spec: SweepSpec) -> tuple[int, list[Todo]]:
+    """(finished trials, the trials still to run) of one study; a study not created yet has none
     finished."""
-    total = int(spec.config.trials or 0) if spec.kind == "tune" else len(spec.config.points())
-    if missing_storage(spec.storage):
-        return 0, total
-    import optuna
+    finished: list[Any] = []
+    if not missing_storage(spec.storage):
+        import optuna
 
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
-    except KeyError:
-        return 0, total
-    finished = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state.name in FINISHED and "duplicate_of" not in t.user_attrs
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
+            finished = [
+                t
+                for t in study.get_trials(deepcopy=False)
+                if t.state.name in FINISHED and "duplicate_of" not in t.user_attrs
+            ]
+        except KeyError:
+            pass
+    if spec.kind == "tune":
+        left = max(int(spec.config.trials or 0) - len(finished), 0)
+        todo = Todo(spec.name, spec.config.backbone, None)
+        return int(spec.config.trials or 0) - left, [todo] * left
+    names = sorted(spec.config.search_space())
+    done = {tuple(t.params.get(name) for name in names) for t in finished}
+    steps = planned_steps(spec)
+    todos = [
+        Todo(spec.name, point["backbone"], float(point["context_episodes"]), steps)
+        for point in spec.config.points()
+        if tuple(point[name] for name in names) not in done
     ]
-    return min(len(finished), total), total
+    return len(spec.config.points()) - len(todos), todos
 
 
-def progress_line(
-    specs: Sequence[SweepSpec], *, workers: int, paces: dict[str, tuple[float, int] | None]
-) -> str:
-    """`study progress HH:MM: tuning 14/96, grid 0/120, ED 0/40; ETA ...` for the studies."""
+def planned_steps(spec: SweepSpec) -> int:
+    """The training steps of a grid trial that runs to its cap: the cap, and under `wsd` each
+    budget below it trained again as its own decay branch."""
+    import yaml
+
+    from zoo.schedules import decay_start
+
+    experiment = yaml.safe_load(Path(spec.config.experiment).read_text()) or {}
+    fit = spec.config.fit or {}
+
+    def setting(part: str, key: str) -> Any:
+        return (fit.get(part) or {}).get(key, (experiment.get(part) or {}).get(key))
+
+    cap = int(setting("trainer", "max_steps") or 0)
+    if setting("model", "schedule") != "wsd":
+        return cap
+    cooldown = setting("model", "cooldown")
+    if cooldown is None:  # the model's default
+        import inspect
+
+        from zoo.model import InContextLearner
+
+        cooldown = inspect.signature(InContextLearner).parameters["cooldown"].default
+    return cap + sum(
+        b - decay_start(b, float(cooldown)) for b in spec.config.evaluation.budgets if b < cap
+    )
+
+
+def progress_line(specs: Sequence[SweepSpec], *, workers: int, trials: Sequence[Measured]) -> str:
+    """`study progress HH:MM: tuning 14/96, grid 0/120, ED 0/40 trials; about N h left ...`:
+    every trial still to run costed from the committed `trials` (`estimate`)."""
     done: dict[str, list[int]] = {}
+    rules: dict[str, Counter[str]] = {}
+    low = high = 0.0
     for spec in specs:
-        finished, total = counts(spec)
-        tally = done.setdefault(stage_of(spec), [0, 0])
+        finished, todos = to_run(spec)
+        stage = stage_of(spec)
+        tally = done.setdefault(stage, [0, 0])
         tally[0] += finished
-        tally[1] += total
-    known = [p for p in paces.values() if p is not None]
-    fallback = known[0] if known else None
-    left_seconds, notes = 0.0, []
-    for stage, (finished, total) in done.items():
-        measured = paces.get({"tuning": "tune", "check": "check"}.get(stage, "study"))
-        used = measured or fallback
-        if used is None:
-            notes.append(f"{stage}: no committed trial to time")
-            continue
-        left_seconds += (total - finished) * used[0]
-        source = "" if measured else ", the other stage's pace: none of its own committed yet"
-        notes.append(f"{stage} {used[0]:.0f} s a trial (mean of {used[1]}{source})")
+        tally[1] += finished + len(todos)
+        for todo in todos:
+            least, most, rule = estimate(todo, trials) or (0.0, 0.0, "nothing to go by: 0 s")
+            low, high = low + least, high + most
+            rules.setdefault(stage, Counter())[rule] += 1
     stages = ", ".join(f"{stage} {f}/{t}" for stage, (f, t) in done.items())
-    eta = left_seconds / max(workers, 1) / 3600
+    notes = "; ".join(
+        f"{stage}: " + ", ".join(f"{n} by {rule}" for rule, n in counted.items())
+        for stage, counted in rules.items()
+    )
+    low, high = (seconds / max(workers, 1) / 3600 for seconds in (low, high))
+    eta = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
     return (
-        f"study progress {time.strftime('%H:%M')}: {stages} trials; about {eta:.1f} h left on "
-        f"{workers} worker(s) at the committed records' pace ({'; '.join(notes)})"
+        f"study progress {time.strftime('%H:%M')}: {stages} trials; about {eta} h left on "
+        f"{workers} worker(s) at the pace of {len(trials)} committed trials ({notes or 'none left'})"
     )
 
 
@@ -108,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--study_storage", default=None, help="the other studies' storage")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pace", type=Path, default=Path("results/darkroom"),
-                        help="committed records: <pace>/tune and <pace>/study")  # fmt: skip
+                        help="committed records: <pace>/tune, <pace>/check and <pace>/study")  # fmt: skip
     args = parser.parse_args(argv)
     specs = []
     for run in args.runs:
@@ -118,8 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             stage_of(spec), args.study_storage
         )
         specs.append(dataclasses.replace(spec, storage=storage) if storage else spec)
-    paces: dict[str, Any] = {kind: pace(args.pace / kind) for kind in ("tune", "check", "study")}
-    print(progress_line(specs, workers=args.workers, paces=paces), flush=True)
+    print(progress_line(specs, workers=args.workers, trials=measured(args.pace)), flush=True)
 
 
 if __name__ == "__main__":

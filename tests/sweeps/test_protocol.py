@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -343,8 +344,6 @@ def records_in(folder: Path) -> list[dict]:
 def test_a_point_recorded_twice_counts_once(tiny_study: Path, tmp_path: Path) -> None:
     """A trial whose worker stopped after its record was written is run again: the report counts
     the point's first complete record, and marks the other as its duplicate."""
-    import shutil
-
     from reporting.data import load_records
 
     records = Path(shutil.copytree(tiny_study / "records", tmp_path / "records"))
@@ -390,19 +389,65 @@ def test_behind_a_switch_each_training_seed_trains_on_its_own_collection(
     assert manifests[0]["fingerprint"] != manifests[1]["fingerprint"]
 
 
-def test_the_progress_line_counts_finished_trials_at_the_records_pace(tiny_study: Path) -> None:
-    from sweeps.progress import pace, progress_line
+def test_the_progress_line_costs_what_is_left_from_the_committed_records(
+    tiny_study: Path, tmp_path: Path
+) -> None:
+    from sweeps.progress import measured, planned_steps, progress_line
     from sweeps.study import load_spec
 
     spec = load_spec(str(tiny_study / "study.yaml"), kind=None, name=None, storage=None)
-    measured = pace(tiny_study / "records")
-    assert measured is not None and measured[1] == 4 and measured[0] > 0
-    line = progress_line([spec], workers=2, paces={"tune": None, "study": measured})
-    assert "grid 4/4 trials; about 0.0 h left on 2 worker(s)" in line
-    half = dataclasses.replace(spec, name="not_started")  # a study no worker has created yet
-    line = progress_line([half], workers=2, paces={"tune": None, "study": measured})
-    expected = 4 * measured[0] / 2 / 3600
+    shutil.copytree(tiny_study / "records", tmp_path / "study")  # as committed: <pace>/study
+    trials = measured(tmp_path)
+    assert len(trials) == 4 and all(t.seconds > 0 for t in trials)
+    # what a grid trial trains: the cap, 6, and the decay branches of budgets 3 and 4 (2 each)
+    assert planned_steps(spec) == 10 == trials[0].steps
+    line = progress_line([spec], workers=2, trials=trials)
+    assert "grid 4/4 trials; about 0.0 h left on 2 worker(s) at the pace of 4 committed" in line
+    # a study no worker has created yet: each point at its backbone's step time at its context
+    fresh = dataclasses.replace(spec, name="not_started")
+    line = progress_line([fresh], workers=2, trials=trials)
+    expected = sum(t.seconds for t in trials) / 2 / 3600  # two trials of each backbone
     assert f"grid 0/4 trials; about {expected:.1f} h left" in line
+    assert "grid: 4 by its backbone's step time at its context" in line
+
+
+def test_a_trial_is_costed_by_the_nearest_committed_trials() -> None:
+    from sweeps.progress import Measured, Todo, estimate
+
+    def trial(study: str, backbone: str, context: float, steps: int, seconds: float) -> Measured:
+        return Measured(study, study.startswith("tune"), backbone, context, steps, seconds)
+
+    trials = [
+        trial("tune_gru", "gru", 8.0, 3000, 300.0),
+        trial("tune_gru", "gru", 8.0, 6000, 900.0),
+        trial("tune_lstm", "lstm", 8.0, 6000, 600.0),
+        trial("grid", "gru", 8.0, 6900, 1380.0),
+    ]
+    # tuning: its backbone's mean trial, else every tuning trial's
+    tuning = "its backbone's tuning trials"
+    assert estimate(Todo("tune_gru", "gru", None), trials) == (600.0, 600.0, tuning)
+    assert estimate(Todo("tune_mamba", "mamba", None), trials) == (
+        600.0,
+        600.0,
+        "every tuning trial",
+    )
+    # a grid cell with trials of its own: their mean
+    own = "its cell's own trials"
+    assert estimate(Todo("grid", "gru", 8.0, 6900), trials) == (1380.0, 1380.0, own)
+    # ED's cell: the backbone's step time at its context (2580 s over 15900 steps) x its steps
+    low, high, rule = estimate(Todo("ed", "gru", 8.0, 6900), trials)
+    assert low == high == pytest.approx(2580 / 15900 * 6900)
+    assert rule == "its backbone's step time at its context"
+    # a shorter context with nothing committed: a range, the longer context's step time at most
+    # and its tokens at least
+    low, high, rule = estimate(Todo("grid", "gru", 2.0, 6900), trials)
+    assert high == pytest.approx(2580 / 15900 * 6900) and low == pytest.approx(high / 4)
+    assert rule == "its backbone's step time at a longer context"
+    # a backbone with nothing committed: every backbone's step time at its context
+    low, high, rule = estimate(Todo("grid", "mamba", 8.0, 6900), trials)
+    assert low == high == pytest.approx(3180 / 21900 * 6900)
+    assert rule == "every backbone's step time at its context"
+    assert estimate(Todo("grid", "gru", 8.0, 6900), []) is None
 
 
 def test_every_shipped_study_is_counted_in_its_own_stage() -> None:
