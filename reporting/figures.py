@@ -366,7 +366,7 @@ def tuning_figures(storage_url: str, runs: pd.DataFrame, out: Path) -> Tuning:
                 )
                 continue
             try:
-                # Optuna's default, named: PED-ANOVA (no random forest: the same numbers each run)
+                # Optuna 5.1's default, named: PED-ANOVA (no random forest: the same numbers each run)
                 evaluator = optuna.importance.PedAnovaImportanceEvaluator()
                 importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
                 ax = optuna_plots.plot_param_importances(study, evaluator=evaluator)

@@ -15,8 +15,11 @@ trials, not on a guess (`estimate`):
   committed trials (same study, backbone and context); else the wall time a training step of its
   backbone at its context, times the steps it trains; else at a longer context, as a range (the
   step time there at most, its tokens' share at least); else the same from every backbone's.
-The line says how many trials each rule costed. Times on a shared machine are what they were: the
-ETA is as good as the load is alike.
+  Priced from tuning or check trials, a grid trial's held-out plays (test goals at each budget,
+  the lockbox) are left out: low, until its cell's own trials are committed.
+The line says how many trials each rule costed; trials nothing committed can cost make the ETA
+a floor ("at least"), or unknown. Times on a shared machine are what they were: the ETA is as
+good as the load is alike.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from sweeps.study import SweepSpec, load_spec, missing_storage, open_storage
 
 FINISHED = ("COMPLETE", "PRUNED")
 KINDS = ("tune", "check", "study")
+UNCOSTED = "nothing committed to go by"
 """The folders of committed records under `--pace`, one per kind of study."""
 
 
@@ -59,14 +63,18 @@ def measured(root: Path) -> list[Measured]:
             record = json.loads(path.read_text())
             wall = (record.get("cost") or {}).get("wall_seconds")
             axes = record.get("axes") or {}
-            if record.get("state") not in FINISHED or not wall or "model.backbone" not in axes:
+            study, backbone = record.get("study"), axes.get("model.backbone")
+            context = axes.get("data.context_episodes")
+            if record.get("state") not in FINISHED or not wall or context is None:
+                continue  # unfinished, or a record without its cost or cell: nothing to go by
+            if study is None or backbone is None:
                 continue
             found.append(
                 Measured(
-                    study=record["study"],
+                    study=str(study),
                     tuning=kind == "tune",
-                    backbone=axes["model.backbone"],
-                    context=float(axes["data.context_episodes"]),
+                    backbone=str(backbone),
+                    context=float(context),
                     steps=int(record.get("steps_trained") or 0)
                     + int(record.get("branch_steps") or 0),
                     seconds=float(wall),
@@ -94,7 +102,7 @@ def estimate(todo: Todo, trials: Sequence[Measured]) -> tuple[float, float, str]
     if todo.context is None:  # a tuning trial
         tuning = [t for t in trials if t.tuning]
         rules = [
-            ("its backbone's tuning trials", [t for t in tuning if t.study == todo.study]),
+            ("its backbone's tuning trials", [t for t in tuning if t.backbone == todo.backbone]),
             ("every tuning trial", tuning),
         ]
         for rule, pool in rules:
@@ -107,6 +115,8 @@ def estimate(todo: Todo, trials: Sequence[Measured]) -> tuple[float, float, str]
     if own:
         seconds = sum(t.seconds for t in own) / len(own)
         return seconds, seconds, "its cell's own trials"
+    if todo.steps <= 0:  # no cap to train to: nothing to price its steps by
+        return None
     same = [t for t in trials if t.steps > 0 and t.context == todo.context]
     longer = [t for t in trials if t.steps > 0 and t.context > todo.context]
     pools = [
@@ -193,7 +203,7 @@ def planned_steps(spec: SweepSpec) -> int:
 
         cooldown = inspect.signature(InContextLearner).parameters["cooldown"].default
     return cap + sum(
-        b - decay_start(b, float(cooldown)) for b in spec.config.evaluation.budgets if b < cap
+        b - decay_start(b, float(cooldown)) for b in set(spec.config.evaluation.budgets) if b < cap
     )
 
 
@@ -210,18 +220,27 @@ def progress_line(specs: Sequence[SweepSpec], *, workers: int, trials: Sequence[
         tally[0] += finished
         tally[1] += finished + len(todos)
         for todo in todos:
-            least, most, rule = estimate(todo, trials) or (0.0, 0.0, "nothing to go by: 0 s")
+            least, most, rule = estimate(todo, trials) or (0.0, 0.0, UNCOSTED)
             low, high = low + least, high + most
             rules.setdefault(stage, Counter())[rule] += 1
+    uncosted = sum(counted[UNCOSTED] for counted in rules.values())
+    left = sum(sum(counted.values()) for counted in rules.values())
     stages = ", ".join(f"{stage} {f}/{t}" for stage, (f, t) in done.items())
     notes = "; ".join(
         f"{stage}: " + ", ".join(f"{n} by {rule}" for rule, n in counted.items())
         for stage, counted in rules.items()
     )
     low, high = (seconds / max(workers, 1) / 3600 for seconds in (low, high))
-    eta = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
+    if uncosted == left > 0:
+        eta = f"an unknown time left ({uncosted} trials, nothing committed to cost them by)"
+    elif uncosted:  # what could not be costed is not 0 s: the sum is a floor
+        eta = f"at least {low:.1f} h left (+{uncosted} trials not costed)"
+    elif f"{low:.1f}" == f"{high:.1f}":
+        eta = f"about {low:.1f} h left"
+    else:
+        eta = f"about {low:.1f}-{high:.1f} h left"
     return (
-        f"study progress {time.strftime('%H:%M')}: {stages} trials; about {eta} h left on "
+        f"study progress {time.strftime('%H:%M')}: {stages} trials; {eta} on "
         f"{workers} worker(s) at the pace of {len(trials)} committed trials ({notes or 'none left'})"
     )
 

@@ -404,11 +404,16 @@ def test_the_progress_line_costs_what_is_left_from_the_committed_records(
     line = progress_line([spec], workers=2, trials=trials)
     assert "grid 4/4 trials; about 0.0 h left on 2 worker(s) at the pace of 4 committed" in line
     # a study no worker has created yet: each point at its backbone's step time at its context
+    # (the tiny trials' seconds taken as hours, so the sum shows in the line's one decimal)
     fresh = dataclasses.replace(spec, name="not_started")
-    line = progress_line([fresh], workers=2, trials=trials)
-    expected = sum(t.seconds for t in trials) / 2 / 3600  # two trials of each backbone
-    assert f"grid 0/4 trials; about {expected:.1f} h left" in line
+    hours = [dataclasses.replace(t, seconds=t.seconds * 3600) for t in trials]
+    line = progress_line([fresh], workers=2, trials=hours)
+    expected = sum(t.seconds for t in trials) / 2  # two trials of each backbone, two workers
+    assert expected > 1 and f"grid 0/4 trials; about {expected:.1f} h left" in line
     assert "grid: 4 by its backbone's step time at its context" in line
+    # nothing committed to go by: no number that looks like an estimate
+    line = progress_line([fresh], workers=2, trials=[])
+    assert "an unknown time left (4 trials, nothing committed to cost them by)" in line
 
 
 def test_a_trial_is_costed_by_the_nearest_committed_trials() -> None:
@@ -420,17 +425,14 @@ def test_a_trial_is_costed_by_the_nearest_committed_trials() -> None:
     trials = [
         trial("tune_gru", "gru", 8.0, 3000, 300.0),
         trial("tune_gru", "gru", 8.0, 6000, 900.0),
-        trial("tune_lstm", "lstm", 8.0, 6000, 600.0),
+        trial("tune_lstm", "lstm", 8.0, 6000, 1500.0),
         trial("grid", "gru", 8.0, 6900, 1380.0),
     ]
     # tuning: its backbone's mean trial, else every tuning trial's
     tuning = "its backbone's tuning trials"
     assert estimate(Todo("tune_gru", "gru", None), trials) == (600.0, 600.0, tuning)
-    assert estimate(Todo("tune_mamba", "mamba", None), trials) == (
-        600.0,
-        600.0,
-        "every tuning trial",
-    )
+    every = "every tuning trial"
+    assert estimate(Todo("tune_mamba", "mamba", None), trials) == (900.0, 900.0, every)
     # a grid cell with trials of its own: their mean
     own = "its cell's own trials"
     assert estimate(Todo("grid", "gru", 8.0, 6900), trials) == (1380.0, 1380.0, own)
@@ -445,9 +447,18 @@ def test_a_trial_is_costed_by_the_nearest_committed_trials() -> None:
     assert rule == "its backbone's step time at a longer context"
     # a backbone with nothing committed: every backbone's step time at its context
     low, high, rule = estimate(Todo("grid", "mamba", 8.0, 6900), trials)
-    assert low == high == pytest.approx(3180 / 21900 * 6900)
+    assert low == high == pytest.approx(4080 / 21900 * 6900)
     assert rule == "every backbone's step time at its context"
+    # its own step time at a longer context comes before every backbone's at its own
+    at_2 = [*trials, trial("check", "lstm", 2.0, 6000, 240.0)]
+    rule = estimate(Todo("grid", "gru", 2.0, 6900), at_2)[2]
+    assert rule == "its backbone's step time at a longer context"
+    # nothing at its context or a longer one of its own: a range from every backbone's
+    low, high, rule = estimate(Todo("grid", "mamba", 0.5, 6900), trials)
+    assert high == pytest.approx(4080 / 21900 * 6900) and low == pytest.approx(high / 16)
+    assert rule == "every backbone's step time at a longer context"
     assert estimate(Todo("grid", "gru", 8.0, 6900), []) is None
+    assert estimate(Todo("grid", "mamba", 8.0, 0), trials) is None  # no cap to price steps by
 
 
 def test_every_shipped_study_is_counted_in_its_own_stage() -> None:
