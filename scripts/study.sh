@@ -11,6 +11,8 @@
 #                                   (darkroom_study_ed.yaml); refused until every backbone is tuned
 #   scripts/study.sh all [HOURS]    the tuning a backbone still needs, the check, then the study
 #                                   (`make run`)
+#   scripts/study.sh status         the progress line alone: trials finished per stage and the
+#                                   ETA; nothing collected, no worker started
 # STORE=DIR puts the journals, records and tuned settings under DIR instead of the committed
 # results/darkroom and configs/tuned/darkroom (`make run` uses runs/study: the same study, its own
 # results, compared with the committed ones at the end); `all` starts from every committed tuned
@@ -26,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 PY=${PY:-.venv/bin/python}
-what=${1:?usage: scripts/study.sh tune|check|study|all [HOURS]}
+what=${1:?usage: scripts/study.sh tune|check|study|all [HOURS], or status}
 hours=${2:-2.5}
 backbones=(transformer gru lstm linear_attention simple_gla mamba2 mamba gated_deltanet)
 COMMITTED=results/darkroom COMMITTED_TUNED=configs/tuned/darkroom
@@ -50,13 +52,16 @@ case "$what" in
         cp "$COMMITTED_TUNED/$b.yaml" "$TUNED/$b.yaml"
       fi
     done ;;
-  *) echo "scripts/study.sh: unknown stage '$what' (known: tune, check, study, all)" >&2; exit 2 ;;
+  status) stages=() ;;
+  *) echo "scripts/study.sh: unknown stage '$what' (known: tune, check, study, all, status)" >&2; exit 2 ;;
 esac
 deadline=$(( $(date +%s) + $(python3 -c "print(int(float('$hours') * 3600))") ))
 # the study's data: Dark Room's histories with a lockbox carved out of the training goals
-[ -d data/darkroom_lockbox ] || $ZOO collect --config configs/collect/darkroom_lockbox.yaml --no_progress
-[ -d data/darkroom_lockbox_expert ] ||
-  $ZOO collect --config configs/collect/darkroom_lockbox_expert.yaml --no_progress
+if [ "$what" != status ]; then
+  [ -d data/darkroom_lockbox ] || $ZOO collect --config configs/collect/darkroom_lockbox.yaml --no_progress
+  [ -d data/darkroom_lockbox_expert ] ||
+    $ZOO collect --config configs/collect/darkroom_lockbox_expert.yaml --no_progress
+fi
 mkdir -p runs/study
 # every study of every stage, for the progress line
 everything=()

@@ -416,6 +416,22 @@ def test_the_progress_line_costs_what_is_left_from_the_committed_records(
     assert "an unknown time left (4 trials, nothing committed to cost them by)" in line
 
 
+def test_the_study_script_says_where_the_study_stands_and_starts_nothing(tmp_path: Path) -> None:
+    """`scripts/study.sh status`: the progress line of every stage, from storages under STORE
+    (none created yet: nothing finished) at the committed records' pace; no data collected, no
+    worker started."""
+    venv = Path(sys.executable).parent
+    env = {**os.environ, "STORE": str(tmp_path / "store"), "PY": sys.executable}
+    env["ZOO"] = str(venv / "zoo")
+    run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 600}
+    done = subprocess.run(["bash", "scripts/study.sh", "status"], **run)
+    assert done.returncode == 0, done.stderr
+    assert "tuning 0/96, check 0/48, grid 0/120, ED 0/40 trials" in done.stdout
+    assert "workers of" not in done.stdout and not (tmp_path / "store").exists()
+    wrong = subprocess.run(["bash", "scripts/study.sh", "stauts"], **run)
+    assert wrong.returncode == 2 and "unknown stage 'stauts'" in wrong.stderr
+
+
 def test_a_trial_is_costed_by_the_nearest_committed_trials() -> None:
     from sweeps.progress import Measured, Todo, estimate
 
