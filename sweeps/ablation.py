@@ -101,9 +101,10 @@ class AblationConfig:
         base = self.scaled_base(path, backbone)
         return round(factor * base) if isinstance(base, int) else factor * base
 
-    def scaled_base(self, path: str, backbone: str) -> float | int:
-        """The value at `path` that `scales` multiply for `backbone`: the study's `fit:`, else the
-        backbone's tuned file, else the experiment's (the order the trial applies them in)."""
+    def resolved(self, path: str, backbone: str) -> Any:
+        """The setting at the config path `path` a trial of `backbone` trains with, where the
+        study sets it: its `fit:`, else the backbone's tuned file, else the experiment's (the
+        order the trial applies them in); None where none of them does."""
         import yaml
 
         sources: list[tuple[str, Any]] = [(self.experiment, None)]
@@ -117,6 +118,11 @@ class AblationConfig:
                 yaml.safe_load(Path(name).read_text()) if mapping is None else mapping, path
             )
             value = found if found is not None else value
+        return value
+
+    def scaled_base(self, path: str, backbone: str) -> float | int:
+        """The value at `path` that `scales` multiply for `backbone` (`resolved`)."""
+        value = self.resolved(path, backbone)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(
                 f"scales: {path!r} has no number to scale for {backbone} in {self.experiment}, "

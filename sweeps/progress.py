@@ -33,12 +33,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeps.study import SweepSpec, load_spec, missing_storage, open_storage
+import optuna
+
+from sweeps.study import (
+    SweepError,
+    SweepSpec,
+    load_existing,
+    load_spec,
+    point_done,
+    point_states,
+)
 
 FINISHED = ("COMPLETE", "PRUNED")
 KINDS = ("tune", "check", "study")
-UNCOSTED = "nothing committed to go by"
 """The folders of committed records under `--pace`, one per kind of study."""
+UNCOSTED = "nothing committed to go by"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +74,18 @@ def measured(root: Path) -> list[Measured]:
             axes = record.get("axes") or {}
             study, backbone = record.get("study"), axes.get("model.backbone")
             context = axes.get("data.context_episodes")
-            if record.get("state") not in FINISHED or not wall or context is None:
+            if (
+                record.get("state") not in FINISHED
+                or not wall
+                or None in (study, backbone, context)
+            ):
                 continue  # unfinished, or a record without its cost or cell: nothing to go by
-            if study is None or backbone is None:
-                continue
             found.append(
                 Measured(
                     study=str(study),
                     tuning=kind == "tune",
                     backbone=str(backbone),
-                    context=float(context),
+                    context=float(context),  # type: ignore[arg-type]  # None: skipped above
                     steps=int(record.get("steps_trained") or 0)
                     + int(record.get("branch_steps") or 0),
                     seconds=float(wall),
@@ -107,14 +118,12 @@ def estimate(todo: Todo, trials: Sequence[Measured]) -> tuple[float, float, str]
         ]
         for rule, pool in rules:
             if pool:
-                seconds = sum(t.seconds for t in pool) / len(pool)
-                return seconds, seconds, rule
+                return _mean(pool), _mean(pool), rule
         return None
     cell = (todo.study, todo.backbone, todo.context)
     own = [t for t in trials if (t.study, t.backbone, t.context) == cell]
     if own:
-        seconds = sum(t.seconds for t in own) / len(own)
-        return seconds, seconds, "its cell's own trials"
+        return _mean(own), _mean(own), "its cell's own trials"
     if todo.steps <= 0:  # no cap to train to: nothing to price its steps by
         return None
     same = [t for t in trials if t.steps > 0 and t.context == todo.context]
@@ -137,6 +146,10 @@ def estimate(todo: Todo, trials: Sequence[Measured]) -> tuple[float, float, str]
     return None
 
 
+def _mean(trials: Sequence[Measured]) -> float:
+    return sum(t.seconds for t in trials) / len(trials)
+
+
 def stage_of(spec: SweepSpec) -> str:
     """The stage a study belongs to: `tuning`, `check` (a grid that plays nothing held out),
     `ED` or `grid`."""
@@ -151,51 +164,45 @@ def stage_of(spec: SweepSpec) -> str:
 def to_run(spec: SweepSpec) -> tuple[int, list[Todo]]:
     """(finished trials, the trials still to run) of one study; a study not created yet has none
     finished."""
-    finished: list[Any] = []
-    if not missing_storage(spec.storage):
-        import optuna
-
-        try:
-            study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
-            finished = [
-                t
-                for t in study.get_trials(deepcopy=False)
-                if t.state.name in FINISHED and "duplicate_of" not in t.user_attrs
-            ]
-        except KeyError:
-            pass
+    try:
+        study: optuna.Study | None = load_existing(spec.name, spec.storage)
+    except SweepError:  # not created yet
+        study = None
     if spec.kind == "tune":
-        left = max(int(spec.config.trials or 0) - len(finished), 0)
-        todo = Todo(spec.name, spec.config.backbone, None)
-        return int(spec.config.trials or 0) - left, [todo] * left
-    names = sorted(spec.config.search_space())
-    done = {tuple(t.params.get(name) for name in names) for t in finished}
-    steps = planned_steps(spec)
+        trials = study.get_trials(deepcopy=False) if study is not None else []
+        finished = [
+            t for t in trials if t.state.name in FINISHED and "duplicate_of" not in t.user_attrs
+        ]
+        total = int(spec.config.trials or 0)
+        done = min(len(finished), total)
+        return done, [Todo(spec.name, spec.config.backbone, None)] * (total - done)
+    space = spec.config.search_space()
+    states = point_states(study, space)
+    names = sorted(space)
+    steps = {b: planned_steps(spec, b) for b in spec.config.backbones}
     todos = [
-        Todo(spec.name, point["backbone"], float(point["context_episodes"]), steps)
+        Todo(
+            spec.name, point["backbone"], float(point["context_episodes"]), steps[point["backbone"]]
+        )
         for point in spec.config.points()
-        if tuple(point[name] for name in names) not in done
+        if not point_done(states[tuple(point[name] for name in names)])
     ]
-    return len(spec.config.points()) - len(todos), todos
+    return len(states) - len(todos), todos
 
 
-def planned_steps(spec: SweepSpec) -> int:
-    """The training steps of a grid trial that runs to its cap: the cap, and under `wsd` each
-    budget below it trained again as its own decay branch."""
-    import yaml
-
+def planned_steps(spec: SweepSpec, backbone: str) -> int:
+    """The training steps of a grid trial of `backbone` that runs to its cap: the cap, and under
+    `wsd` each budget below it trained again as its own decay branch (the settings the trial
+    trains with: `AblationConfig.resolved`)."""
     from zoo.schedules import decay_start
 
-    experiment = yaml.safe_load(Path(spec.config.experiment).read_text()) or {}
-    fit = spec.config.fit or {}
+    def setting(path: str) -> Any:
+        return spec.config.resolved(path, backbone)
 
-    def setting(part: str, key: str) -> Any:
-        return (fit.get(part) or {}).get(key, (experiment.get(part) or {}).get(key))
-
-    cap = int(setting("trainer", "max_steps") or 0)
-    if setting("model", "schedule") != "wsd":
+    cap = int(setting("trainer.max_steps") or 0)
+    if setting("model.schedule") != "wsd":
         return cap
-    cooldown = setting("model", "cooldown")
+    cooldown = setting("model.cooldown")
     if cooldown is None:  # the model's default
         import inspect
 

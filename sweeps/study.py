@@ -275,21 +275,34 @@ def duplicate_of(trial: optuna.Trial, names: Sequence[str]) -> int | None:
     return None
 
 
-def grid_progress(study: optuna.Study, search_space: dict[str, Sequence[Any]]) -> dict[str, int]:
-    """Counts of grid points by status: done, running, waiting, failed (no retry left), todo."""
+def point_states(
+    study: optuna.Study | None, search_space: Mapping[str, Sequence[Any]]
+) -> dict[tuple[Any, ...], set[TrialState]]:
+    """Each grid point (its values in the order of the sorted axis names) and the states of the
+    study's trials at it, duplicates left out; a study not created yet (None) has none."""
     names = sorted(search_space)
     states: dict[tuple[Any, ...], set[TrialState]] = {
         tuple(p[name] for name in names): set() for p in grid_points(search_space)
     }
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False) if study is not None else []:
         if "duplicate_of" in t.user_attrs:
             continue
         key = _key(t, names)
         if key in states:
             states[key].add(t.state)
+    return states
+
+
+def point_done(states: set[TrialState]) -> bool:
+    """Whether a grid point has a finished trial (complete, or pruned: the pruner's verdict)."""
+    return TrialState.COMPLETE in states or TrialState.PRUNED in states
+
+
+def grid_progress(study: optuna.Study, search_space: dict[str, Sequence[Any]]) -> dict[str, int]:
+    """Counts of grid points by status: done, running, waiting, failed (no retry left), todo."""
     counts = dict.fromkeys(("done", "running", "waiting", "failed", "todo"), 0)
-    for s in states.values():
-        if TrialState.COMPLETE in s or TrialState.PRUNED in s:
+    for s in point_states(study, search_space).values():
+        if point_done(s):
             counts["done"] += 1
         elif TrialState.RUNNING in s:
             counts["running"] += 1

@@ -400,7 +400,7 @@ def test_the_progress_line_costs_what_is_left_from_the_committed_records(
     trials = measured(tmp_path)
     assert len(trials) == 4 and all(t.seconds > 0 for t in trials)
     # what a grid trial trains: the cap, 6, and the decay branches of budgets 3 and 4 (2 each)
-    assert planned_steps(spec) == 10 == trials[0].steps
+    assert planned_steps(spec, "gru") == 10 == trials[0].steps
     line = progress_line([spec], workers=2, trials=trials)
     assert "grid 4/4 trials; about 0.0 h left on 2 worker(s) at the pace of 4 committed" in line
     # a study no worker has created yet: each point at its backbone's step time at its context
