@@ -267,6 +267,20 @@ def write_tuned(study: optuna.Study, config: TuneConfig, path: str | None = None
     return target
 
 
+def read_tuning(path: str | Path) -> dict[str, Any] | None:
+    """The `# tuning: {...}` line `write_tuned` put in a tuned file (its study, trials, training
+    seed, context, cap and choice), or None where the file has none (settings written by hand)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("# tuning: "):
+            try:
+                return dict(json.loads(line.removeprefix("# tuning: ")))
+            except (json.JSONDecodeError, TypeError, ValueError) as error:
+                raise SweepError(
+                    f"{path}: its '# tuning:' line is not a JSON mapping ({error})"
+                ) from error
+    return None
+
+
 register_study_kind(
     "tune", StudyKind(config=TuneConfig, sampler=sampler, objective=objective, pruner=pruner)
 )

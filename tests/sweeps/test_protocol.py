@@ -494,6 +494,26 @@ def test_every_shipped_study_is_counted_in_its_own_stage() -> None:
         assert stage_of(spec) == stage, name
 
 
+def test_the_study_reports_no_run_on_the_seed_its_settings_were_tuned_on() -> None:
+    """At 8 episodes the tuning's training seed on the tuned settings is the tuning's own chosen
+    run, the best of 12 on its validation goals: the study's results come from other seeds."""
+    from sweeps.study import load_spec
+    from sweeps.tune import read_tuning
+
+    for name in ["darkroom_study.yaml", "darkroom_study_ed.yaml"]:
+        study = load_spec(str(ROOT / "configs" / "sweeps" / name), kind=None, name=None,
+                          storage=None).config  # fmt: skip
+        assert len(study.seeds) == 5
+        for backbone in study.backbones:
+            # the seed its committed settings were tuned on, and the one its tuning trains on
+            tuned = ROOT / study.tuned / f"{backbone}.yaml"
+            recorded = read_tuning(tuned) if tuned.is_file() else None
+            tuning = load_spec(str(ROOT / "configs/sweeps/darkroom_tune.yaml"), kind=None,
+                               name=None, storage=None, backbone=backbone).config  # fmt: skip
+            for seed in {tuning.seed, (recorded or {}).get("training_seed", tuning.seed)}:
+                assert seed not in study.seeds, (name, backbone)
+
+
 def test_a_committed_trial_reruns_from_its_record_to_the_digit(
     tiny_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -99,6 +99,13 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     assert fragment["model"]["token_mask"] == best.params["token_mask"]
     assert fragment["model"]["backbone"]["init_args"]["depth"] == best.params["depth"]
     assert f"trial {best.number}" in tuned.read_text()
+    # its provenance, as the study's own configs read it (tests/sweeps/test_protocol.py)
+    from sweeps.tune import read_tuning
+
+    tuning = read_tuning(tuned)
+    assert tuning is not None
+    assert (tuning["best_trial"], tuning["training_seed"]) == (best.number, 0)
+    assert (tuning["trials"], tuning["context_episodes"]) == (2, 1)
     # an ablation with `tuned:` trains every trial of that backbone on these settings
     ablation = {
         "study": "ablation",
