@@ -108,6 +108,7 @@ def _rerun(args: Namespace) -> int:
     import json
     from pathlib import Path
 
+    from sweeps.provenance import code_differences
     from sweeps.study import SweepError
     from sweeps.trial import compare_records, rerun
 
@@ -118,14 +119,22 @@ def _rerun(args: Namespace) -> int:
         new = rerun(path, Path(args.out))
     except ValueError as error:
         raise SweepError(str(error)) from None
-    differ = compare_records(json.loads(path.read_text()), new)
+    old = json.loads(path.read_text())
+    differ = compare_records(old, new)
+    # the code that made the record against the rerun's (its commit, edits, package versions)
+    code = code_differences(old.get("code"), new.get("code") or {})
+    out = Path(args.out) / "record.json"
     if not differ:
-        print(
-            f"zoo sweep rerun: {path} repeated to the digit (record: {Path(args.out) / 'record.json'})"
-        )
+        print(f"zoo sweep rerun: {path} repeated to the digit (record: {out})")
+        if code:
+            print(f"  by other code than the record's: {'; '.join(code)}")
         return 0
+    print(f"zoo sweep rerun: {path} differs in {', '.join(differ)} (record: {out})")
     print(
-        f"zoo sweep rerun: {path} differs in {', '.join(differ)} (record: {Path(args.out) / 'record.json'})"
+        f"  the code then and now: {'; '.join(code)}"
+        if code
+        else "  the same commit and package versions as the record's: the difference comes from "
+        "elsewhere (the machine, its threads, the data)"
     )
     return 1
 

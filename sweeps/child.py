@@ -26,7 +26,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from backbones import count_parameters
 from envs import make_family
+from sweeps.provenance import code_version
 from sweeps.trial import (
+    CODE,
     INTERMEDIATE,
     MONITOR,
     RECORD,
@@ -82,6 +84,8 @@ def main(spec_path: str) -> int:
     settings = EvaluationSettings(**spec["evaluation"])
     run_dir = Path(spec["run_dir"])
     seed = int(spec["seed"])
+    code = code_version()  # before the library trains: the code imported is the code at the start
+    write_json(run_dir / CODE, code)
     started = time.perf_counter()
     cli = build(spec["configs"])  # an attention window follows the data's context by itself
     # the trial's `zoo fit` config as one file (before the trial swaps in its own selection
@@ -140,6 +144,7 @@ def main(spec_path: str) -> int:
             "threads": torch.get_num_threads(),
         },
         "commands": {"fit": f"zoo fit --config {fit_config}"},
+        "code": code,
     }
     attrs = _attrs_before_plays(record, chosen)
     if settings.test:

@@ -150,6 +150,9 @@ RECORD = "record.json"
 """File in a trial's run directory (and, for a study with `records:`, in the repository): the
 trial's one record (see `run_trial`)."""
 RECORD_FORMAT = 1
+CODE = "code.json"
+"""File in a trial's run directory: the code the child runs (`sweeps.provenance.code_version`),
+written as it starts, so that a pruned or failed trial's record says it too."""
 
 
 def run_trial(
@@ -205,7 +208,7 @@ def run_trial(
     }
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     trial.set_user_attr("run_dir", str(run_dir))
-    for stale in (RECORD, "result.json", INTERMEDIATE):  # a retried trial's old files
+    for stale in (RECORD, "result.json", INTERMEDIATE, CODE):  # a retried trial's old files
         (run_dir / stale).unlink(missing_ok=True)
     started = time.monotonic()
     log_path = run_dir / "trial.log"
@@ -282,6 +285,8 @@ def _trial_record(
         record = json.loads((run_dir / RECORD).read_text())
     else:
         record = _partial_record(spec, run_dir / INTERMEDIATE)
+        if (run_dir / CODE).is_file():
+            record["code"] = json.loads((run_dir / CODE).read_text())
     record = {
         "study": trial.study.study_name,
         # the study's kind: a report tells a validation-only grid from a tuning by it
@@ -451,7 +456,7 @@ def _run_child(spec: dict[str, Any], out: Path, *, threads: int | None = None) -
     """`spec` run by the child process (`sweeps.child`) as a trial's is, its output in `out/`
     (log: `trial.log`), at `threads` threads (None: this process's OMP_NUM_THREADS); the record."""
     (out / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
-    for stale in (RECORD, "result.json", INTERMEDIATE):
+    for stale in (RECORD, "result.json", INTERMEDIATE, CODE):
         (out / stale).unlink(missing_ok=True)
     threads_text = str(threads or os.environ.get("OMP_NUM_THREADS", ""))
     env = {**os.environ, **({"OMP_NUM_THREADS": threads_text} if threads_text else {})}

@@ -150,6 +150,12 @@ def test_every_trial_leaves_one_record_with_its_axes_budgets_and_test_plays(
         kept = {p.name for p in selected.glob("step*.ckpt")}
         own = {f"step{c['step']}.ckpt" for c in budgets.values() if "branch_from" not in c}
         assert kept == own  # no orphan checkpoint
+        # the code that made it: this checkout's commit and the packages' versions
+        from sweeps.provenance import code_version
+
+        here = code_version()
+        assert record["code"]["commit"] == here["commit"]
+        assert record["code"]["packages"]["torch"] == here["packages"]["torch"]
         assert {p.name for p in selected.glob("branch-step*.ckpt")} == {
             "branch-step1.ckpt",
             "branch-step2.ckpt",

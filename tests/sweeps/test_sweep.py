@@ -245,6 +245,8 @@ def test_a_pruned_trial_stops_its_child(tmp_path: Path, experiment: Path) -> Non
     assert 1 in trial.intermediate_values  # the first validation, at step 1, was reported
     run_dir = Path(trial.user_attrs["run_dir"])
     assert not (run_dir / "result.json").exists()  # stopped long before its 400 steps
+    # a pruned trial's record says what code it ran too (the child wrote it as it started)
+    assert json.loads((run_dir / "record.json").read_text())["code"]["packages"]["torch"]
 
 
 def _open_after(barrier: Any, url: str, results: Any) -> None:
