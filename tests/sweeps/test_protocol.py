@@ -502,14 +502,15 @@ def test_every_shipped_study_is_counted_in_its_own_stage() -> None:
 
 def test_the_study_reports_no_run_on_the_seed_its_settings_were_tuned_on() -> None:
     """At 8 episodes the tuning's training seed on the tuned settings is the tuning's own chosen
-    run, the best of 12 on its validation goals: the study's results come from other seeds."""
+    run, the best of 12 on its validation goals: the study's results come from other seeds, and
+    the check of the settings at other contexts from other validation goals."""
     from sweeps.study import load_spec
     from sweeps.tune import read_tuning
 
-    for name in ["darkroom_study.yaml", "darkroom_study_ed.yaml"]:
+    for name in ["darkroom_study.yaml", "darkroom_study_ed.yaml", "darkroom_context_check.yaml"]:
         study = load_spec(str(ROOT / "configs" / "sweeps" / name), kind=None, name=None,
                           storage=None).config  # fmt: skip
-        assert len(study.seeds) == 5
+        assert len(study.seeds) == (1 if "check" in name else 5)
         for backbone in study.backbones:
             # the seed its committed settings were tuned on, and the one its tuning trains on
             tuned = ROOT / study.tuned / f"{backbone}.yaml"
