@@ -163,6 +163,14 @@ def _run(args: Namespace) -> int:
         sets=args.sets or (),
     )
     _grid_options(spec, args)
+    if spec.kind == "ablation" and not os.environ.get("ZOO_SWEEP_SIBLING"):
+        for seed, backbones in spec.config.seeds_tuned_on().items():
+            print(
+                f"zoo sweep: note: training seed {seed} is the seed the tuned settings of "
+                f"{', '.join(backbones)} were chosen on: its results carry that choice "
+                '(docs/protocol.md, "Seeds"); report seeds the settings were not tuned on',
+                file=sys.stderr,
+            )
     # a stopped worker (SIGTERM: a scheduler, a session's end; `cli.main` makes it an
     # interrupt) fails its running trial through Optuna's own handling of an interrupt, instead
     # of leaving it RUNNING in a heartbeat-less journal; the interrupt then ends the command

@@ -130,6 +130,22 @@ class AblationConfig:
             )
         return value
 
+    def seeds_tuned_on(self) -> dict[int, list[str]]:
+        """The grid's seeds that tuned settings it applies were chosen on (the `# tuning:` line of
+        a backbone's tuned file), each with those backbones. At the tuning's context and cap
+        such a run is the tuning's chosen trial again (the best of its trials, with that run's
+        luck), and at any other it is judged on the validation goals that chose its settings:
+        results on these seeds carry the choice (docs/protocol.md, "Seeds")."""
+        from sweeps.tune import read_tuning
+
+        found: dict[int, list[str]] = {}
+        for backbone in self.backbones:
+            tuned = tuned_path(self, backbone)
+            seed = (read_tuning(tuned) or {}).get("training_seed") if tuned else None
+            if seed in self.seeds:
+                found.setdefault(int(seed), []).append(backbone)
+        return found
+
     def search_space(self) -> dict[str, list]:
         return {
             "backbone": list(self.backbones),
