@@ -5,6 +5,7 @@ after a sleep."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +49,21 @@ def test_a_stopped_fit_exits_non_zero_with_one_line(
     assert fit.returncode == code, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("zoo fit: stopped by") and said in last
-    assert all(path.is_file() for path in kept)  # nothing already written is lost
+    # nothing already written is lost: each checkpoint there at the signal is still there, or the
+    # best-by-validation one was rotated out by a better one written after it (its top-1 rule)
+    after = sorted((tmp_path / "run").rglob("*.ckpt"))
+    for path in kept:
+        assert path.is_file() or any(
+            _best_step(p) >= _best_step(path) > -1 and p.parent == path.parent for p in after
+        ), (path, after)
+    for path in after:  # and each one there is whole
+        assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] >= 0
+
+
+def _best_step(path: Path) -> int:
+    """N of a `best-stepN-...` checkpoint, -1 for any other."""
+    match = re.match(r"best-step(\d+)-", path.name)
+    return int(match.group(1)) if match else -1
 
 
 def parser():  # a command of this module's own, for the test below
