@@ -22,6 +22,7 @@ from reporting.tables import (
     curve_table,
     headline_table,
     peak_table,
+    ranking_steps,
     summary_table,
     trial_table,
     tuning_table,
@@ -134,6 +135,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
     trials = trial_table(runs)
     ranking, taus = budget_table(done, reps=args.reps) if len(done) else (pd.DataFrame(),) * 2
     peaks = peak_table(done) if len(done) else pd.DataFrame()
+    steps = ranking_steps(ranking, done, reps=args.reps) if len(done) else pd.DataFrame()
     tuning = tuning_table(runs)
     validation_only = validation_only_table(runs)
     headline = headline_table(done, reps=args.reps)
@@ -144,6 +146,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         "trials": trials,
         "budget_ranking": ranking,
         "budget_kendall_tau": taus,
+        "ranking_steps": steps,
         "validation_peaks": peaks,
         "tuning": tuning,
         "headline": headline,
@@ -156,7 +159,7 @@ def _write(args: ReportSettings, runs: pd.DataFrame, notes: list[str], out: Path
         figures += tune.figures
         notes += tune.notes
         tables.update(tune.tables)
-    sections = html.budget_sections(ranking, taus, peaks)
+    sections = html.budget_sections(ranking, taus, peaks, steps)
     if not headline.empty:
         sections.insert(0, html.headline_section(headline, taus, done))
         (out / "headline.md").write_text(html.headline_markdown(sections[0], figures))

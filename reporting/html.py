@@ -160,13 +160,15 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def budget_sections(
-    ranking: pd.DataFrame, taus: pd.DataFrame, peaks: pd.DataFrame
+    ranking: pd.DataFrame, taus: pd.DataFrame, peaks: pd.DataFrame, steps: pd.DataFrame
 ) -> list[Section]:
-    """The ranking at each training budget with Kendall's tau against the largest, and each
-    run's validation peak against its final value."""
+    """The ranking at each training budget with Kendall's tau against the largest, how sure
+    each step of it is, and each run's validation peak against its final value."""
     sections = []
     if not ranking.empty:
         sections.append(_ranking_section(ranking, taus))
+    if not steps.empty:
+        sections.append(_steps_section(steps))
     if not peaks.empty:
         sections.append(_peaks_section(peaks))
     return sections
@@ -214,6 +216,43 @@ def _ranking_section(ranking: pd.DataFrame, taus: pd.DataFrame) -> Section:
             "ranking (mean final return)",
             "Kendall's tau vs largest [95% CI from 5 seeds]",
         ],
+        rows=rows,
+    )
+
+
+def _steps_section(steps: pd.DataFrame) -> Section:
+    extras = [c for c in steps.columns if "." in str(c)]
+    rows = []
+    for _, r in steps.sort_values(
+        ["data_mode", "context_episodes", *extras, "budget", "rank"]
+    ).iterrows():
+        seeds = f"{int(r['seeds_above'])}/{int(r['seeds_below'])}"
+        sure = (
+            f"{_number(r['p_above'], 2)} [{_number(r['ci_low'], 2)}, {_number(r['ci_high'], 2)}]"
+            if finite(r["ci_low"])
+            else f"{_number(r['p_above'], 2)} (no interval from {seeds} seeds)"
+        )
+        rows.append(
+            [
+                str(r["data_mode"]).upper(),
+                _number(r["context_episodes"])
+                + "".join(f", {axis} {_number(r[axis])}" for axis in extras),
+                _number(r["budget"]),
+                f"{r['above']} > {r['below']}",
+                sure,
+                seeds,
+            ]
+        )
+    return Section(
+        title="How sure each step of the ranking is",
+        text=(
+            "For every two neighbours in a budget's ranking, the probability that a run of the "
+            "one above scores above a run of the one below (rliable's probability of "
+            "improvement over training seeds, ties counted half), with a 95% stratified-"
+            "bootstrap interval from 5 seeds each. 0.5 is no order; an interval that holds 0.5 "
+            "leaves the two unordered."
+        ),
+        header=["data", "context", "budget (steps)", "step", "P(above > below) [95% CI]", "seeds"],
         rows=rows,
     )
 

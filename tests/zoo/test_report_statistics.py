@@ -13,6 +13,7 @@ from reporting.tables import (
     budget_table,
     episodes_to_80,
     interval,
+    ranking_steps,
     statistic_name,
 )
 
@@ -92,6 +93,56 @@ def test_budget_rankings_and_kendalls_tau() -> None:
     assert five["ci_low"].iloc[0] == pytest.approx(-1.0) == five["ci_high"].iloc[0]
     same = budget_table(_runs({"a": (3.0, 3.0), "b": (2.0, 2.0), "c": (1.0, 1.0)}), reps=200)[1]
     assert same["kendall_tau"].iloc[0] == pytest.approx(1.0)
+
+
+def test_how_sure_each_step_of_a_ranking_is() -> None:
+    """Neighbours in a budget's ranking: rliable's probability of improvement over seeds, with
+    a bootstrap interval from 5 seeds each (none below); apart runs give 1, tied runs 0.5."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    runs = _runs({"a": (3.0, 1.0), "b": (2.9, 2.0), "c": (1.0, 2.0)}, seeds=5)
+    ranking, _ = budget_table(runs, reps=50)
+    steps = ranking_steps(ranking, runs, reps=500)
+    early = steps[steps["budget"] == 1500].sort_values("rank")
+    assert early[["above", "below"]].values.tolist() == [["a", "b"], ["b", "c"]]
+    assert early["p_above"].tolist() == pytest.approx([1.0, 1.0])  # every run of a above b's
+    assert early["ci_low"].tolist() == pytest.approx([1.0, 1.0])  # and every resample too
+    late = steps[steps["budget"] == 6000].sort_values("rank")
+    # b and c at the top: the same returns but for the jitter by seed, so half of the pairs
+    assert sorted(late.iloc[0][["above", "below"]]) == ["b", "c"]
+    assert late.iloc[0]["p_above"] == pytest.approx(0.5)
+    assert late.iloc[0]["ci_low"] < 0.5 < late.iloc[0]["ci_high"]
+    # the bootstrap drawn here is rliable's stratified one, every resample at once
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([1.5, 2.5, 2.0, 0.5, 6.0])
+    mixed = pd.DataFrame(
+        [
+            {
+                "data_mode": "ad",
+                "backbone": backbone,
+                "context_episodes": 8.0,
+                "seed": seed,
+                "budgets": {"6000": {"step": 6000, "val": 1.0, "return_final": float(score)}},
+            }
+            for backbone, scores in (("x", x), ("y", y))
+            for seed, score in enumerate(scores)
+        ]
+    )
+    (step,) = ranking_steps(budget_table(mixed, reps=50)[0], mixed, reps=4000).to_dict("records")
+    assert (step["above"], step["below"]) == ("x", "y")
+    assert step["p_above"] == pytest.approx(15.5 / 25)  # ties count half
+    np.random.seed(0)
+    _, ci = rly.get_interval_estimates(
+        {"xy": [x[:, None], y[:, None]]},
+        lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+        reps=4000,
+    )
+    assert step["ci_low"] == pytest.approx(ci["xy"][0][0], abs=0.05)
+    assert step["ci_high"] == pytest.approx(ci["xy"][1][0], abs=0.05)
+    four = _runs({"a": (3.0, 1.0), "b": (2.0, 2.0)}, seeds=4)  # below 5 seeds: no interval
+    below_five = ranking_steps(budget_table(four, reps=50)[0], four, reps=200)
+    assert len(below_five) == 2 and below_five["ci_low"].isna().all()
 
 
 def test_a_score_above_random_play() -> None:
