@@ -228,9 +228,10 @@ def _steps_section(steps: pd.DataFrame) -> Section:
     ).iterrows():
         seeds = f"{int(r['seeds_above'])}/{int(r['seeds_below'])}"
         sure = (
-            f"{_number(r['p_above'], 2)} [{_number(r['ci_low'], 2)}, {_number(r['ci_high'], 2)}]"
+            f"{_probability(r['p_above'])} [{_probability(r['ci_low'])}, "
+            f"{_probability(r['ci_high'])}]"
             if finite(r["ci_low"])
-            else f"{_number(r['p_above'], 2)} (no interval from {seeds} seeds)"
+            else f"{_probability(r['p_above'])} (no interval from {seeds} seeds)"
         )
         rows.append(
             [
@@ -238,7 +239,7 @@ def _steps_section(steps: pd.DataFrame) -> Section:
                 _number(r["context_episodes"])
                 + "".join(f", {axis} {_number(r[axis])}" for axis in extras),
                 _number(r["budget"]),
-                f"{r['above']} > {r['below']}",
+                f"{r['above']} {'=' if r['equal_means'] else '>'} {r['below']}",
                 sure,
                 seeds,
             ]
@@ -250,11 +251,18 @@ def _steps_section(steps: pd.DataFrame) -> Section:
             "one above scores above a run of the one below (rliable's probability of "
             "improvement over training seeds, ties counted half), with a 95% stratified-"
             "bootstrap interval from 5 seeds each. 0.5 is no order; an interval that holds 0.5 "
-            "leaves the two unordered."
+            "leaves the two unordered; below 0.5, most pairs of runs order the two the other way "
+            "from their means (an outlier run); '=': equal means, the order arbitrary. With 5 "
+            "seeds an interval of [1, 1] says every run of one beat every run of the other, "
+            "not that a sixth seed must."
         ),
         header=["data", "context", "budget (steps)", "step", "P(above > below) [95% CI]", "seeds"],
         rows=rows,
     )
+
+
+def _probability(value: Any) -> str:
+    return f"{float(value):.2f}" if finite(value) else "-"
 
 
 def _tau_text(

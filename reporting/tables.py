@@ -391,13 +391,16 @@ def ranking_steps(
     steps = []
     for values, cell in ranking.groupby(keys, sort=True, dropna=False):
         where = dict(zip(keys, values, strict=True))
-        scores = long.copy()
-        for key, value in where.items():
-            scores = scores[scores[key] == value]
+        scores = long
+        for key, value in where.items():  # a facet may be NaN, which equals nothing
+            scores = scores[scores[key].isna() if pd.isna(value) else scores[key] == value]
         order = cell.sort_values("rank")["backbone"].tolist()
+        means = dict(zip(cell["backbone"], cell["mean_return_final"], strict=True))
         for above, below in itertools.pairwise(order):
             x = scores.loc[scores["backbone"] == above, "return_final"].to_numpy(float)
             y = scores.loc[scores["backbone"] == below, "return_final"].to_numpy(float)
+            if not len(x) or not len(y):
+                continue
             point = float(metrics.probability_of_improvement(x[:, None], y[:, None]))
             low = high = np.nan
             if min(len(x), len(y)) >= MIN_RUNS_FOR_IQM:
@@ -411,6 +414,8 @@ def ranking_steps(
                     "rank": int(cell.loc[cell["backbone"] == above, "rank"].iloc[0]),
                     "above": above,
                     "below": below,
+                    # equal means: the ranking's order between the two is arbitrary
+                    "equal_means": bool(means[above] == means[below]),
                     "p_above": point,
                     "ci_low": float(low),
                     "ci_high": float(high),

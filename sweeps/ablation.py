@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from backbones.presets import preset_path
-from sweeps.study import StudyKind, duplicate_of, register_study_kind
+from sweeps.study import StudyKind, SweepError, duplicate_of, register_study_kind
 from sweeps.trial import EvaluationSettings, run_trial
 
 
@@ -141,9 +141,14 @@ class AblationConfig:
         found: dict[int, list[str]] = {}
         for backbone in self.backbones:
             tuned = tuned_path(self, backbone)
-            seed = (read_tuning(tuned) or {}).get("training_seed") if tuned else None
+            seed = None
+            try:  # a line written by hand says nothing here (the settings still apply)
+                recorded = (read_tuning(tuned) or {}).get("training_seed") if tuned else None
+                seed = None if recorded is None else int(recorded)
+            except (SweepError, TypeError, ValueError):
+                pass
             if seed in self.seeds:
-                found.setdefault(int(seed), []).append(backbone)
+                found.setdefault(seed, []).append(backbone)
         return found
 
     def search_space(self) -> dict[str, list]:

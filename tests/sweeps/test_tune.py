@@ -50,6 +50,26 @@ def test_a_budget_below_the_narrowest_model_is_refused() -> None:
         widest_within_budget("gru", init_args, 10)
 
 
+def test_a_tuned_file_written_by_hand_names_no_seed(tmp_path: Path) -> None:
+    """`seeds_tuned_on` reads the `# tuning:` line `write_tuned` writes; a line written by hand
+    (not JSON, or a seed as text) is no reason to refuse the grid."""
+    from sweeps.ablation import AblationConfig
+
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "gru.yaml").write_text("# tuning: chosen by eye\nmodel: {lr: 0.001}\n")
+    (tuned / "lstm.yaml").write_text('# tuning: {"training_seed": "1"}\nmodel: {lr: 0.001}\n')
+    (tuned / "transformer.yaml").write_text('# tuning: {"training_seed": 2}\nmodel: {lr: 0.001}\n')
+    grid = AblationConfig(
+        experiment=str(ROOT / "configs/experiments/darkroom.yaml"),
+        backbones=["gru", "lstm", "transformer", "mamba"],
+        context_episodes=[1],
+        seeds=[1, 2, 3],
+        tuned=str(tuned),
+    )
+    assert grid.seeds_tuned_on() == {1: ["lstm"], 2: ["transformer"]}
+
+
 def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     tmp_path: Path, experiment: Path
 ) -> None:

@@ -140,6 +140,18 @@ def test_how_sure_each_step_of_a_ranking_is() -> None:
     )
     assert step["ci_low"] == pytest.approx(ci["xy"][0][0], abs=0.05)
     assert step["ci_high"] == pytest.approx(ci["xy"][1][0], abs=0.05)
+    # a facet that is NaN (an axis some runs lack) selects its own runs, not none
+    facet = mixed.assign(**{"data.train_tasks": np.nan})
+    (step,) = ranking_steps(budget_table(facet, reps=50)[0], facet, reps=200).to_dict("records")
+    assert (step["seeds_above"], step["p_above"]) == (5, pytest.approx(15.5 / 25))
+    # equal means: the ranking's order is arbitrary, and P says which way the runs lean
+    outlier = mixed.copy()
+    outlier["budgets"] = [
+        {"6000": {"step": 6000, "val": 1.0, "return_final": s}}
+        for s in [0.0, 0.0, 0.0, 0.0, 10.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    ]
+    (step,) = ranking_steps(budget_table(outlier, reps=50)[0], outlier, reps=200).to_dict("records")
+    assert step["equal_means"] and step["p_above"] == pytest.approx(0.2)
     four = _runs({"a": (3.0, 1.0), "b": (2.0, 2.0)}, seeds=4)  # below 5 seeds: no interval
     below_five = ranking_steps(budget_table(four, reps=50)[0], four, reps=200)
     assert len(below_five) == 2 and below_five["ci_low"].isna().all()
