@@ -153,6 +153,9 @@ RECORD_FORMAT = 1
 CODE = "code.json"
 """File in a trial's run directory: the code the child runs (`sweeps.provenance.code_version`),
 written as it starts, so that a pruned or failed trial's record says it too."""
+RUN_FILES = (RECORD, "result.json", INTERMEDIATE, CODE)
+"""What the child writes into a run directory: removed before a run (a retried trial's, a
+rerun's), so that nothing of an earlier run is read as this one's."""
 
 
 def run_trial(
@@ -208,7 +211,7 @@ def run_trial(
     }
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
     trial.set_user_attr("run_dir", str(run_dir))
-    for stale in (RECORD, "result.json", INTERMEDIATE, CODE):  # a retried trial's old files
+    for stale in RUN_FILES:  # a retried trial's old files
         (run_dir / stale).unlink(missing_ok=True)
     started = time.monotonic()
     log_path = run_dir / "trial.log"
@@ -456,7 +459,7 @@ def _run_child(spec: dict[str, Any], out: Path, *, threads: int | None = None) -
     """`spec` run by the child process (`sweeps.child`) as a trial's is, its output in `out/`
     (log: `trial.log`), at `threads` threads (None: this process's OMP_NUM_THREADS); the record."""
     (out / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
-    for stale in (RECORD, "result.json", INTERMEDIATE, CODE):
+    for stale in RUN_FILES:
         (out / stale).unlink(missing_ok=True)
     threads_text = str(threads or os.environ.get("OMP_NUM_THREADS", ""))
     env = {**os.environ, **({"OMP_NUM_THREADS": threads_text} if threads_text else {})}
