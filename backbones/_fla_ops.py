@@ -10,18 +10,28 @@ with a carried state, as `mamba` and `mamba2` do with mamba-ssm's mixers: an fla
 
 from __future__ import annotations
 
+import importlib
+import sys
 import warnings
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
-with warnings.catch_warnings():  # fla warns on import on every machine without a GPU
-    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
-    from fla.ops.gated_delta_rule.naive import (
-        naive_chunk_gated_delta_rule,
-        naive_recurrent_gated_delta_rule,
-    )
+
+def fla(module: str) -> ModuleType:
+    """fla's `module` (e.g. "fla.ops.gated_delta_rule"), imported when a member first runs or
+    builds one of its parts: importing fla takes seconds (Triton's set-up, ~6 s of a process's
+    start on the 2-core sandbox), which a process that never builds an fla member (a transformer's
+    trial, `zoo collect`, a report) should not pay. fla's warning on a machine without a GPU is
+    silenced."""
+    found = sys.modules.get(module)
+    if found is not None:
+        return found
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
+        return importlib.import_module(module)
+
 
 CPU_CHUNK = 16
 """Chunk length of fla's chunked reference op on CPU: changes speed, not the result (of 4 to 64,
@@ -59,10 +69,11 @@ def gated_delta_rule(
     """
     length = q.shape[1]
     if q.is_cuda:
+        kernels = fla("fla.ops.gated_delta_rule")
         op = (
-            fused_recurrent_gated_delta_rule
+            kernels.fused_recurrent_gated_delta_rule
             if length == 1 and not torch.is_grad_enabled()
-            else chunk_gated_delta_rule
+            else kernels.chunk_gated_delta_rule
         )
         o, memory = op(
             q=q,
@@ -76,12 +87,13 @@ def gated_delta_rule(
         )
         return o.float(), memory
     q, k = l2_normalize(q), l2_normalize(k)
+    naive = fla("fla.ops.gated_delta_rule.naive")
     if length == 1:
-        o, memory = naive_recurrent_gated_delta_rule(
+        o, memory = naive.naive_recurrent_gated_delta_rule(
             q, k, v, beta, g, initial_state=memory, output_final_state=True
         )
         return o.float(), memory
-    return naive_chunk_gated_delta_rule(
+    return naive.naive_chunk_gated_delta_rule(
         q, k, v, g, beta, chunk_size=CPU_CHUNK, initial_state=memory, output_final_state=True
     )
 

@@ -14,9 +14,8 @@ for one token), elsewhere through fla's reference ops (`naive_chunk_gated_delta_
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -25,16 +24,14 @@ from backbones._fla_ops import (
     Block,
     check_block_sizes,
     check_head_widths,
+    fla,
     gated_delta_rule,
 )
 from backbones._mamba_ops import causal_conv, conv_history
 from backbones.base import Backbone, State, register_backbone
 
-with warnings.catch_warnings():  # fla warns on import on every machine without a GPU
-    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
+if TYPE_CHECKING:
     from fla.layers import GatedDeltaNet
-    from fla.modules.norm.layernorm_gated import rms_norm_ref
-    from fla.ops.gated_delta_rule.gate import naive_gdn_gate
 
 
 @dataclasses.dataclass
@@ -62,10 +59,14 @@ def gated_deltanet_mix(
     q, k = (t.unflatten(-1, (attn.num_heads, attn.head_k_dim)) for t in (q, k))
     v = v.unflatten(-1, (attn.num_v_heads, attn.head_v_dim))
     beta = attn.b_proj(x).sigmoid()
-    g = naive_gdn_gate(attn.a_proj(x), attn.A_log, attn.dt_bias)
+    g = fla("fla.ops.gated_delta_rule.gate").naive_gdn_gate(
+        attn.a_proj(x), attn.A_log, attn.dt_bias
+    )
     o, memory = gated_delta_rule(q, k, v, g, beta, memory)
     gate = attn.g_proj(x).unflatten(-1, (attn.num_v_heads, attn.head_v_dim))
-    o = rms_norm_ref(o, attn.o_norm.weight, None, z=gate, eps=attn.o_norm.eps)
+    o = fla("fla.modules.norm.layernorm_gated").rms_norm_ref(
+        o, attn.o_norm.weight, None, z=gate, eps=attn.o_norm.eps
+    )
     return attn.o_proj(o.flatten(2).to(x.dtype)), conv_history(conv, qkv), memory
 
 
@@ -111,7 +112,7 @@ class GatedDeltaNetBackbone(Backbone[GatedDeltaNetState]):
         self.d_model = d_model
         self.blocks = nn.ModuleList(
             Block(
-                attn=GatedDeltaNet(
+                attn=fla("fla.layers").GatedDeltaNet(
                     hidden_size=d_model,
                     head_dim=d_key,
                     num_heads=heads,

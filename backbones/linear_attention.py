@@ -19,18 +19,13 @@ ops (`naive_chunk_simple_gla`, `naive_recurrent_simple_gla`), because fla's laye
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backbones._fla_ops import fla
 from backbones.base import Backbone, State, register_backbone
-
-with warnings.catch_warnings():  # fla warns on import on every machine without a GPU
-    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
-    from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
-    from fla.ops.simple_gla.naive import naive_chunk_simple_gla, naive_recurrent_simple_gla
 
 CHUNK_SIZE = 64
 GATE_LOGIT_NORMALIZER = 16.0  # fla's default: keeps initial decays close to 1 (long memory)
@@ -83,19 +78,21 @@ def simple_gla(
         q, k, v = _pad_last(q, keys), _pad_last(k, keys), _pad_last(v, values)
         if memory is not None:
             memory = F.pad(memory, (0, values - d_value, 0, keys - d_key))
-        op = fused_recurrent_simple_gla if length == 1 else chunk_simple_gla
+        kernels = fla("fla.ops.simple_gla")
+        op = kernels.fused_recurrent_simple_gla if length == 1 else kernels.chunk_simple_gla
         o, memory = op(
             q, k, v, g=g, scale=d_key**-0.5, initial_state=memory, output_final_state=True
         )
         return o[..., :d_value].float(), memory[..., :d_key, :d_value].contiguous()
     if g is None:
         g = q.new_zeros(q.shape[:3])
+    naive = fla("fla.ops.simple_gla.naive")
     if length == 1:
-        o, memory = naive_recurrent_simple_gla(
+        o, memory = naive.naive_recurrent_simple_gla(
             q, k, v, g, initial_state=memory, output_final_state=True
         )
         return o.float(), memory
-    return naive_chunk_simple_gla(
+    return naive.naive_chunk_simple_gla(
         q,
         k,
         v,

@@ -20,22 +20,24 @@ the task loss alone.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 
-from backbones._fla_ops import Block, check_block_sizes, check_head_widths, gated_delta_rule
+from backbones._fla_ops import (
+    Block,
+    check_block_sizes,
+    check_head_widths,
+    fla,
+    gated_delta_rule,
+)
 from backbones._mamba_ops import causal_conv
 from backbones.base import Backbone, State, register_backbone
 
-with warnings.catch_warnings():  # fla warns on import on every machine without a GPU
-    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
+if TYPE_CHECKING:
     from fla.layers import MomAttention
-    from fla.modules.norm.layernorm_gated import rms_norm_ref
-    from fla.ops.gated_delta_rule.gate import naive_gdn_gate
 
 
 @dataclasses.dataclass
@@ -102,7 +104,11 @@ def mom_mix(
     q, k = (t.reshape(batch, span, memories * heads, attn.head_qk_dim) for t in (q, k))
     v = v.reshape(batch, span, memories * heads, attn.head_v_dim)
     still = ~valid.unsqueeze(-1)  # padded steps: no decay, no write
-    g = naive_gdn_gate(gather(a), attn.A_log, attn.dt_bias).masked_fill(still, 0.0)
+    g = (
+        fla("fla.ops.gated_delta_rule.gate")
+        .naive_gdn_gate(gather(a), attn.A_log, attn.dt_bias)
+        .masked_fill(still, 0.0)
+    )
     beta = gather(b).sigmoid().masked_fill(still, 0.0)
     if memory is not None:
         memory = memory.flatten(1, 2)
@@ -115,7 +121,9 @@ def mom_mix(
     o = o.gather(1, rank.unsqueeze(-1).expand(-1, -1, -1, attn.value_dim))
     o = (o * weights.unsqueeze(-1)).sum(dim=2).unflatten(-1, (heads, attn.head_v_dim))
     gate = attn.g_proj(x).unflatten(-1, (heads, attn.head_v_dim))
-    o = rms_norm_ref(o, attn.o_norm.weight, None, z=gate, eps=attn.o_norm.eps)
+    o = fla("fla.modules.norm.layernorm_gated").rms_norm_ref(
+        o, attn.o_norm.weight, None, z=gate, eps=attn.o_norm.eps
+    )
     return attn.o_proj(o.flatten(2).to(x.dtype)), conv, memory
 
 
@@ -170,7 +178,7 @@ class MoMBackbone(Backbone[MoMState]):
         self.d_model = d_model
         self.blocks = nn.ModuleList(
             Block(
-                attn=MomAttention(
+                attn=fla("fla.layers").MomAttention(
                     hidden_size=d_model,
                     head_dim=d_key,
                     num_heads=heads,

@@ -19,23 +19,17 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backbones._fla_ops import Block, check_block_sizes, check_head_widths
+from backbones._fla_ops import Block, check_block_sizes, check_head_widths, fla
 from backbones.base import Backbone, State, register_backbone
 
-with warnings.catch_warnings():  # fla warns on import on every machine without a GPU
-    warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
+if TYPE_CHECKING:
     from fla.layers import RWKV7Attention
-    from fla.ops.generalized_delta_rule.dplr.naive import dplr_chunkwise, dplr_recurrence
-    from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7
-    from fla.ops.rwkv7.fused_addcmul import torch_addcmul_rwkv7
-    from fla.ops.rwkv7.fused_k_update import k_update_ref
-    from fla.ops.rwkv7.gate_output_correction import gate_output_correction_ref
 
 LOG_DECAY_MIN = -math.exp(-0.5)
 """fla's RWKV7Attention: log decay `w = -e^-0.5 * sigmoid(...)`, so `w` in `(LOG_DECAY_MIN, 0)`."""
@@ -66,12 +60,13 @@ def generalized_delta_rule(
     Returns float32 `(o, memory)`."""
     length, d_key = r.shape[1], r.shape[-1]
     if r.is_cuda:
+        kernels = fla("fla.ops.rwkv7")
         if length == 1 and not torch.is_grad_enabled():
-            o, memory = fused_recurrent_rwkv7(
+            o, memory = kernels.fused_recurrent_rwkv7(
                 r, w, k, v, a, b, scale=1.0, initial_state=memory, output_final_state=True
             )
         else:  # as fla's RWKV7Attention calls it
-            o, memory = chunk_rwkv7(
+            o, memory = kernels.chunk_rwkv7(
                 r,
                 w,
                 k,
@@ -89,12 +84,15 @@ def generalized_delta_rule(
     # the reference ops take heads first, fixed chunks, and scale r by 1/sqrt(d_key) themselves
     r, w, k, v, a, b = (t.transpose(1, 2).float() for t in (r, w, k, v, a, b))
     r = r * math.sqrt(d_key)
+    naive = fla("fla.ops.generalized_delta_rule.dplr.naive")
     if length == 1:
-        o, memory = dplr_recurrence(r, k, v, a, b, w, initial_state=memory)
+        o, memory = naive.dplr_recurrence(r, k, v, a, b, w, initial_state=memory)
     else:
         pad = -length % CPU_CHUNK  # padded steps: zero inputs and no decay leave the memory as is
         r, w, k, v, a, b = (F.pad(t, (0, 0, 0, pad)) for t in (r, w, k, v, a, b))
-        o, memory = dplr_chunkwise(r, k, v, a, b, w, initial_state=memory, chunk_size=CPU_CHUNK)
+        o, memory = naive.dplr_chunkwise(
+            r, k, v, a, b, w, initial_state=memory, chunk_size=CPU_CHUNK
+        )
         o = o[:, :, :length]
     return o.transpose(1, 2), memory
 
@@ -107,7 +105,7 @@ def rwkv7_mix(
     Returns `(y, shift, memory, v_first)`."""
     heads, d_head = attn.num_heads, attn.head_dim
     delta = torch.cat([shift.unsqueeze(1).to(x.dtype), x[:, :-1]], dim=1) - x
-    xr, xw, xk, xv, xa, xg = torch_addcmul_rwkv7(
+    xr, xw, xk, xv, xa, xg = fla("fla.ops.rwkv7.fused_addcmul").torch_addcmul_rwkv7(
         x, delta, attn.x_r, attn.x_w, attn.x_k, attn.x_v, attn.x_a, attn.x_g
     )
     r = attn.r_proj(xr)
@@ -123,12 +121,13 @@ def rwkv7_mix(
     a = attn.a_lora(xa).sigmoid()
     g = attn.g_lora(xg)
     kk = F.normalize((k * attn.k_k).unflatten(-1, (heads, d_head)), dim=-1, p=2.0)
-    k = k_update_ref(k, a, attn.k_a)
+    k = fla("fla.ops.rwkv7.fused_k_update").k_update_ref(k, a, attn.k_a)
     r, w, k, a = (t.unflatten(-1, (heads, d_head)) for t in (r, w, k, a))
     v = v.unflatten(-1, (heads, attn.head_v_dim))
     o, memory = generalized_delta_rule(r, w, k, v, -kk, kk * a, memory)
     o = attn.g_norm(o.to(x.dtype).flatten(0, 1).flatten(1)).view_as(x)
-    o = gate_output_correction_ref(o, r, k, attn.r_k, v, g)
+    correction = fla("fla.ops.rwkv7.gate_output_correction").gate_output_correction_ref
+    o = correction(o, r, k, attn.r_k, v, g)
     return attn.o_proj(o), x[:, -1], memory, v_first
 
 
@@ -179,7 +178,7 @@ class RWKV7Backbone(Backbone[RWKV7State]):
         with warnings.catch_warnings():  # fla warns on every RWKV7Attention it builds
             warnings.filterwarnings("ignore", message="According to Bo")
             attns = [
-                RWKV7Attention(
+                fla("fla.layers").RWKV7Attention(
                     hidden_size=d_model,
                     head_dim=d_head,
                     decay_low_rank_dim=low_rank_dim,

@@ -10,14 +10,13 @@ import torch.nn.functional as F
 import yaml
 
 from backbones import linear_attention
+from backbones._fla_ops import fla
 from backbones.linear_attention import (
     GATE_LOGIT_NORMALIZER,
     NORMALIZER_EPS,
     LinearAttentionBackbone,
     LinearAttentionMixer,
     SimpleGLABackbone,
-    naive_chunk_simple_gla,
-    naive_recurrent_simple_gla,
 )
 from backbones.presets import PRESET_DIR, load_preset
 
@@ -115,6 +114,7 @@ def kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]
     Triton kernels check in 16-bit (even K and V), and runs the reference op with the kernel
     call's arguments (so the padding and the scale passed to the kernels are exercised)."""
     calls: list[tuple[str, int, int]] = []
+    naive = fla("fla.ops.simple_gla.naive")
 
     def recorder(name: str):
         def op(q, k, v, *, g, scale, initial_state, output_final_state):
@@ -124,10 +124,10 @@ def kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]
             assert initial_state is None or initial_state.shape[-2:] == (K, V)
             g = q.new_zeros(q.shape[:3]) if g is None else g
             if name == "fused_recurrent":
-                return naive_recurrent_simple_gla(
+                return naive.naive_recurrent_simple_gla(
                     q, k, v, g, scale=scale, initial_state=initial_state
                 )
-            return naive_chunk_simple_gla(
+            return naive.naive_chunk_simple_gla(
                 q,
                 k,
                 v,
@@ -141,8 +141,9 @@ def kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]
         return op
 
     monkeypatch.setattr(linear_attention, "uses_kernels", lambda t: True)
-    monkeypatch.setattr(linear_attention, "chunk_simple_gla", recorder("chunk"))
-    monkeypatch.setattr(linear_attention, "fused_recurrent_simple_gla", recorder("fused_recurrent"))
+    kernels = fla("fla.ops.simple_gla")
+    monkeypatch.setattr(kernels, "chunk_simple_gla", recorder("chunk"))
+    monkeypatch.setattr(kernels, "fused_recurrent_simple_gla", recorder("fused_recurrent"))
     return calls
 
 

@@ -215,3 +215,22 @@ def test_shared_size_names(name: str) -> None:
     assert {"d_model", "depth"} <= accepted
     assert "d_model" in BACKBONES[name].width_args
     assert set(BACKBONES[name].width_args) <= accepted
+
+
+def test_fla_is_imported_by_the_first_fla_member_built_not_before() -> None:
+    """Importing fla takes seconds (Triton's set-up): a process that trains a transformer, collects
+    data or writes a report never pays it; the first fla member it builds imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import backbones, cli.fit, sweeps.child, zoo.training\n"
+        "from backbones.presets import load_preset, preset_path\n"
+        "load_preset(preset_path('transformer', 'tiny'))\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'fla'], 'fla imported'\n"
+        "load_preset(preset_path('gated_deltanet', 'tiny'))\n"
+        "assert 'fla.layers' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
