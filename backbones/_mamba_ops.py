@@ -21,6 +21,7 @@ import os
 import sys
 import types
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +45,33 @@ REFUSE_CPU_FALLBACK_ENV = "ZOO_REFUSE_CPU_FALLBACK"
 if not HAS_SELECTIVE_SCAN_CUDA and "selective_scan_cuda" not in sys.modules:
     sys.modules["selective_scan_cuda"] = _MissingExtension("selective_scan_cuda")
 
-from mamba_ssm.modules.mamba2 import Mamba2  # noqa: E402
-from mamba_ssm.modules.mamba_simple import Mamba  # noqa: E402
-from mamba_ssm.ops.selective_scan_interface import (  # noqa: E402
-    selective_scan_fn,
-    selective_scan_ref,
-)
-from mamba_ssm.ops.triton.layernorm_gated import rms_norm_ref  # noqa: E402
-from mamba_ssm.ops.triton.selective_state_update import selective_state_update  # noqa: E402
-from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: E402
-
 from backbones._selective_scan import selective_scan_cpu  # noqa: E402
+
+MAMBA_SSM = {
+    "Mamba": "mamba_ssm.modules.mamba_simple",
+    "Mamba2": "mamba_ssm.modules.mamba2",
+    "selective_scan_fn": "mamba_ssm.ops.selective_scan_interface",
+    "selective_scan_ref": "mamba_ssm.ops.selective_scan_interface",
+    "rms_norm_ref": "mamba_ssm.ops.triton.layernorm_gated",
+    "selective_state_update": "mamba_ssm.ops.triton.selective_state_update",
+    "mamba_chunk_scan_combined": "mamba_ssm.ops.triton.ssd_combined",
+}
+"""What the zoo takes from mamba-ssm, by the module that defines it."""
+
+
+def mamba_ssm(name: str) -> Any:
+    """mamba-ssm's `name` (one of `MAMBA_SSM`), imported when a Mamba is first built or run:
+    mamba-ssm imports Hugging Face transformers, ~4 s of a process's start on the 2-core sandbox,
+    which a process that never builds a Mamba (a transformer's trial, a report) should not pay."""
+    return getattr(importlib.import_module(MAMBA_SSM[name]), name)
+
+
+def __getattr__(name: str) -> Any:
+    """`from backbones._mamba_ops import Mamba` (and the other `MAMBA_SSM` names) still works."""
+    if name in MAMBA_SSM:
+        return mamba_ssm(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:  # optional even on a GPU
     from causal_conv1d import causal_conv1d_fn
@@ -62,16 +79,14 @@ except ImportError:
     causal_conv1d_fn = None
 
 __all__ = [
-    "Mamba",
-    "Mamba2",
+    "MAMBA_SSM",
     "causal_conv",
     "conv_history",
     "conv_step",
     "gated_rms_norm",
-    "rms_norm_ref",
+    "mamba_ssm",
     "selective_scan",
     "selective_scan_cpu",
-    "selective_scan_ref",
     "selective_state_step",
     "ssd_scan",
     "ssd_scan_cpu",
@@ -163,10 +178,10 @@ def _selective_scan_cuda(
     The kernel passes no gradient into its returned last state (its documented limitation).
     """
     if initial_state is None:
-        return selective_scan_fn(
+        return mamba_ssm("selective_scan_fn")(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True
         )
-    y, last = selective_scan_fn(
+    y, last = mamba_ssm("selective_scan_fn")(
         u, delta, A, B, C, D, None, delta_bias, delta_softplus, return_last_state=True
     )
     dt = delta.float() + (0.0 if delta_bias is None else delta_bias.float()[:, None])
@@ -219,7 +234,7 @@ def selective_state_step(
     """
     if x.is_cuda:
         new_state = state.clone()  # the Triton kernel updates in place
-        y = selective_state_update(
+        y = mamba_ssm("selective_state_update")(
             new_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True
         )
         return y, new_state
@@ -312,7 +327,7 @@ def ssd_scan(
     """SSD with a carried state: mamba-ssm's Triton kernel in chunks of `chunk_size` on a GPU,
     `ssd_scan_cpu` in its own (faster there) chunks otherwise."""
     if x.is_cuda:
-        return mamba_chunk_scan_combined(
+        return mamba_ssm("mamba_chunk_scan_combined")(
             x,
             dt,
             A,
@@ -346,7 +361,7 @@ def ssd_state_step(
     heads, headdim, d_state = state.shape[1:]
     if x.is_cuda:
         new_state = state.clone()  # the Triton kernel updates in place
-        y = selective_state_update(
+        y = mamba_ssm("selective_state_update")(
             new_state,
             x,
             repeat(dt, "b h -> b h p", p=headdim),
@@ -370,7 +385,7 @@ def gated_rms_norm(norm: torch.nn.Module, y: Tensor, z: Tensor) -> Tensor:
     """Mamba2's gated RMSNorm (`mamba_ssm.ops.triton.layernorm_gated.RMSNorm`) on any device."""
     if y.is_cuda:
         return norm(y, z)
-    return rms_norm_ref(
+    return mamba_ssm("rms_norm_ref")(
         y,
         norm.weight,
         norm.bias,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +20,17 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from backbones._mamba_ops import (
-    Mamba,
     causal_conv,
     conv_history,
     conv_step,
+    mamba_ssm,
     selective_scan,
     selective_state_step,
 )
 from backbones.base import Backbone, State, register_backbone
+
+if TYPE_CHECKING:
+    from mamba_ssm.modules.mamba_simple import Mamba
 
 _Mixing = Callable[[nn.Module, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]]
 
@@ -169,7 +172,7 @@ class MambaBackbone(MambaStack):
         if dt_rank is not None:
             check_sizes("mamba", dt_rank=dt_rank)
         mixers = [
-            Mamba(
+            mamba_ssm("Mamba")(
                 d_model=d_model,
                 d_state=d_state,
                 d_conv=d_conv,
@@ -182,7 +185,7 @@ class MambaBackbone(MambaStack):
         super().__init__(d_model=d_model, mixers=mixers, dropout=dropout)
 
     def _state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        mixer = cast(Mamba, self.layers[0].mixer)  # every layer is a _Block around a Mamba
+        mixer = cast("Mamba", self.layers[0].mixer)  # every layer is a _Block around a Mamba
         return (batch_size, mixer.d_inner, mixer.d_conv - 1), (
             batch_size,
             mixer.d_inner,

@@ -9,23 +9,26 @@ quadratic form in batched matmuls and mamba-ssm's reference norm (`backbones._ma
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
 from backbones._mamba_ops import (
-    Mamba2,
     causal_conv,
     conv_history,
     conv_step,
     gated_rms_norm,
+    mamba_ssm,
     ssd_scan,
     ssd_state_step,
 )
 from backbones.base import register_backbone
 from backbones.mamba import MambaStack, check_sizes
+
+if TYPE_CHECKING:
+    from mamba_ssm.modules.mamba2 import Mamba2
 
 
 @register_backbone("mamba2")
@@ -80,7 +83,7 @@ class Mamba2Backbone(MambaStack):
                 f"mamba2: ngroups={ngroups} must divide the number of heads {d_inner // headdim}"
             )
         mixers = [
-            Mamba2(
+            mamba_ssm("Mamba2")(
                 d_model=d_model,
                 d_state=d_state,
                 d_conv=d_conv,
@@ -95,7 +98,7 @@ class Mamba2Backbone(MambaStack):
         super().__init__(d_model=d_model, mixers=mixers, dropout=dropout)
 
     def _state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        mixer = cast(Mamba2, self.layers[0].mixer)  # every layer is a _Block around a Mamba2
+        mixer = cast("Mamba2", self.layers[0].mixer)  # every layer is a _Block around a Mamba2
         conv_channels = mixer.conv1d.weight.shape[0]
         return (batch_size, conv_channels, mixer.d_conv - 1), (
             batch_size,

@@ -217,9 +217,10 @@ def test_shared_size_names(name: str) -> None:
     assert set(BACKBONES[name].width_args) <= accepted
 
 
-def test_fla_is_imported_by_the_first_fla_member_built_not_before() -> None:
-    """Importing fla takes seconds (Triton's set-up): a process that trains a transformer, collects
-    data or writes a report never pays it; the first fla member it builds imports it."""
+def test_fla_and_mamba_ssm_are_imported_by_the_first_member_that_needs_them() -> None:
+    """Importing fla (Triton's set-up) or mamba-ssm (Hugging Face transformers) takes seconds: a
+    process that trains a transformer, collects data or writes a report pays neither; the first
+    member built on one imports it."""
     import subprocess
     import sys
 
@@ -227,10 +228,13 @@ def test_fla_is_imported_by_the_first_fla_member_built_not_before() -> None:
         "import sys\n"
         "import backbones, cli.fit, sweeps.child, zoo.training\n"
         "from backbones.presets import load_preset, preset_path\n"
+        "loaded = lambda: {m.split('.')[0] for m in sys.modules} & {'fla', 'mamba_ssm'}\n"
         "load_preset(preset_path('transformer', 'tiny'))\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] == 'fla'], 'fla imported'\n"
+        "assert not loaded(), loaded()\n"
+        "load_preset(preset_path('mamba', 'tiny'))\n"
+        "assert loaded() == {'mamba_ssm'}, loaded()\n"
         "load_preset(preset_path('gated_deltanet', 'tiny'))\n"
-        "assert 'fla.layers' in sys.modules\n"
+        "assert loaded() == {'mamba_ssm', 'fla'}, loaded()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
