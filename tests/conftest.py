@@ -1,15 +1,21 @@
-"""Suite-wide settings: one torch thread per test process; a tiny dataset every package's tests share.
+"""Suite-wide settings: one torch thread per test process and per process a test starts (a `zoo fit`,
+a sweep's worker and its trials' children), unless the test asks for more; a tiny dataset every
+package's tests share.
 
 The suite runs as two xdist workers on two cores; tiny models made of many small ops slow down by
-an order of magnitude when each worker's OpenMP threads compete for the same cores.
+an order of magnitude when each worker's OpenMP threads compete for the same cores (a tiny GRU's
+in-context evaluation step: 0.6 ms alone at 2 threads, 15 ms at 2 threads beside two busy
+processes, 2 ms at 1 thread beside them; `bench/evaluate.py --backbones gru --modes stream`).
 """
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by every process a test starts
 
 
 @pytest.fixture(scope="session")
