@@ -4,6 +4,8 @@
     zoo sweep status --config configs/sweeps/darkroom_ablation.yaml
     zoo sweep run --config configs/sweeps/darkroom_tune.yaml --backbone gru --n_trials 5
     zoo sweep export --config configs/sweeps/darkroom_tune.yaml --backbone gru [--out FILE]
+    zoo sweep tuned --config configs/sweeps/darkroom_tune.yaml --dir configs/tuned/darkroom \
+        --backbones gru lstm     # which tuned files are not at this protocol, and why
 
 A tuning study's chosen settings are written to its config's `output:` when the study ends (and by
 `zoo sweep export`): the `zoo fit` config fragment an ablation's `tuned:` directory holds.
@@ -97,10 +99,19 @@ def subcommands(parser: Parser) -> None:
                         help="output file (null: the config's `output`)")  # fmt: skip
     commands.add_subcommand("export", export, help="write a tuning study's chosen settings")
 
+    tuned = Parser(description="one line `backbone: why` for each backbone whose tuned file is not "
+                   "its finished tuning at this tuning config's protocol (its `# tuning:` line "
+                   "names the study, trial count, pruner, seeds, context and cap); nothing for "
+                   "those that are. What scripts/study.sh asks before it tunes or runs a study")  # fmt: skip
+    tuned.add_argument("--config", type=str, required=True, help="YAML of the tuning study")
+    tuned.add_argument("--dir", type=str, required=True, help="folder of the tuned files")
+    tuned.add_argument("--backbones", type=str, nargs="+", required=True)
+    commands.add_subcommand("tuned", tuned, help="which tuned files are not at this protocol")
+
 
 def run(options: Namespace, argv: list[str]) -> int:
     subcommand = options.subcommand
-    commands = {"run": _run, "status": _status, "export": _export, "rerun": _rerun}
+    commands = {"run": _run, "status": _status, "export": _export, "rerun": _rerun, "tuned": _tuned}
     return commands[subcommand](options[subcommand])
 
 
@@ -337,4 +348,20 @@ def _export(args: Namespace) -> int:
         )
     study = load_existing(spec.name, spec.storage)
     print(f"wrote {write_tuned(study, spec.config, args.out)}")
+    return 0
+
+
+def _tuned(args: Namespace) -> int:
+    from pathlib import Path
+
+    from sweeps.study import SweepError, load_spec
+    from sweeps.tune import untuned_reason
+
+    for backbone in args.backbones:
+        spec = load_spec(args.config, kind=None, name=None, storage=None, backbone=backbone)
+        if spec.kind != "tune":
+            raise SweepError(f"{args.config} is a {spec.kind} study, not a tuning study")
+        why = untuned_reason(Path(args.dir) / f"{backbone}.yaml", spec.config, spec.name)
+        if why:
+            print(f"{backbone}: {why}")
     return 0

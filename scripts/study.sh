@@ -41,17 +41,27 @@ if [ "$STORE" != "$COMMITTED" ]; then  # the same studies, their state and resul
   check_opts=(--storage "journal://$STORE/check.journal" --set "records=$STORE/check" "tuned=$TUNED")
   study_opts=(--storage "journal://$STORE/study.journal" --set "records=$STORE/study" "tuned=$TUNED")
 fi
-tuned_here() { grep -q '^# tuning: .*"trials": 12,' "$1/$2.yaml" 2>/dev/null; }
+# "backbone: why" for each backbone whose tuned file in folder $1 is not its finished tuning at
+# this protocol (the `# tuning:` line against configs/sweeps/darkroom_tune.yaml); `names` keeps
+# the backbones
+lacking() {
+  $ZOO sweep tuned --config configs/sweeps/darkroom_tune.yaml --dir "$1" --backbones "${backbones[@]}"
+}
+names() { cut -d: -f1; }
 case "$what" in
   tune | check | study) stages=("$what") ;;
   all)
     stages=(tune check study)
     mkdir -p "$TUNED"
-    for b in "${backbones[@]}"; do  # what the committed tuning has finished is not tuned again
-      if [ "$TUNED" != "$COMMITTED_TUNED" ] && ! tuned_here "$TUNED" "$b" && tuned_here "$COMMITTED_TUNED" "$b"; then
-        cp "$COMMITTED_TUNED/$b.yaml" "$TUNED/$b.yaml"
-      fi
-    done ;;
+    if [ "$TUNED" != "$COMMITTED_TUNED" ]; then  # what the committed tuning has finished is not tuned again
+      here=$(lacking "$TUNED" | names)
+      committed=$(lacking "$COMMITTED_TUNED" | names)
+      for b in "${backbones[@]}"; do
+        if grep -qx "$b" <<< "$here" && ! grep -qx "$b" <<< "$committed"; then
+          cp "$COMMITTED_TUNED/$b.yaml" "$TUNED/$b.yaml"
+        fi
+      done
+    fi ;;
   status) stages=() ;;
   *) echo "scripts/study.sh: unknown stage '$what' (known: tune, check, study, all, status)" >&2; exit 2 ;;
 esac
@@ -76,17 +86,20 @@ progress() {
 
 run_stage() {  # tune|check|study: fail what stopped workers left running, then two workers until done
   local stage=$1 runs=()
+  local missing
+  missing=$(lacking "$TUNED")
   if [ "$stage" = tune ]; then
     for b in "${backbones[@]}"; do
-      tuned_here "$TUNED" "$b" || runs+=("--config configs/sweeps/darkroom_tune.yaml --backbone $b")
+      if grep -qx "$b" <<< "$(names <<< "$missing")"; then
+        runs+=("--config configs/sweeps/darkroom_tune.yaml --backbone $b")
+      fi
     done
   else
-    for b in "${backbones[@]}"; do
-      tuned_here "$TUNED" "$b" || {
-        echo "scripts/study.sh: $b is not tuned at this protocol yet ($TUNED/$b.yaml has no 12-trial tuning line): run scripts/study.sh tune first" >&2
-        exit 2
-      }
-    done
+    if [ -n "$missing" ]; then
+      echo "scripts/study.sh: not every backbone is tuned at this protocol yet: run scripts/study.sh tune first" >&2
+      sed 's/^/  /' <<< "$missing" >&2
+      exit 2
+    fi
     runs=("--config configs/sweeps/darkroom_study.yaml" "--config configs/sweeps/darkroom_study_ed.yaml")
     [ "$stage" = study ] || runs=("--config configs/sweeps/darkroom_context_check.yaml")
   fi

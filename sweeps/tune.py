@@ -281,6 +281,30 @@ def read_tuning(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def untuned_reason(path: str | Path, config: TuneConfig, study: str) -> str | None:
+    """Why the settings at `path` are not study `study`'s finished choice at this config's
+    protocol (None: they are): its `# tuning:` line must name the study and its trial count,
+    pruner, sampler seed, training seed, context and cap. What `scripts/study.sh` asks before it
+    tunes a backbone again or runs a study on the tuned settings."""
+    if not Path(path).is_file():
+        return f"{path} does not exist"
+    recorded = read_tuning(path)
+    if recorded is None:
+        return f"{path} has no '# tuning:' line (settings written by hand, or by an older zoo)"
+    wanted = {
+        "study": study,
+        "trials": config.trials,
+        "pruner": config.pruner,
+        "sampler_seed": sampler_seed(config),
+        "training_seed": config.seed,
+        "context_episodes": float(config.context_episodes),
+        "max_steps": (config.fit.get("trainer") or {}).get("max_steps"),
+    }
+    differ = [f"{k} {recorded.get(k)!r} (this protocol: {v!r})" for k, v in wanted.items()
+              if recorded.get(k) != v]  # fmt: skip
+    return f"{path} was tuned at another protocol: " + ", ".join(differ) if differ else None
+
+
 register_study_kind(
     "tune", StudyKind(config=TuneConfig, sampler=sampler, objective=objective, pruner=pruner)
 )

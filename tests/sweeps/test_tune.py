@@ -155,3 +155,35 @@ def test_tuning_selects_on_validation_and_writes_settings_the_ablation_reads(
     )
     assert config_yaml["model"]["lr"] == pytest.approx(best.params["lr"])
     assert config_yaml["model"]["backbone"]["init_args"]["depth"] == best.params["depth"]
+
+
+def test_a_tuned_file_is_known_for_the_protocol_it_was_tuned_at(tmp_path: Path) -> None:
+    """Every committed tuned file is its study's finished choice at the committed tuning
+    protocol; a file tuned at another cap, with fewer trials or without its tuning line is not,
+    and the reason names what differs (what scripts/study.sh refuses a study on)."""
+    from sweeps.study import load_spec
+    from sweeps.tune import untuned_reason
+
+    config = str(ROOT / "configs/sweeps/darkroom_tune.yaml")
+    committed = sorted((ROOT / "configs/tuned/darkroom").glob("*.yaml"))
+    assert committed
+    for path in committed:
+        spec = load_spec(config, kind=None, name=None, storage=None, backbone=path.stem)
+        assert untuned_reason(path, spec.config, spec.name) is None, path
+    spec = load_spec(config, kind=None, name=None, storage=None, backbone=committed[0].stem)
+    text = committed[0].read_text()
+    other = tmp_path / "other.yaml"
+    other.write_text(text.replace('"max_steps": 6000', '"max_steps": 1500').replace(
+        '"trials": 12,', '"trials": 5,'))  # fmt: skip
+    why = untuned_reason(other, spec.config, spec.name)
+    assert why and "trials 5 (this protocol: 12)" in why and "max_steps 1500" in why
+    other.write_text("\n".join(line for line in text.splitlines() if "tuning:" not in line))
+    assert "no '# tuning:' line" in (untuned_reason(other, spec.config, spec.name) or "")
+    assert "does not exist" in (untuned_reason(tmp_path / "no.yaml", spec.config, spec.name) or "")
+    # the command scripts/study.sh reads: one line per backbone that is not tuned here
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "sweep", "tuned", "--config", config, "--dir",
+         str(tmp_path), "--backbones", committed[0].stem],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith(f"{committed[0].stem}: "), done
