@@ -9,7 +9,10 @@
 #                                   refused until every backbone is tuned
 #   scripts/study.sh study [HOURS]  the grid (configs/sweeps/darkroom_study.yaml), then its ED
 #                                   (darkroom_study_ed.yaml); refused until every backbone is tuned
-#   scripts/study.sh all [HOURS]    the tuning a backbone still needs, the check, then the study
+#   scripts/study.sh all [HOURS]    the tuning a backbone still needs, the study, then the check
+#                                   (it sets nothing the study uses: its reading is reported
+#                                   beside the 0.5 and 2-episode columns, so the study's
+#                                   results come first)
 #                                   (`make run`)
 #   scripts/study.sh status         the progress line alone: trials finished per stage and the
 #                                   ETA; nothing collected, no worker started
@@ -51,7 +54,7 @@ names() { cut -d: -f1; }
 case "$what" in
   tune | check | study) stages=("$what") ;;
   all)
-    stages=(tune check study)
+    stages=(tune study check)
     mkdir -p "$TUNED"
     if [ "$TUNED" != "$COMMITTED_TUNED" ]; then  # what the committed tuning has finished is not tuned again
       here=$(lacking "$TUNED" | names)
