@@ -10,10 +10,9 @@
 #   scripts/study.sh study [HOURS]  the grid (configs/sweeps/darkroom_study.yaml), then its ED
 #                                   (darkroom_study_ed.yaml); refused until every backbone is tuned
 #   scripts/study.sh all [HOURS]    the tuning a backbone still needs, the study, then the check
-#                                   (it sets nothing the study uses: its reading is reported
-#                                   beside the 0.5 and 2-episode columns, so the study's
-#                                   results come first)
-#                                   (`make run`)
+#                                   (`make run`; the check sets nothing the study uses, its
+#                                   reading is reported beside the 0.5 and 2-episode columns,
+#                                   so the study's results come first)
 #   scripts/study.sh status         the progress line alone: trials finished per stage and the
 #                                   ETA; nothing collected, no worker started
 # STORE=DIR puts the journals, records and tuned settings under DIR instead of the committed
