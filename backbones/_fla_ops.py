@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 def fla(module: str) -> ModuleType:
     """fla's `module` (e.g. "fla.ops.gated_delta_rule"), imported when a member first runs or
-    builds one of its parts: importing fla takes seconds (Triton's set-up, ~6 s of a process's
-    start on the 2-core sandbox), which a process that never builds an fla member (a transformer's
-    trial, `zoo collect`, a report) should not pay. fla's warning on a machine without a GPU is
+    builds one of its parts: importing fla (Triton's set-up) takes seconds of a process's start,
+    which a process that never builds an fla member (a transformer's trial, `zoo collect`, a
+    report) should not pay (BENCHMARKS.md, "Process start-up"). fla's warning on a machine without a GPU is
     silenced."""
     found = sys.modules.get(module)
     if found is not None:

@@ -61,8 +61,9 @@ MAMBA_SSM = {
 
 def mamba_ssm(name: str) -> Any:
     """mamba-ssm's `name` (one of `MAMBA_SSM`), imported when a Mamba is first built or run:
-    mamba-ssm imports Hugging Face transformers, ~4 s of a process's start on the 2-core sandbox,
-    which a process that never builds a Mamba (a transformer's trial, a report) should not pay."""
+    mamba-ssm imports Hugging Face transformers, seconds of a process's start, which a process that
+    never builds a Mamba (a transformer's trial, a report) should not pay (BENCHMARKS.md, "Process
+    start-up")."""
     return getattr(importlib.import_module(MAMBA_SSM[name]), name)
 
 

@@ -88,11 +88,12 @@ progress() {
 
 run_stage() {  # tune|check|study: fail what stopped workers left running, then two workers until done
   local stage=$1 runs=()
-  local missing
+  local missing untuned
   missing=$(lacking "$TUNED")
+  untuned=$(names <<< "$missing")
   if [ "$stage" = tune ]; then
     for b in "${backbones[@]}"; do
-      if grep -qx "$b" <<< "$(names <<< "$missing")"; then
+      if grep -qx "$b" <<< "$untuned"; then
         runs+=("--config configs/sweeps/darkroom_tune.yaml --backbone $b")
       fi
     done

@@ -3,9 +3,8 @@ a sweep's worker and its trials' children), unless the test asks for more; a tin
 package's tests share.
 
 The suite runs as two xdist workers on two cores; tiny models made of many small ops slow down by
-an order of magnitude when each worker's OpenMP threads compete for the same cores (a tiny GRU's
-in-context evaluation step: 0.6 ms alone at 2 threads, 15 ms at 2 threads beside two busy
-processes, 2 ms at 1 thread beside them; `bench/evaluate.py --backbones gru --modes stream`).
+an order of magnitude when each worker's OpenMP threads compete for the same cores
+(BENCHMARKS.md, "Process start-up", its last paragraph).
 """
 
 import os
